@@ -1,0 +1,106 @@
+"""Every configuration field of semseg_jax, with its default and a one-line comment.
+
+Other configs start from `get_config()` here and change only what differs. The returned
+config is locked: assigning a field that is not declared here is an error naming it, both in
+config files and in `--config.<field>=<value>` overrides.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """The base config: SegFormer-B0 on the built-in synthetic dataset."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # One seed for parameters, dropout and data order/augmentation.
+
+  # Model: `name` is a key of semseg_jax.models.MODELS.
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'segformer'  # Architecture.
+  config.model.variant = 'b0'  # Size within the architecture (segformer: b0..b5).
+  config.model.dtype = 'float32'  # Compute dtype: float32 or bfloat16 (parameters stay float32).
+  config.model.drop_path_rate = 0.1  # Stochastic depth rate (rises linearly over blocks).
+  config.model.dropout_rate = 0.1  # Dropout before the classifier.
+
+  # Data: the source, its label conventions and the input pipeline.
+  config.data = ml_collections.ConfigDict()
+  config.data.name = 'synthetic'  # Dataset: a key of semseg_jax.data.datasets.DATASETS.
+  config.data.root = config_dict.placeholder(str)  # Dataset directory (file datasets only).
+  config.data.train_split = 'train'  # Split used for training.
+  config.data.eval_split = 'val'  # Split used for evaluation.
+  config.data.ignore_index = 255  # Label of pixels that count nowhere (loss, metrics).
+  config.data.mean = (123.675, 116.28, 103.53)  # Per-channel RGB mean on 0..255 images.
+  config.data.std = (58.395, 57.12, 57.375)  # Per-channel RGB std on 0..255 images.
+  config.data.num_workers = 0  # Grain worker processes per host (0: in the main process).
+  config.data.prefetch_batches = 4  # Batches the workers keep ready ahead of the model.
+  config.data.synthetic_image_size = (64, 64)  # Synthetic dataset: (height, width) of images.
+  config.data.synthetic_train_size = 2000  # Synthetic dataset: examples in the train split.
+  config.data.synthetic_eval_size = 128  # Synthetic dataset: examples in the val split.
+
+  # Training-time augmentation (mmsegmentation's pipeline, in this order).
+  config.augment = ml_collections.ConfigDict()
+  config.augment.resize_scale = (2048, 512)  # RandomResize base (long, short) edge limits; () = none.
+  config.augment.ratio_range = (0.5, 2.0)  # RandomResize ratio range applied to resize_scale.
+  config.augment.crop_size = (512, 512)  # RandomCrop (height, width); batches are padded to it.
+  config.augment.cat_max_ratio = 0.75  # RandomCrop: max share of one class in the crop (1 = off).
+  config.augment.flip_prob = 0.5  # Horizontal flip probability.
+  config.augment.photometric = True  # PhotoMetricDistortion (brightness, contrast, HSV).
+
+  # Training loop.
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 16  # Global batch size (all devices and hosts).
+  config.train.num_steps = 160_000  # Optimizer steps.
+  config.train.log_every = 50  # Steps between training-metric logs.
+  config.train.eval_every = 16_000  # Steps between evaluations (and at the last step).
+  config.train.aux_loss_weight = 0.4  # Weight of each auxiliary head's loss.
+
+  # Optimizer (optax); per-parameter multipliers are regexes on the '/'-joined parameter path.
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = 'adamw'  # adamw | sgd.
+  config.optimizer.lr = 6e-5  # Base learning rate.
+  config.optimizer.b1 = 0.9  # AdamW beta1.
+  config.optimizer.b2 = 0.999  # AdamW beta2.
+  config.optimizer.eps = 1e-8  # AdamW epsilon.
+  config.optimizer.momentum = 0.9  # SGD momentum.
+  config.optimizer.nesterov = False  # SGD Nesterov momentum.
+  config.optimizer.weight_decay = 0.01  # Decoupled (AdamW) or L2-gradient (SGD) weight decay.
+  config.optimizer.no_decay_patterns = ('norm', 'dwconv')  # Params matching get no weight decay.
+  config.optimizer.lr_multipliers = (('^decode_head/', 10.0),)  # (regex, lr multiplier) pairs.
+  config.optimizer.grad_clip_norm = 0.0  # Clip the global gradient norm to this (0 = off).
+
+  # Learning-rate schedule: linear warm-up, then decay to end_factor * lr at num_steps.
+  config.schedule = ml_collections.ConfigDict()
+  config.schedule.name = 'poly'  # poly | cosine | constant (after warm-up).
+  config.schedule.warmup_steps = 1500  # Linear warm-up steps.
+  config.schedule.warmup_init_factor = 1e-6  # Warm-up starts at this fraction of lr.
+  config.schedule.power = 1.0  # Poly decay power.
+  config.schedule.end_factor = 0.0  # Final lr as a fraction of lr.
+
+  # Evaluation.
+  config.eval = ml_collections.ConfigDict()
+  config.eval.mode = 'whole'  # Inference mode: whole.
+  config.eval.resize_scale = (2048, 512)  # Keep-ratio resize (long, short) before inference; () = none.
+  config.eval.batch_size = 8  # Global eval batch size (padded examples count nowhere).
+  config.eval.pad_multiple = 32  # Images are padded to a multiple of this (one compile per shape).
+  config.eval.num_overlays = 4  # Prediction overlays written per evaluation.
+  config.eval.checkpoint_step = -1  # --mode=eval restores this step (-1: the latest).
+
+  # Checkpoints (orbax) in <workdir>/checkpoints: train state and data-iterator state together.
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every_steps = 2000  # Steps between checkpoints (and at the last step).
+  config.checkpoint.max_to_keep = 3  # Checkpoints kept on disk.
+
+  # Device mesh: shape per axis (-1: all remaining devices); the batch is split over data_axes.
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.shape = (-1,)  # Devices per mesh axis.
+  config.mesh.axes = ('data',)  # Mesh axis names.
+  config.mesh.data_axes = ('data',)  # Axes the batch dimension is sharded over.
+
+  # --mode=benchmark.
+  config.benchmark = ml_collections.ConfigDict()
+  config.benchmark.batch_size = 8  # Global batch size for the timed steps.
+  config.benchmark.warmup_steps = 3  # Untimed steps after compilation.
+  config.benchmark.steps = 10  # Timed steps.
+
+  config.lock()
+  return config

@@ -1,0 +1,101 @@
+"""--mode=benchmark: parameter count, GFLOPs per image (XLA's cost analysis of the compiled
+step), compile time, and train and inference images/s at the config's crop, after warm-up.
+
+Inputs are random arrays already on the devices, so the figures measure the model and the
+step, not the input pipeline.
+"""
+
+import json
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from semseg_jax import sharding
+from semseg_jax import train
+
+
+def _flops(compiled: Any) -> float:
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else {}
+  return float((analysis or {}).get('flops', float('nan')))
+
+
+def _time_steps(fn: Callable, args: tuple, warmup: int, steps: int,
+                carry_first: bool) -> float:
+  """Seconds per call of `fn`, after `warmup` calls; threads the first output through when
+  `carry_first` (a train step's state)."""
+  def call(args):
+    out = fn(*args)
+    return (out[0], *args[1:]) if carry_first else args, out
+  for _ in range(warmup):
+    args, out = call(args)
+  jax.block_until_ready(out)
+  start = time.perf_counter()
+  for _ in range(steps):
+    args, out = call(args)
+  jax.block_until_ready(out)
+  return (time.perf_counter() - start) / steps
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Measures and prints the figures; also writes them to <workdir>/benchmark.json."""
+  mesh, _, eval_source, model, tx, schedule = train.setup(config, workdir)
+  bench = config.benchmark
+  crop_h, crop_w = config.augment.crop_size
+  state, state_shardings = train.create_train_state(model, tx, jax.random.key(config.seed),
+                                                    (crop_h, crop_w), mesh)
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  batch_sharding = sharding.batch_sharding(mesh, tuple(config.mesh.data_axes))
+  rng = np.random.default_rng(config.seed)
+  n = bench.batch_size
+  batch = jax.device_put({
+      'image': rng.normal(size=(n, crop_h, crop_w, 3)).astype(np.float32),
+      'label': rng.integers(0, eval_source.num_classes, size=(n, crop_h, crop_w),
+                            dtype=np.int32)}, batch_sharding)
+
+  train_step = train.make_train_step(model, tx, schedule, config, state_shardings, mesh)
+  start = time.perf_counter()
+  train_compiled = train_step.lower(state, batch).compile()
+  train_compile_s = time.perf_counter() - start
+
+  def infer(variables, images):
+    return model.apply(variables, images, train=False)['logits']
+  infer_jit = jax.jit(infer, out_shardings=batch_sharding)
+  variables = state.variables()
+  start = time.perf_counter()
+  infer_compiled = infer_jit.lower(variables, batch['image']).compile()
+  infer_compile_s = time.perf_counter() - start
+
+  infer_s = _time_steps(infer_compiled, (variables, batch['image']), bench.warmup_steps,
+                        bench.steps, carry_first=False)
+  train_s = _time_steps(train_compiled, (state, batch), bench.warmup_steps, bench.steps,
+                        carry_first=True)
+  results = {
+      'model': f'{config.model.name}-{config.model.variant}',
+      'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
+      'dtype': config.model.dtype,
+      'input': f'{n}x{crop_h}x{crop_w}',
+      'params_M': num_params / 1e6,
+      'inference_GFLOPs_per_image': _flops(infer_compiled) / n / 1e9,
+      'train_GFLOPs_per_image': _flops(train_compiled) / n / 1e9,
+      'train_compile_s': train_compile_s,
+      'inference_compile_s': infer_compile_s,
+      'train_images_per_s': n / train_s,
+      'inference_images_per_s': n / infer_s,
+  }
+  lines = [f'{k:28s} {v:.4g}' if isinstance(v, float) else f'{k:28s} {v}'
+           for k, v in results.items()]
+  print('\n'.join(lines), flush=True)
+  logging.info('Benchmark:\n%s', '\n'.join(lines))
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, 'benchmark.json'), 'w') as f:
+      json.dump(results, f, indent=1)
+  return results

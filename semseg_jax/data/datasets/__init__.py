@@ -1,0 +1,38 @@
+"""Datasets by name: `DATASETS[config.data.name](data_config, split)` returns a source.
+
+A source is random access (`len`, `source[i]` -> {'image': uint8 [H, W, 3] RGB, 'label': uint8
+[H, W] with the dataset's labels already reduced, 'index': i}) with `image_size(i)` (read without
+decoding pixels), `name(i)`, `class_names`, `palette` and `num_classes`.
+"""
+
+from typing import Any, Callable
+
+import ml_collections
+
+from semseg_jax.data.datasets import ade20k
+from semseg_jax.data.datasets import synthetic
+
+
+def _synthetic(data: ml_collections.ConfigDict, split: str, seed: int) -> Any:
+  size = data.synthetic_train_size if split == 'train' else data.synthetic_eval_size
+  return synthetic.SyntheticSource(split, size, data.synthetic_image_size, seed=seed,
+                                   ignore_index=data.ignore_index)
+
+
+def _ade20k(data: ml_collections.ConfigDict, split: str, seed: int) -> Any:
+  del seed
+  return ade20k.ADE20KSource(data.root, split, ignore_index=data.ignore_index)
+
+
+DATASETS: dict[str, Callable[[ml_collections.ConfigDict, str, int], Any]] = {
+    'synthetic': _synthetic,
+    'ade20k': _ade20k,
+}
+
+
+def make_source(data: ml_collections.ConfigDict, split: str, seed: int = 0) -> Any:
+  """The source of `split` for `config.data`; errors name the field that is wrong."""
+  if data.name not in DATASETS:
+    raise ValueError(f'config.data.name={data.name!r} is not a known dataset; expected one of '
+                     f'{sorted(DATASETS)}.')
+  return DATASETS[data.name](data, split, seed)

@@ -1,0 +1,163 @@
+"""Input pipelines (grain): host-local batches of training crops and evaluation images.
+
+Training: source -> per-epoch shuffle (config seed) -> repeat -> augment (random per example,
+seeded by config seed and the example's position in the global stream) -> this process's share
+-> batch. Process p of P takes stream positions p, p + P, ..., so global batch k is stream
+positions [k * B, (k + 1) * B) whatever the number of hosts, and every example can be
+regenerated from (seed, position) alone.
+
+Evaluation: every image is resized (keep ratio), normalised and padded to a canvas that is a
+multiple of `config.eval.pad_multiple`; images with the same canvas form a group, and each group
+is padded with empty examples to a multiple of the global batch, so every batch has one shape,
+every host runs the same number of steps, and padded pixels and examples are masked out.
+"""
+
+import math
+from typing import Any, Iterator, Sequence
+
+import grain
+import ml_collections
+import numpy as np
+
+from semseg_jax.data import transforms
+
+# (source index or -1 for padding, canvas_h, canvas_w, label_canvas_h, label_canvas_w)
+EvalEntry = tuple[int, int, int, int, int]
+
+
+class TrainPreprocess(grain.transforms.RandomMap):
+  """mmsegmentation's training pipeline on one example: resize, crop, flip, photometric,
+  normalise, pad to the crop with the ignore label."""
+
+  def __init__(self, augment: ml_collections.ConfigDict, data: ml_collections.ConfigDict):
+    self.resize_scale = tuple(augment.resize_scale)
+    self.ratio_range = tuple(augment.ratio_range)
+    self.crop_size = tuple(augment.crop_size)
+    self.cat_max_ratio = float(augment.cat_max_ratio)
+    self.flip_prob = float(augment.flip_prob)
+    self.photometric = bool(augment.photometric)
+    self.mean, self.std = tuple(data.mean), tuple(data.std)
+    self.ignore_index = int(data.ignore_index)
+
+  def random_map(self, example: dict, rng: np.random.Generator) -> dict:
+    image, label = example['image'], example['label']
+    if self.resize_scale:
+      image, label = transforms.random_resize(image, label, rng, self.resize_scale,
+                                              self.ratio_range)
+    image, label = transforms.random_crop(image, label, rng, self.crop_size,
+                                          self.cat_max_ratio, self.ignore_index)
+    image, label = transforms.random_flip(image, label, rng, self.flip_prob)
+    if self.photometric:
+      image = transforms.photometric_distortion(image, rng)
+    image = transforms.normalize(image, self.mean, self.std)
+    image, label = transforms.pad_to(image, label, self.crop_size, self.ignore_index)
+    return {'image': image, 'label': label.astype(np.int32)}
+
+
+def _local_batch_size(global_batch: int, process_count: int, field: str) -> int:
+  if global_batch % process_count:
+    raise ValueError(f'{field}={global_batch} must be divisible by the number of processes '
+                     f'({process_count}).')
+  return global_batch // process_count
+
+
+def _iter_dataset(ds: grain.MapDataset, data: ml_collections.ConfigDict) -> grain.IterDataset:
+  it = ds.to_iter_dataset(grain.ReadOptions(prefetch_buffer_size=data.prefetch_batches))
+  if data.num_workers > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.num_workers,
+                                                     per_worker_buffer_size=1))
+  return it
+
+
+def train_dataset(config: ml_collections.ConfigDict, source: Any, process_index: int = 0,
+                  process_count: int = 1) -> grain.IterDataset:
+  """Endless host-local training batches {'image': f32 [b, h, w, 3], 'label': i32 [b, h, w]}."""
+  local_batch = _local_batch_size(config.train.batch_size, process_count,
+                                  'config.train.batch_size')
+  ds = grain.MapDataset.source(source).shuffle(seed=config.seed).repeat(None)
+  ds = ds.random_map(TrainPreprocess(config.augment, config.data), seed=config.seed + 1)
+  ds = ds[process_index::process_count].batch(local_batch, drop_remainder=True)
+  return _iter_dataset(ds, config.data)
+
+
+def _round_up(x: int, multiple: int) -> int:
+  return int(math.ceil(x / multiple) * multiple)
+
+
+def eval_input_size(image_hw: Sequence[int], resize_scale: Sequence[int]) -> tuple[int, int]:
+  """(h, w) of an image of size image_hw after the evaluation resize."""
+  if not resize_scale:
+    return int(image_hw[0]), int(image_hw[1])
+  return transforms.rescale_size(tuple(image_hw), tuple(resize_scale))
+
+
+def eval_plan(source: Any, resize_scale: Sequence[int], pad_multiple: int,
+              global_batch: int) -> list[EvalEntry]:
+  """Orders the evaluation examples into same-canvas groups padded to whole global batches."""
+  groups: dict[tuple[int, int], list[tuple[int, tuple[int, int]]]] = {}
+  for index in range(len(source)):
+    label_hw = source.image_size(index)
+    h, w = eval_input_size(label_hw, resize_scale)
+    canvas = (_round_up(h, pad_multiple), _round_up(w, pad_multiple))
+    groups.setdefault(canvas, []).append((index, label_hw))
+  plan = []
+  for canvas in sorted(groups):
+    members = groups[canvas]
+    label_canvas = (_round_up(max(hw[0] for _, hw in members), pad_multiple),
+                    _round_up(max(hw[1] for _, hw in members), pad_multiple))
+    indices = [index for index, _ in members]
+    indices += [-1] * (-len(indices) % global_batch)
+    plan += [(index, *canvas, *label_canvas) for index in indices]
+  return plan
+
+
+class EvalPreprocess(grain.transforms.Map):
+  """Loads one planned example: resized, normalised, padded image; label at its original size,
+  padded with the ignore label; and a mask of the pixels that count."""
+
+  def __init__(self, source: Any, eval_config: ml_collections.ConfigDict,
+               data: ml_collections.ConfigDict):
+    self.source = source
+    self.resize_scale = tuple(eval_config.resize_scale)
+    self.mean, self.std = tuple(data.mean), tuple(data.std)
+    self.ignore_index = int(data.ignore_index)
+
+  def map(self, entry: EvalEntry) -> dict:
+    index, canvas_h, canvas_w, label_h, label_w = entry
+    if index < 0:  # Padding example: counts nowhere.
+      return {'image': np.zeros((canvas_h, canvas_w, 3), np.float32),
+              'label': np.full((label_h, label_w), self.ignore_index, np.int32),
+              'mask': np.zeros((label_h, label_w), bool),
+              'image_hw': np.array([canvas_h, canvas_w], np.int32),
+              'label_hw': np.array([label_h, label_w], np.int32),
+              'index': np.int32(-1)}
+    example = self.source[index]
+    image, label = example['image'], example['label']
+    if self.resize_scale:
+      image, _ = transforms.resize_keep_ratio(image, None, self.resize_scale)
+    image = transforms.normalize(image, self.mean, self.std)
+    image_hw, label_hw = image.shape[:2], label.shape
+    if (image_hw[0] > canvas_h or image_hw[1] > canvas_w
+        or label_hw[0] > label_h or label_hw[1] > label_w):
+      raise ValueError(f'{self.source.name(index)}: decoded size {label_hw} differs from the '
+                       f'size read from its header; the file may be corrupt.')
+    image = np.pad(image, ((0, canvas_h - image_hw[0]), (0, canvas_w - image_hw[1]), (0, 0)))
+    label = np.pad(label.astype(np.int32), ((0, label_h - label_hw[0]), (0, label_w - label_hw[1])),
+                   constant_values=self.ignore_index)
+    mask = np.zeros((label_h, label_w), bool)
+    mask[:label_hw[0], :label_hw[1]] = True
+    return {'image': image, 'label': label, 'mask': mask,
+            'image_hw': np.array(image_hw, np.int32), 'label_hw': np.array(label_hw, np.int32),
+            'index': np.int32(index)}
+
+
+def eval_dataset(config: ml_collections.ConfigDict, source: Any, process_index: int = 0,
+                 process_count: int = 1) -> tuple[grain.IterDataset, int]:
+  """Host-local evaluation batches and the number of steps (the same on every host)."""
+  global_batch = config.eval.batch_size
+  local_batch = _local_batch_size(global_batch, process_count, 'config.eval.batch_size')
+  plan = eval_plan(source, config.eval.resize_scale, config.eval.pad_multiple, global_batch)
+  ds = grain.MapDataset.source(plan)[process_index::process_count]
+  ds = ds.map(EvalPreprocess(source, config.eval, config.data)).batch(local_batch)
+  return _iter_dataset(ds, config.data), len(plan) // global_batch
+

@@ -1,0 +1,50 @@
+"""Entry point: `python -m semseg_jax.main --config=configs/quickstart.py --workdir=DIR`.
+
+Modes: train (trains, evaluating along the way; resumes from the latest checkpoint in the
+workdir), eval (restores a checkpoint and evaluates it), benchmark (parameters, GFLOPs, compile
+time and images/s at the config's crop). Config fields are overridden with
+--config.<field>=<value>; an unknown field is an error that names it.
+"""
+
+import os
+
+import jax
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:variant]).',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and metrics.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'benchmark'], 'What to run.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'host:port of process 0, for multi-process runs.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process in a multi-process run.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  del argv
+  if _NUM_PROCESSES.value and _NUM_PROCESSES.value > 1:
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
+  # Imported after jax.distributed so that no backend is touched before it.
+  from semseg_jax import benchmark  # pylint: disable=g-import-not-at-top
+  from semseg_jax import train  # pylint: disable=g-import-not-at-top
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  logging.info('semseg_jax %s on %d devices (%d processes); workdir %s; config:\n%s',
+               _MODE.value, jax.device_count(), jax.process_count(), workdir, config)
+  if _MODE.value == 'train':
+    train.train_and_evaluate(config, workdir)
+  elif _MODE.value == 'eval':
+    train.evaluate_checkpoint(config, workdir)
+  else:
+    benchmark.run(config, workdir)
+
+
+if __name__ == '__main__':
+  jax.config.config_with_absl()
+  app.run(main)

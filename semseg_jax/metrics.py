@@ -1,0 +1,81 @@
+"""Segmentation metrics from one dataset-level confusion matrix.
+
+The matrix is [C, C] with rows = ground truth and columns = prediction, summed over the whole
+dataset (all devices and hosts) before any metric is derived. Conventions (mmsegmentation's):
+a class's IoU and Dice are left out of the means (nan) when the class is absent from both the
+ground truth and the prediction; its accuracy (recall) is left out when it is absent from the
+ground truth. FWIoU weights each class's IoU by its ground-truth pixel frequency. Per-batch
+averages of mIoU are never computed.
+"""
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def confusion_matrix(labels: jax.Array, preds: jax.Array, num_classes: int,
+                     ignore_index: int = 255, mask: jax.Array | None = None) -> jax.Array:
+  """int32 [C, C] counts of (label, prediction) pairs over pixels that count (jittable).
+
+  A pixel counts when its label is not `ignore_index` and `mask` (if given) is true.
+  """
+  valid = labels != ignore_index
+  if mask is not None:
+    valid &= mask
+  index = jnp.where(valid, labels * num_classes + preds, 0).reshape(-1)
+  counts = jnp.zeros(num_classes * num_classes, jnp.int32).at[index].add(
+      valid.reshape(-1).astype(jnp.int32))
+  return counts.reshape(num_classes, num_classes)
+
+
+def _divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  with np.errstate(divide='ignore', invalid='ignore'):
+    return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
+
+
+def per_class_metrics(confusion: np.ndarray) -> dict[str, np.ndarray]:
+  """IoU, Acc (recall), Dice, Precision of each class; nan where undefined."""
+  confusion = np.asarray(confusion, np.float64)
+  tp = np.diag(confusion)
+  gt = confusion.sum(axis=1)
+  pred = confusion.sum(axis=0)
+  return {'IoU': _divide(tp, gt + pred - tp), 'Acc': _divide(tp, gt),
+          'Dice': _divide(2 * tp, gt + pred), 'Precision': _divide(tp, pred)}
+
+
+def summary_metrics(confusion: np.ndarray, class_names: Sequence[str]) -> dict:
+  """aAcc, mAcc, mIoU, FWIoU, mDice in percent, and per-class IoU/Acc/Dice keyed by name."""
+  confusion = np.asarray(confusion, np.int64)
+  if confusion.shape != (len(class_names), len(class_names)):
+    raise ValueError(f'confusion matrix {confusion.shape} does not match {len(class_names)} '
+                     'class names.')
+  per_class = per_class_metrics(confusion)
+  gt = confusion.sum(axis=1).astype(np.float64)
+  total = gt.sum()
+  mean = lambda x: float(np.nanmean(x)) * 100 if np.any(~np.isnan(x)) else float('nan')
+  freq = gt / max(total, 1)
+  result = {
+      'aAcc': float(np.trace(confusion) / max(total, 1)) * 100,
+      'mAcc': mean(per_class['Acc']),
+      'mIoU': mean(per_class['IoU']),
+      'FWIoU': float(np.nansum(freq * per_class['IoU'])) * 100,
+      'mDice': mean(per_class['Dice']),
+  }
+  for key in ('IoU', 'Acc', 'Dice'):
+    result[f'per_class_{key}'] = {name: float(v) * 100 for name, v in
+                                  zip(class_names, per_class[key])}
+  return result
+
+
+def format_table(result: dict, class_names: Sequence[str]) -> str:
+  """A per-class table (IoU, Acc, Dice) and the summary line, for stdout."""
+  width = max(10, max(len(n) for n in class_names))
+  lines = [f'{"class":<{width}}  {"IoU":>7}  {"Acc":>7}  {"Dice":>7}']
+  for name in class_names:
+    row = [result[f'per_class_{k}'][name] for k in ('IoU', 'Acc', 'Dice')]
+    lines.append(f'{name:<{width}}  ' + '  '.join(f'{v:7.2f}' for v in row))
+  lines.append('  '.join(f'{k} {result[k]:.2f}' for k in ('aAcc', 'mAcc', 'mIoU', 'FWIoU',
+                                                          'mDice')))
+  return '\n'.join(lines)

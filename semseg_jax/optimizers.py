@@ -1,0 +1,89 @@
+"""Optimizers and learning-rate schedules (optax) from the config.
+
+Per-parameter learning-rate multipliers and the weight-decay mask are chosen by regexes on the
+'/'-joined parameter path (e.g. 'decode_head/linear_fuse/kernel'), like mmsegmentation's
+`paramwise_cfg`: the multiplier scales the whole update of a parameter (its decoupled weight
+decay included), as a PyTorch parameter group's lr does.
+"""
+
+import re
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+
+def param_paths(tree: Any) -> Any:
+  """A tree of the same structure whose leaves are '/'-joined key paths."""
+  def path_str(path, _):
+    return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))))
+                    for k in path)
+  return jax.tree_util.tree_map_with_path(path_str, tree)
+
+
+def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  """Linear warm-up from warmup_init_factor * lr to lr, then poly/cosine/constant decay to
+  end_factor * lr at train.num_steps (mmsegmentation's LinearLR + PolyLR)."""
+  lr, sched = config.optimizer.lr, config.schedule
+  warmup = sched.warmup_steps
+  decay_steps = max(config.train.num_steps - warmup, 1)
+  end_lr = lr * sched.end_factor
+  if sched.name == 'poly':
+    decay = optax.polynomial_schedule(lr, end_lr, sched.power, decay_steps)
+  elif sched.name == 'cosine':
+    decay = optax.cosine_decay_schedule(lr, decay_steps, alpha=sched.end_factor)
+  elif sched.name == 'constant':
+    decay = optax.constant_schedule(lr)
+  else:
+    raise ValueError(f'config.schedule.name={sched.name!r}; expected poly, cosine or constant.')
+  if warmup <= 0:
+    return decay
+  warm = optax.linear_schedule(lr * sched.warmup_init_factor, lr, warmup)
+  return optax.join_schedules([warm, decay], [warmup])
+
+
+def scale_by_tree(multipliers: Any) -> optax.GradientTransformation:
+  """Multiplies each update by the float at the same place in `multipliers`."""
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u, m: u * jnp.asarray(m, u.dtype), updates, multipliers), state
+  return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
+
+
+def lr_multipliers(params: Any, rules: tuple) -> Any:
+  """Per-parameter multiplier: that of the first (regex, multiplier) rule matching the path."""
+  compiled = [(re.compile(pattern), float(mult)) for pattern, mult in rules]
+  def pick(path):
+    return next((mult for pattern, mult in compiled if pattern.search(path)), 1.0)
+  return jax.tree.map(pick, param_paths(params))
+
+
+def decay_mask(params: Any, no_decay_patterns: tuple) -> Any:
+  """True where weight decay applies: paths matching none of the patterns."""
+  compiled = [re.compile(p) for p in no_decay_patterns]
+  return jax.tree.map(lambda path: not any(p.search(path) for p in compiled),
+                      param_paths(params))
+
+
+def make_optimizer(config: ml_collections.ConfigDict,
+                   params: Any) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """The optimizer of config.optimizer for `params` (a tree or its abstract shapes)."""
+  opt = config.optimizer
+  schedule = make_schedule(config)
+  mask = decay_mask(params, tuple(opt.no_decay_patterns))
+  chain = []
+  if opt.grad_clip_norm > 0:
+    chain.append(optax.clip_by_global_norm(opt.grad_clip_norm))
+  if opt.name == 'adamw':
+    chain += [optax.scale_by_adam(b1=opt.b1, b2=opt.b2, eps=opt.eps),
+              optax.add_decayed_weights(opt.weight_decay, mask)]
+  elif opt.name == 'sgd':  # PyTorch SGD: L2 term added to the gradient before momentum.
+    chain += [optax.add_decayed_weights(opt.weight_decay, mask),
+              optax.trace(decay=opt.momentum, nesterov=opt.nesterov)]
+  else:
+    raise ValueError(f'config.optimizer.name={opt.name!r}; expected adamw or sgd.')
+  chain += [optax.scale_by_learning_rate(schedule),
+            scale_by_tree(lr_multipliers(params, tuple(opt.lr_multipliers)))]
+  return optax.chain(*chain), schedule

@@ -1,0 +1,243 @@
+"""The training loop: config -> grain input -> model -> jit-sharded train step -> evaluation,
+orbax checkpoints and clu logs. Read top to bottom."""
+
+import json
+import os
+import time
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers
+from clu import parameter_overview
+from clu import periodic_actions
+from jax.sharding import Mesh
+
+from semseg_jax import checkpointing
+from semseg_jax import evaluate
+from semseg_jax import losses
+from semseg_jax import metrics
+from semseg_jax import models
+from semseg_jax import optimizers
+from semseg_jax import sharding
+from semseg_jax import visualize
+from semseg_jax.data import datasets
+from semseg_jax.data import pipeline
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+  def variables(self) -> dict:
+    """The model variables for `model.apply`."""
+    if self.batch_stats:
+      return {'params': self.params, 'batch_stats': self.batch_stats}
+    return {'params': self.params}
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
+                       input_hw: tuple[int, int], mesh: Mesh) -> tuple[TrainState, Any]:
+  """The initial state, created by a jitted init directly into its shardings."""
+  def init():
+    param_rng, dropout_rng = jax.random.split(rng)
+    images = jnp.zeros((1, *input_hw, 3), jnp.float32)
+    variables = model.init({'params': param_rng, 'dropout': dropout_rng}, images, train=False)
+    params = variables['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
+  abstract = jax.eval_shape(init)
+  shardings = sharding.state_shardings(abstract, mesh)
+  return jax.jit(init, out_shardings=shardings)(), shardings
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule, config: ml_collections.ConfigDict,
+                    state_shardings: Any, mesh: Mesh) -> Callable:
+  """jit(state, batch) -> (new state, metrics); the state's buffers are donated."""
+  base_rng = jax.random.key(config.seed)
+  ignore_index, aux_weight = config.data.ignore_index, config.train.aux_loss_weight
+
+  def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    dropout_rng = jax.random.fold_in(jax.random.fold_in(base_rng, 1), state.step)
+
+    def loss_fn(params):
+      variables = state.replace(params=params).variables()
+      outputs, updated = model.apply(variables, batch['image'], train=True,
+                                     rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
+      loss, parts = losses.total_loss(outputs, batch['label'], ignore_index, aux_weight)
+      return loss, (updated.get('batch_stats', {}), parts)
+
+    (loss, (batch_stats, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params,
+                                                                                updates),
+                              batch_stats=batch_stats, opt_state=opt_state)
+    step_metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads),
+                    'learning_rate': schedule(state.step), **parts}
+    return new_state, step_metrics
+
+  return jax.jit(train_step,
+                 in_shardings=(state_shardings,
+                               sharding.batch_sharding(mesh, tuple(config.mesh.data_axes))),
+                 out_shardings=(state_shardings, sharding.replicated(mesh)),
+                 donate_argnums=(0,))
+
+
+def write_eval_results(result: evaluate.EvalResult, step: int, split: str, source: Any,
+                       workdir: str, writer: metric_writers.MetricWriter,
+                       ignore_index: int) -> None:
+  """Per-class table to the log, scalars and overlays to TensorBoard, one line to
+  metrics.jsonl, the confusion matrix to .npy and overlays to PNG (process 0 writes files)."""
+  summary = result.metrics
+  logging.info('Evaluation at step %d on %s:\n%s', step, split,
+               metrics.format_table(summary, source.class_names))
+  writer.write_scalars(step, {f'{split}/{k}': summary[k]
+                              for k in ('aAcc', 'mAcc', 'mIoU', 'FWIoU', 'mDice')})
+  panels = {}
+  for index, pred in result.examples:
+    example = source[index]
+    panels[f'{split}/overlay/{source.name(index)}'] = visualize.overlay_panel(
+        example['image'], example['label'], pred, source.palette, ignore_index)
+  if panels:
+    writer.write_images(step, {k: v[None] for k, v in panels.items()})
+  if jax.process_index() != 0:
+    return
+  for key, panel in panels.items():
+    name = key.rsplit('/', 1)[-1]
+    visualize.save_png(os.path.join(workdir, 'predictions', f'step_{step:07d}', f'{name}.png'),
+                       panel)
+  np.save(os.path.join(workdir, f'confusion_{split}_step_{step:07d}.npy'), result.confusion)
+  record = {'step': step, 'split': split,
+            **{k: summary[k] for k in ('aAcc', 'mAcc', 'mIoU', 'FWIoU', 'mDice')},
+            'IoU': summary['per_class_IoU']}
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
+    f.write(json.dumps(record) + '\n')
+
+
+def run_evaluation(eval_step: Callable, state: TrainState, config: ml_collections.ConfigDict,
+                   source: Any, mesh: Mesh, workdir: str,
+                   writer: metric_writers.MetricWriter, step: int) -> dict:
+  start = time.time()
+  result = evaluate.evaluate(eval_step, state.variables(), config, source, mesh)
+  logging.info('Evaluation took %.1f s.', time.time() - start)
+  write_eval_results(result, step, config.data.eval_split, source, workdir, writer,
+                     config.data.ignore_index)
+  writer.flush()
+  return result.metrics
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str):
+  """What training, evaluation and benchmarking share: mesh, sources, model, optimizer."""
+  mesh = sharding.make_mesh(config.mesh)
+  train_source = datasets.make_source(config.data, config.data.train_split, config.seed)
+  eval_source = datasets.make_source(config.data, config.data.eval_split, config.seed)
+  model = models.build_model(config.model, train_source.num_classes)
+  input_hw = tuple(config.augment.crop_size)
+  abstract_params = jax.eval_shape(
+      lambda: model.init({'params': jax.random.key(0), 'dropout': jax.random.key(0)},
+                         jnp.zeros((1, *input_hw, 3)), train=False))['params']
+  tx, schedule = optimizers.make_optimizer(config, abstract_params)
+  return mesh, train_source, eval_source, model, tx, schedule
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains for config.train.num_steps (resuming from the latest checkpoint in workdir),
+  evaluating every config.train.eval_every steps and at the end. Returns the last metrics."""
+  os.makedirs(workdir, exist_ok=True)
+  mesh, train_source, eval_source, model, tx, schedule = setup(config, workdir)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  state, state_shardings = create_train_state(model, tx, jax.random.key(config.seed),
+                                              tuple(config.augment.crop_size), mesh)
+  parameter_overview.log_parameter_overview(state.params)
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  logging.info('Model %s-%s: %d parameters.', config.model.name, config.model.variant,
+               num_params)
+  writer.write_hparams({'num_params': num_params, **flatten_config(config)})
+
+  train_iter = iter(pipeline.train_dataset(config, train_source, jax.process_index(),
+                                           jax.process_count()))
+  manager = checkpointing.make_manager(workdir, config)
+  if manager.latest_step() is not None:
+    logging.info('Resuming from checkpoint at step %d.', manager.latest_step())
+    state = checkpointing.restore(manager, manager.latest_step(), state, train_iter)
+  start_step = int(jax.device_get(state.step))
+
+  train_step = make_train_step(model, tx, schedule, config, state_shardings, mesh)
+  eval_step = evaluate.make_eval_step(model, mesh, tuple(config.mesh.data_axes),
+                                      eval_source.num_classes, config.data.ignore_index)
+  batch_sharding = sharding.batch_sharding(mesh, tuple(config.mesh.data_axes))
+  num_steps = config.train.num_steps
+  report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
+  hooks = [report] if jax.process_index() == 0 else []
+  pending_metrics, last_metrics = [], {}
+  try:
+    for step in range(start_step + 1, num_steps + 1):
+      with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        batch = sharding.to_global(next(train_iter), batch_sharding)
+        state, step_metrics = train_step(state, batch)
+      pending_metrics.append(step_metrics)
+      for hook in hooks:
+        hook(step)
+      if step % config.train.log_every == 0 or step == num_steps:
+        fetched = jax.device_get(pending_metrics)  # The only host sync in the loop.
+        means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+        if not np.isfinite(means['loss']):
+          raise FloatingPointError(f'Non-finite training loss at step {step}: {means}.')
+        writer.write_scalars(step, {f'train/{k}': v for k, v in means.items()})
+        pending_metrics = []
+      checkpointing.save(manager, step, state, train_iter, force=step == num_steps)
+      if step % config.train.eval_every == 0 or step == num_steps:
+        with report.timed('eval'):
+          last_metrics = run_evaluation(eval_step, state, config, eval_source, mesh, workdir,
+                                        writer, step)
+  finally:
+    manager.wait_until_finished()  # An in-flight save completes even if training crashed.
+    writer.flush()
+  if start_step >= num_steps:
+    logging.info('Checkpoint is already at step %d >= train.num_steps.', start_step)
+  return last_metrics
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """--mode=eval: restores config.eval.checkpoint_step (or the latest) and evaluates it."""
+  mesh, _, eval_source, model, tx, _ = setup(config, workdir)
+  manager = checkpointing.make_manager(workdir, config)
+  step = config.eval.checkpoint_step
+  if step < 0:
+    step = manager.latest_step()
+  if step is None or step not in manager.all_steps():
+    raise FileNotFoundError(f'No checkpoint at step {config.eval.checkpoint_step} in '
+                            f'{os.path.join(workdir, "checkpoints")}; available: '
+                            f'{sorted(manager.all_steps())}.')
+  state, _ = create_train_state(model, tx, jax.random.key(config.seed),
+                                tuple(config.augment.crop_size), mesh)
+  state = checkpointing.restore(manager, step, state)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  eval_step = evaluate.make_eval_step(model, mesh, tuple(config.mesh.data_axes),
+                                      eval_source.num_classes, config.data.ignore_index)
+  return run_evaluation(eval_step, state, config, eval_source, mesh, workdir, writer, step)
+
+
+def flatten_config(config: ml_collections.ConfigDict) -> dict:
+  """Config fields as 'a.b' -> scalar or string, for TensorBoard hparams."""
+  flat = {}
+  def visit(prefix, node):
+    for key, value in node.items():
+      name = f'{prefix}{key}'
+      if isinstance(value, ml_collections.ConfigDict):
+        visit(f'{name}.', value)
+      else:
+        flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+  visit('', config)
+  return flat
