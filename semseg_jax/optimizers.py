@@ -25,23 +25,31 @@ def param_paths(tree: Any) -> Any:
 
 def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   """Linear warm-up from warmup_init_factor * lr to lr, then poly/cosine/constant decay to
-  end_factor * lr at train.num_steps (mmsegmentation's LinearLR + PolyLR)."""
+  end_factor * lr at train.num_steps (mmsegmentation's LinearLR then PolyLR/CosineAnnealingLR).
+
+  Written out rather than joined from optax's schedules: those interpolate between absolute
+  learning rates in float32, which puts the first warm-up steps off by several percent.
+  """
   lr, sched = config.optimizer.lr, config.schedule
-  warmup = sched.warmup_steps
+  warmup, f0, end = sched.warmup_steps, sched.warmup_init_factor, sched.end_factor
   decay_steps = max(config.train.num_steps - warmup, 1)
-  end_lr = lr * sched.end_factor
-  if sched.name == 'poly':
-    decay = optax.polynomial_schedule(lr, end_lr, sched.power, decay_steps)
-  elif sched.name == 'cosine':
-    decay = optax.cosine_decay_schedule(lr, decay_steps, alpha=sched.end_factor)
-  elif sched.name == 'constant':
-    decay = optax.constant_schedule(lr)
-  else:
+  if sched.name not in ('poly', 'cosine', 'constant'):
     raise ValueError(f'config.schedule.name={sched.name!r}; expected poly, cosine or constant.')
-  if warmup <= 0:
-    return decay
-  warm = optax.linear_schedule(lr * sched.warmup_init_factor, lr, warmup)
-  return optax.join_schedules([warm, decay], [warmup])
+
+  def schedule(step):
+    step = jnp.asarray(step, jnp.float32)
+    t = jnp.clip((step - warmup) / decay_steps, 0.0, 1.0)
+    if sched.name == 'poly':
+      factor = (1.0 - end) * (1.0 - t) ** sched.power + end
+    elif sched.name == 'cosine':
+      factor = end + (1.0 - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * t))
+    else:
+      factor = jnp.ones_like(t)
+    if warmup > 0:
+      factor = jnp.where(step < warmup, f0 + (1.0 - f0) * step / warmup, factor)
+    return lr * factor
+
+  return schedule
 
 
 def scale_by_tree(multipliers: Any) -> optax.GradientTransformation:

@@ -1,0 +1,61 @@
+"""SegFormer on ADE20K, the published recipe (Xie et al. 2021; mmsegmentation's
+segformer_mit-b*_8xb2-160k_ade20k-512x512): `--config=configs/ade20k_segformer.py:b0` .. `:b5`.
+
+AdamW lr 6e-5, betas (0.9, 0.999), weight decay 0.01 (none on norm layers and the Mix-FFN's
+positional-encoding depthwise convs), decode head lr x10; linear warm-up over 1500 steps from
+1e-6 x lr, then poly decay (power 1) to 0 at 160k steps; global batch 16 of 512x512 crops after a
+random keep-ratio resize of (2048, 512) x [0.5, 2.0], cat_max_ratio 0.75, flip and photometric
+distortion. Evaluation on the whole image after a keep-ratio resize to (2048, 512), scored at the
+label's original resolution.
+"""
+
+import ml_collections
+
+from configs import default
+
+VARIANTS = ('b0', 'b1', 'b2', 'b3', 'b4', 'b5')
+
+
+def get_config(variant: str = 'b0') -> ml_collections.ConfigDict:
+  if variant not in VARIANTS:
+    raise ValueError(f'configs/ade20k_segformer.py: unknown variant {variant!r}; expected one '
+                     f'of {VARIANTS}.')
+  config = default.get_config()
+  config.model.name = 'segformer'
+  config.model.variant = variant
+  config.model.drop_path_rate = 0.1
+  config.model.dropout_rate = 0.1
+
+  config.data.name = 'ade20k'  # Set --config.data.root=<path to ADEChallengeData2016>.
+  config.data.num_workers = 8
+
+  config.augment.resize_scale = (2048, 512)
+  config.augment.ratio_range = (0.5, 2.0)
+  config.augment.crop_size = (512, 512)
+  config.augment.cat_max_ratio = 0.75
+  config.augment.flip_prob = 0.5
+  config.augment.photometric = True
+
+  config.train.batch_size = 16
+  config.train.num_steps = 160_000
+  config.train.eval_every = 16_000
+
+  config.optimizer.name = 'adamw'
+  config.optimizer.lr = 6e-5
+  config.optimizer.b1, config.optimizer.b2 = 0.9, 0.999
+  config.optimizer.weight_decay = 0.01
+  config.optimizer.no_decay_patterns = ('norm', 'dwconv')
+  config.optimizer.lr_multipliers = (('^decode_head/', 10.0),)
+
+  config.schedule.name = 'poly'
+  config.schedule.warmup_steps = 1500
+  config.schedule.warmup_init_factor = 1e-6
+  config.schedule.power = 1.0
+  config.schedule.end_factor = 0.0
+
+  config.eval.mode = 'whole'
+  config.eval.resize_scale = (2048, 512)
+  config.eval.batch_size = 8
+
+  config.checkpoint.every_steps = 4000
+  return config

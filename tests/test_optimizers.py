@@ -1,0 +1,97 @@
+"""Schedules and per-parameter rules against direct formulas (mmsegmentation's LinearLR +
+PolyLR, PyTorch AdamW / SGD parameter groups)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default
+from semseg_jax import optimizers
+
+
+def _config(**schedule):
+  config = default.get_config()
+  config.train.num_steps = 1000
+  config.optimizer.lr = 0.1
+  config.schedule.warmup_steps = 100
+  for k, v in schedule.items():
+    setattr(config.schedule, k, v)
+  return config
+
+
+@pytest.mark.parametrize('power,end_factor', [(1.0, 0.0), (0.9, 1e-3)])
+def test_poly_schedule_with_warmup(power, end_factor):
+  config = _config(name='poly', power=power, end_factor=end_factor, warmup_init_factor=1e-6)
+  schedule = optimizers.make_schedule(config)
+  for step in (0, 1, 50, 99):  # Linear from 1e-6 * lr to lr.
+    factor = 1e-6 + (1 - 1e-6) * step / 100
+    assert float(schedule(step)) == pytest.approx(0.1 * factor, rel=1e-5)
+  for step in (100, 101, 500, 999, 1000):
+    t = (step - 100) / 900
+    expected = (0.1 - 0.1 * end_factor) * (1 - t) ** power + 0.1 * end_factor
+    assert float(schedule(step)) == pytest.approx(expected, rel=1e-4, abs=1e-9)
+
+
+def test_cosine_schedule():
+  schedule = optimizers.make_schedule(_config(name='cosine', end_factor=0.0))
+  assert float(schedule(550)) == pytest.approx(0.05, rel=1e-4)
+
+
+def _params():
+  return {'decode_head': {'fuse_norm': {'scale': jnp.ones(3)},
+                          'classifier': {'kernel': jnp.ones((2, 3))}},
+          'stage1': {'block0': {'mlp': {'dwconv': {'kernel': jnp.ones(3)},
+                                        'fc1': {'kernel': jnp.ones(3)}}}}}
+
+
+def test_adamw_matches_pytorch_param_groups():
+  """One AdamW step: p <- p - lr_g * (adam + wd_g * p), lr_g = lr * mult, wd_g = 0 for norms."""
+  config = _config(warmup_steps=0, name='constant')
+  config.optimizer.weight_decay = 0.5
+  config.optimizer.lr = 0.05
+  params = _params()
+  grads = jax.tree.map(lambda p: 0.3 * jnp.ones_like(p), params)
+  tx, _ = optimizers.make_optimizer(config, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  new = jax.tree.map(lambda p, u: p + u, params, updates)
+  adam = 1.0 / (1.0 + 1e-8 / 0.3)  # First step: m_hat / (sqrt(v_hat) + eps) = g / (|g| + eps).
+  def expected(mult, decay):
+    return 1 - 0.05 * mult * (adam + (0.5 if decay else 0.0))
+  # rtol 1e-4: optax computes Adam's bias correction 1 - b2**t in float32 (PyTorch in float64).
+  check = lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-4)
+  check(new['decode_head']['classifier']['kernel'], expected(10, True))
+  check(new['decode_head']['fuse_norm']['scale'], expected(10, False))
+  check(new['stage1']['block0']['mlp']['dwconv']['kernel'], expected(1, False))
+  check(new['stage1']['block0']['mlp']['fc1']['kernel'], expected(1, True))
+
+
+def test_sgd_momentum_weight_decay_and_clipping():
+  config = _config(warmup_steps=0, name='constant')
+  config.optimizer.name = 'sgd'
+  config.optimizer.weight_decay = 0.01
+  config.optimizer.lr_multipliers = ()
+  config.optimizer.no_decay_patterns = ()
+  config.optimizer.grad_clip_norm = 1.0
+  params = {'w': jnp.array([2.0, -1.0])}
+  tx, _ = optimizers.make_optimizer(config, params)
+  state = tx.init(params)
+  p, buf = np.array([2.0, -1.0]), np.zeros(2)
+  for g in ([3.0, 4.0], [0.1, 0.2]):
+    updates, state = tx.update({'w': jnp.array(g)}, state, params)
+    params = {'w': params['w'] + updates['w']}
+    g = np.array(g) / max(1.0, np.linalg.norm(g))  # clip_grad_norm_, then PyTorch SGD:
+    d = g + 0.01 * p
+    buf = 0.9 * buf + d
+    p = p - 0.1 * buf
+    np.testing.assert_allclose(params['w'], p, rtol=1e-5)
+
+
+def test_unknown_names_fail_naming_the_field():
+  config = _config()
+  config.optimizer.name = 'adam_typo'
+  with pytest.raises(ValueError, match='config.optimizer.name'):
+    optimizers.make_optimizer(config, _params())
+  config = _config(name='linear_typo')
+  with pytest.raises(ValueError, match='config.schedule.name'):
+    optimizers.make_schedule(config)
