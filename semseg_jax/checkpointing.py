@@ -15,19 +15,17 @@ import orbax.checkpoint as ocp
 
 def make_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
-      save_interval_steps=config.checkpoint.every_steps,
       max_to_keep=config.checkpoint.max_to_keep,
       create=True)
   return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
                                options=options)
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iterator: Any,
-         force: bool = False) -> bool:
-  """Saves (asynchronously) when `step` is due or `force`; returns whether it saved."""
-  return manager.save(step, args=ocp.args.Composite(
+def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iterator: Any) -> None:
+  """Saves the state after `step` steps, asynchronously (training goes on while it writes)."""
+  manager.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave(state),
-      data=grain.checkpoint.CheckpointSave(data_iterator)), force=force)
+      data=grain.checkpoint.CheckpointSave(data_iterator)), force=True)
 
 
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any,

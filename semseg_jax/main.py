@@ -8,8 +8,10 @@ time and images/s at the config's crop). Config fields are overridden with
 
 import os
 
-import jax
-from absl import app
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow (clu's writer) start-up noise.
+
+import jax  # pylint: disable=g-import-not-at-top
+from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
@@ -25,8 +27,17 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process in a multi-
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+class _QuietLibraries:
+  """Drops INFO records from orbax and grain (dozens per checkpoint); keeps their warnings."""
+
+  def filter(self, record) -> bool:
+    noisy = any(f'{os.sep}{name}{os.sep}' in record.pathname for name in ('orbax', 'grain'))
+    return not (noisy and record.levelno < logging.WARNING)
+
+
 def main(argv):
   del argv
+  logging.get_absl_logger().addFilter(_QuietLibraries())
   if _NUM_PROCESSES.value and _NUM_PROCESSES.value > 1:
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,

@@ -196,7 +196,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           raise FloatingPointError(f'Non-finite training loss at step {step}: {means}.')
         writer.write_scalars(step, {f'train/{k}': v for k, v in means.items()})
         pending_metrics = []
-      checkpointing.save(manager, step, state, train_iter, force=step == num_steps)
+      if step % config.checkpoint.every_steps == 0 or step == num_steps:
+        checkpointing.save(manager, step, state, train_iter)
       if step % config.train.eval_every == 0 or step == num_steps:
         with report.timed('eval'):
           last_metrics = run_evaluation(eval_step, state, config, eval_source, mesh, workdir,

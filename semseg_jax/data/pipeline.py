@@ -62,7 +62,8 @@ def _local_batch_size(global_batch: int, process_count: int, field: str) -> int:
 
 
 def _iter_dataset(ds: grain.MapDataset, data: ml_collections.ConfigDict) -> grain.IterDataset:
-  it = ds.to_iter_dataset(grain.ReadOptions(prefetch_buffer_size=data.prefetch_batches))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=data.prefetch_batches,
+                                            prefetch_buffer_size=data.prefetch_batches))
   if data.num_workers > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.num_workers,
                                                      per_worker_buffer_size=1))

@@ -1,0 +1,232 @@
+"""SegFormer (Xie et al. 2021): the Mix Transformer (MiT) encoder and the all-MLP decode head.
+
+Follows the paper and its reference implementations (NVlabs/SegFormer, mmsegmentation's
+`mit.py` + `segformer_head.py`, Hugging Face's `modeling_segformer.py`); a model built here holds
+exactly the parameters of HF's `SegformerForSemanticSegmentation` of the same size.
+
+LayerNorm epsilon: every LayerNorm here uses PyTorch's default 1e-5, because HF's port (into
+which the released weights were converted) builds all of them with the default; its config's
+`layer_norm_eps=1e-6` is never read. NVlabs' original MiT instead uses 1e-6 for the blocks'
+norm1/norm2 and each stage's output norm (1e-5 in the patch embeddings and the sequence
+reduction), and mmsegmentation uses 1e-6 for all of them. Matching HF makes converted weights
+reproduce HF's outputs.
+
+Parameter layout (the optimizer's regexes rely on it: every norm has `norm` in its name, the
+Mix-FFN's positional depthwise conv is `dwconv`, the whole head lives under `decode_head`):
+  backbone/stage{1..4}/patch_embed/{proj, norm}
+  backbone/stage{s}/block{j}/{norm1, attn/{query, key, value, sr, sr_norm, proj}, norm2,
+                              mlp/{fc1, dwconv, fc2}}
+  backbone/stage{s}/norm
+  decode_head/{linear_c{1..4}, linear_fuse, fuse_norm, classifier}
+"""
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from semseg_jax.models.layers import (DropPath, bilinear_resize, conv_fan_out_init,
+                                      trunc_normal_init)
+
+SEGFORMER_VARIANTS: dict[str, dict] = {
+    'b0': dict(depths=(2, 2, 2, 2), widths=(32, 64, 160, 256), decoder_dim=256),
+    'b1': dict(depths=(2, 2, 2, 2), widths=(64, 128, 320, 512), decoder_dim=256),
+    'b2': dict(depths=(3, 4, 6, 3), widths=(64, 128, 320, 512), decoder_dim=768),
+    'b3': dict(depths=(3, 4, 18, 3), widths=(64, 128, 320, 512), decoder_dim=768),
+    'b4': dict(depths=(3, 8, 27, 3), widths=(64, 128, 320, 512), decoder_dim=768),
+    'b5': dict(depths=(3, 6, 40, 3), widths=(64, 128, 320, 512), decoder_dim=768),
+}
+
+LN_EPS = 1e-5  # See the module docstring.
+MLP_RATIO = 4
+
+# Linear layers: trunc_normal(std=0.02) weights, zero biases (as the references).
+Dense = functools.partial(nn.Dense, kernel_init=trunc_normal_init(0.02),
+                          bias_init=nn.initializers.zeros)
+# Two-pass variance (like PyTorch); statistics in float32 whatever the compute dtype.
+LayerNorm = functools.partial(nn.LayerNorm, epsilon=LN_EPS, use_fast_variance=False)
+
+
+def conv(features: int, kernel: int, stride: int = 1, padding: int = 0, groups: int = 1,
+         use_bias: bool = True, dtype: Any = jnp.float32, name: str | None = None) -> nn.Conv:
+  """A PyTorch-style Conv2d (explicit symmetric padding) with the N(0, 2/fan_out) init."""
+  return nn.Conv(features, (kernel, kernel), strides=stride,
+                 padding=((padding, padding), (padding, padding)), feature_group_count=groups,
+                 use_bias=use_bias, kernel_init=conv_fan_out_init(kernel, features, groups),
+                 bias_init=nn.initializers.zeros, dtype=dtype, name=name)
+
+
+class OverlapPatchEmbed(nn.Module):
+  """Overlapping patch merging (Sec. 3.1): a strided conv with padding k // 2, then LayerNorm."""
+  width: int
+  patch_size: int
+  stride: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = conv(self.width, self.patch_size, self.stride, self.patch_size // 2, dtype=self.dtype,
+             name='proj')(x)
+    return LayerNorm(dtype=self.dtype, name='norm')(x)
+
+
+class EfficientSelfAttention(nn.Module):
+  """Multi-head self-attention whose keys/values come from a sequence reduced by sr_ratio^2
+  (Eq. 2): a conv with kernel = stride = sr_ratio, then LayerNorm."""
+  num_heads: int
+  sr_ratio: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    n, h, w, c = x.shape
+    head_dim = c // self.num_heads
+    query = Dense(c, dtype=self.dtype, name='query')(x).reshape(n, h * w, self.num_heads, head_dim)
+    kv = x
+    if self.sr_ratio > 1:
+      kv = conv(c, self.sr_ratio, self.sr_ratio, dtype=self.dtype, name='sr')(kv)
+      kv = LayerNorm(dtype=self.dtype, name='sr_norm')(kv)
+    kv = kv.reshape(n, -1, c)
+    key = Dense(c, dtype=self.dtype, name='key')(kv).reshape(n, -1, self.num_heads, head_dim)
+    value = Dense(c, dtype=self.dtype, name='value')(kv).reshape(n, -1, self.num_heads, head_dim)
+    scores = jnp.einsum('nqhd,nkhd->nhqk', query, key) * head_dim**-0.5
+    probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(self.dtype)
+    out = jnp.einsum('nhqk,nkhd->nqhd', probs, value).reshape(n, h, w, c)
+    return Dense(c, dtype=self.dtype, name='proj')(out)
+
+
+class MixFFN(nn.Module):
+  """Mix-FFN (Eq. 3): Linear(C, 4C) -> 3x3 depthwise conv -> GELU -> Linear(4C, C)."""
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    hidden = MLP_RATIO * c
+    x = Dense(hidden, dtype=self.dtype, name='fc1')(x)
+    x = conv(hidden, 3, 1, 1, groups=hidden, dtype=self.dtype, name='dwconv')(x)
+    x = nn.gelu(x, approximate=False)
+    return Dense(c, dtype=self.dtype, name='fc2')(x)
+
+
+class MixBlock(nn.Module):
+  """Pre-norm transformer block: x + DropPath(Attn(LN(x))), then x + DropPath(MixFFN(LN(x)))."""
+  num_heads: int
+  sr_ratio: int
+  drop_path: float
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    drop_path = DropPath(self.drop_path)
+    y = LayerNorm(dtype=self.dtype, name='norm1')(x)
+    y = EfficientSelfAttention(self.num_heads, self.sr_ratio, dtype=self.dtype, name='attn')(y)
+    x = x + drop_path(y, deterministic=not train)
+    y = LayerNorm(dtype=self.dtype, name='norm2')(x)
+    y = MixFFN(dtype=self.dtype, name='mlp')(y)
+    return x + drop_path(y, deterministic=not train)
+
+
+class MixStage(nn.Module):
+  """One encoder stage: overlapping patch embedding, `depth` blocks, a final LayerNorm."""
+  width: int
+  depth: int
+  num_heads: int
+  sr_ratio: int
+  patch_size: int
+  stride: int
+  drop_path_rates: Sequence[float]
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    x = OverlapPatchEmbed(self.width, self.patch_size, self.stride, dtype=self.dtype,
+                          name='patch_embed')(x)
+    for j in range(self.depth):
+      x = MixBlock(self.num_heads, self.sr_ratio, self.drop_path_rates[j], dtype=self.dtype,
+                   name=f'block{j}')(x, train)
+    return LayerNorm(dtype=self.dtype, name='norm')(x)
+
+
+class MixTransformer(nn.Module):
+  """The MiT encoder: four stages at strides 4, 8, 16, 32; returns their NHWC outputs."""
+  depths: Sequence[int] = (2, 2, 2, 2)
+  widths: Sequence[int] = (32, 64, 160, 256)
+  num_heads: Sequence[int] = (1, 2, 5, 8)
+  sr_ratios: Sequence[int] = (8, 4, 2, 1)
+  drop_path_rate: float = 0.1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> list[jax.Array]:
+    # Stochastic depth rises linearly from 0 to drop_path_rate over all blocks of all stages.
+    total = sum(self.depths)
+    rates = [self.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+    features, start = [], 0
+    for s, depth in enumerate(self.depths):
+      patch_size, stride = (7, 4) if s == 0 else (3, 2)
+      x = MixStage(self.widths[s], depth, self.num_heads[s], self.sr_ratios[s], patch_size, stride,
+                   tuple(rates[start:start + depth]), dtype=self.dtype, name=f'stage{s + 1}')(
+                       x, train)
+      features.append(x)
+      start += depth
+    return features
+
+
+class SegFormerHead(nn.Module):
+  """All-MLP decoder (Eq. 4): per-stage Linear(C_i, E), upsample to 1/4, concatenate, fuse with a
+  1x1 conv + BatchNorm + ReLU, dropout, 1x1 conv classifier."""
+  num_classes: int
+  decoder_dim: int = 256
+  dropout_rate: float = 0.1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features: Sequence[jax.Array], train: bool = False) -> jax.Array:
+    size = features[0].shape[1:3]
+    projected = [bilinear_resize(Dense(self.decoder_dim, dtype=self.dtype,
+                                       name=f'linear_c{i + 1}')(f), size)
+                 for i, f in enumerate(features)]
+    # The references concatenate the deepest stage first: [c4, c3, c2, c1].
+    x = jnp.concatenate(projected[::-1], axis=-1)
+    x = conv(self.decoder_dim, 1, use_bias=False, dtype=self.dtype, name='linear_fuse')(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
+                     name='fuse_norm')(x)
+    x = nn.relu(x)
+    # NVlabs and mmsegmentation drop whole channels (nn.Dropout2d); HF's elementwise nn.Dropout
+    # only matters for training, which follows the former.
+    x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2), deterministic=not train)(x)
+    # mmsegmentation's decode heads init the classifier with N(0, 0.01^2).
+    return nn.Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.normal(0.01),
+                   bias_init=nn.initializers.zeros, dtype=self.dtype, name='classifier')(x)
+
+
+class SegFormer(nn.Module):
+  """SegFormer: MiT encoder + all-MLP head; logits at output stride 4."""
+  num_classes: int
+  depths: Sequence[int] = (2, 2, 2, 2)
+  widths: Sequence[int] = (32, 64, 160, 256)
+  num_heads: Sequence[int] = (1, 2, 5, 8)
+  sr_ratios: Sequence[int] = (8, 4, 2, 1)
+  decoder_dim: int = 256
+  drop_path_rate: float = 0.1
+  dropout_rate: float = 0.1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> dict:
+    features = MixTransformer(self.depths, self.widths, self.num_heads, self.sr_ratios,
+                              self.drop_path_rate, dtype=self.dtype, name='backbone')(images, train)
+    logits = SegFormerHead(self.num_classes, self.decoder_dim, self.dropout_rate, dtype=self.dtype,
+                           name='decode_head')(features, train)
+    return {'logits': logits.astype(jnp.float32), 'aux': []}
+
+
+def segformer(variant: str, num_classes: int, **overrides: Any) -> SegFormer:
+  """SegFormer-B0..B5 ('b0'..'b5') with `num_classes` outputs; `overrides` replace fields."""
+  if variant not in SEGFORMER_VARIANTS:
+    raise ValueError(f'Unknown SegFormer variant {variant!r}; expected one of '
+                     f'{sorted(SEGFORMER_VARIANTS)}.')
+  return SegFormer(num_classes=num_classes, **{**SEGFORMER_VARIANTS[variant], **overrides})

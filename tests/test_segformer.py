@@ -1,0 +1,201 @@
+"""SegFormer and the shared layers: shapes, parameter counts, resize, randomness, bfloat16."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from semseg_jax.models import layers
+from semseg_jax.models.segformer import (SEGFORMER_VARIANTS, MixTransformer, SegFormer,
+                                         segformer)
+
+# A SegFormer small enough to compile in a second or two; same structure as B0.
+TINY = dict(depths=(1, 1, 1, 1), widths=(16, 32, 40, 64), decoder_dim=32)
+NUM_CLASSES = 5
+
+# sum(p.numel() for p in SegformerForSemanticSegmentation(SegformerConfig(...,
+# num_labels=150)).parameters()) with transformers 5.23 (published: 3.8M, 13.7M, 27.5M, 47.3M,
+# 64.1M, 84.7M).
+HF_PARAM_COUNTS_150 = {
+    'b0': 3_752_694,
+    'b1': 13_715_798,
+    'b2': 27_461_974,
+    'b3': 47_337_814,
+    'b4': 64_108_374,
+    'b5': 84_708_694,
+}
+
+
+def _torch_conv_size(n: int, k: int, s: int, p: int) -> int:
+  return (n + 2 * p - k) // s + 1
+
+
+def _count(tree) -> int:
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
+
+
+@pytest.fixture(scope='module')
+def tiny():
+  model = segformer('b0', NUM_CLASSES, **TINY)
+  images = jax.random.normal(jax.random.key(0), (2, 37, 53, 3))
+  variables = jax.jit(lambda x: model.init({'params': jax.random.key(1)}, x))(images)
+
+  @jax.jit
+  def train_apply(x, key):
+    return model.apply(variables, x, train=True, rngs={'dropout': key}, mutable=['batch_stats'])
+
+  @jax.jit
+  def eval_apply(x, key):
+    return model.apply(variables, x, train=False, rngs={'dropout': key})
+
+  return model, variables, images, train_apply, eval_apply
+
+
+def test_forward_shapes_train_and_eval(tiny):
+  _, variables, images, train_apply, eval_apply = tiny
+  out, updated = train_apply(images, jax.random.key(2))
+  assert out['logits'].shape == (2, 10, 14, NUM_CLASSES)  # ceil(37/4), ceil(53/4)
+  assert out['aux'] == []
+  assert set(updated) == {'batch_stats'}
+  assert not np.allclose(updated['batch_stats']['decode_head']['fuse_norm']['mean'],
+                         variables['batch_stats']['decode_head']['fuse_norm']['mean'])
+  out = eval_apply(images, jax.random.key(2))
+  assert out['logits'].shape == (2, 10, 14, NUM_CLASSES)
+  assert out['aux'] == []
+  assert bool(jnp.isfinite(out['logits']).all())
+
+
+@pytest.mark.parametrize('hw', [(40, 56), (37, 53), (33, 95)])
+@pytest.mark.parametrize('train', [False, True])
+def test_shapes_follow_pytorch_conv_arithmetic(hw, train):
+  """Stage sizes are PyTorch's floor((H + 2p - k) / s) + 1; logits are at stage 1's size."""
+  model = segformer('b0', NUM_CLASSES, **TINY)
+  images = jax.ShapeDtypeStruct((1, *hw, 3), jnp.float32)
+  rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
+  variables = jax.eval_shape(lambda x: model.init(rngs, x), images)
+  out = jax.eval_shape(
+      lambda v, x: model.apply(v, x, train=train, rngs={'dropout': jax.random.key(1)},
+                               mutable=['batch_stats'])[0], variables, images)
+  h, w = hw
+  assert out['logits'].shape == (1, math.ceil(h / 4), math.ceil(w / 4), NUM_CLASSES)
+  assert out['aux'] == []
+
+  encoder = MixTransformer(TINY['depths'], TINY['widths'])
+  feats = jax.eval_shape(lambda x: encoder.init_with_output(rngs, x)[0], images)
+  for i, (k, s, p) in enumerate([(7, 4, 3), (3, 2, 1), (3, 2, 1), (3, 2, 1)]):
+    h, w = _torch_conv_size(h, k, s, p), _torch_conv_size(w, k, s, p)
+    assert feats[i].shape == (1, h, w, TINY['widths'][i])
+
+
+@pytest.mark.parametrize('variant', sorted(SEGFORMER_VARIANTS))
+def test_param_counts_match_hugging_face(variant):
+  model = segformer(variant, 150)
+  variables = jax.eval_shape(
+      lambda: model.init({'params': jax.random.key(0)}, jnp.zeros((1, 64, 64, 3))))
+  assert _count(variables['params']) == HF_PARAM_COUNTS_150[variant]
+  assert _count(variables['batch_stats']) == 2 * SEGFORMER_VARIANTS[variant]['decoder_dim']
+
+
+def test_param_names_for_optimizer_rules():
+  model = segformer('b0', NUM_CLASSES, **TINY)
+  variables = jax.eval_shape(
+      lambda: model.init({'params': jax.random.key(0)}, jnp.zeros((1, 64, 64, 3))))
+  params = variables['params']
+  assert set(params) == {'backbone', 'decode_head'}
+  block = params['backbone']['stage1']['block0']
+  assert set(block) == {'norm1', 'attn', 'norm2', 'mlp'}
+  assert set(block['attn']) == {'query', 'key', 'value', 'sr', 'sr_norm', 'proj'}
+  assert set(block['mlp']) == {'fc1', 'dwconv', 'fc2'}
+  assert block['mlp']['dwconv']['kernel'].shape == (3, 3, 1, 4 * 16)
+  assert 'sr' not in params['backbone']['stage4']['block0']['attn']  # sr_ratio 1
+  assert set(params['decode_head']) == {'linear_c1', 'linear_c2', 'linear_c3', 'linear_c4',
+                                        'linear_fuse', 'fuse_norm', 'classifier'}
+  assert 'bias' not in params['decode_head']['linear_fuse']
+  # Every parameter with 'scale' (a norm's weight) lives in a module whose name has 'norm'.
+  paths = ['/'.join(str(k.key) for k in path)
+           for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  assert all('norm' in p for p in paths if p.endswith('/scale'))
+  assert sum("norm" in p for p in paths) == 2 * (4 * 4 + 3 + 1)  # 16 + 3 sr LayerNorms, 1 BN
+
+
+def test_init_statistics(tiny):
+  _, variables, *_ = tiny
+  params = variables['params']
+  block = params['backbone']['stage1']['block0']
+  assert abs(float(jnp.std(block['mlp']['fc1']['kernel'])) - 0.02) < 0.003
+  assert abs(float(jnp.std(block['mlp']['dwconv']['kernel'])) - math.sqrt(2 / 9)) < 0.06
+  assert float(jnp.abs(block['mlp']['fc1']['bias']).max()) == 0.0
+  np.testing.assert_array_equal(block['norm1']['scale'], 1.0)
+  np.testing.assert_array_equal(block['norm1']['bias'], 0.0)
+
+
+def _torch_bilinear_numpy(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  """PyTorch's upsample_bilinear2d (align_corners=False, explicit size), pixel by pixel."""
+  n, h, w, c = x.shape
+  out_h, out_w = size
+
+  def taps(i, in_size, out_size):
+    src = max((i + 0.5) * in_size / out_size - 0.5, 0.0)
+    i0 = int(math.floor(src))
+    i1 = i0 + 1 if i0 < in_size - 1 else i0
+    frac = src - i0
+    return i0, i1, 1.0 - frac, frac
+
+  out = np.zeros((n, out_h, out_w, c), np.float64)
+  for oy in range(out_h):
+    y0, y1, wy0, wy1 = taps(oy, h, out_h)
+    for ox in range(out_w):
+      x0, x1, wx0, wx1 = taps(ox, w, out_w)
+      out[:, oy, ox] = (wy0 * (wx0 * x[:, y0, x0] + wx1 * x[:, y0, x1]) +
+                        wy1 * (wx0 * x[:, y1, x0] + wx1 * x[:, y1, x1]))
+  return out
+
+
+@pytest.mark.parametrize('in_hw,out_hw', [((5, 7), (13, 9)), ((13, 11), (4, 6)),
+                                          ((7, 7), (10, 3)), ((3, 4), (3, 4)),
+                                          ((2, 3), (16, 24)), ((10, 14), (3, 4))])
+def test_bilinear_resize_matches_pytorch(in_hw, out_hw):
+  x = np.random.RandomState(0).randn(2, *in_hw, 3).astype(np.float32)
+  got = np.asarray(layers.bilinear_resize(jnp.asarray(x), out_hw))
+  np.testing.assert_allclose(got, _torch_bilinear_numpy(x, out_hw), rtol=1e-5, atol=1e-5)
+
+
+def test_drop_path():
+  x = jnp.ones((4000, 2, 2, 3))
+  layer = layers.DropPath(0.25)
+  np.testing.assert_array_equal(layer.apply({}, x, deterministic=True), x)
+  y = np.asarray(layer.apply({}, x, deterministic=False, rngs={'dropout': jax.random.key(0)}))
+  per_sample = y.reshape(4000, -1)
+  assert np.all(per_sample.min(1) == per_sample.max(1))  # whole samples kept or dropped
+  np.testing.assert_allclose(np.unique(per_sample), [0.0, 1 / 0.75], rtol=1e-6)
+  assert abs((per_sample[:, 0] == 0).mean() - 0.25) < 0.03
+
+
+def test_randomness_only_in_train_mode(tiny):
+  _, _, images, train_apply, eval_apply = tiny
+  a, _ = train_apply(images, jax.random.key(10))
+  b, _ = train_apply(images, jax.random.key(11))
+  a2, _ = train_apply(images, jax.random.key(10))
+  assert not np.allclose(a['logits'], b['logits'])
+  np.testing.assert_array_equal(a['logits'], a2['logits'])
+  e1 = eval_apply(images, jax.random.key(10))
+  e2 = eval_apply(images, jax.random.key(11))
+  np.testing.assert_array_equal(e1['logits'], e2['logits'])
+
+
+def test_bfloat16_runs_and_is_finite(tiny):
+  _, variables, images, *_ = tiny  # float32 parameters serve any compute dtype
+  model = SegFormer(NUM_CLASSES, dtype=jnp.bfloat16, **TINY)
+  out, updated = jax.jit(lambda v, x: model.apply(
+      v, x, train=True, rngs={'dropout': jax.random.key(2)}, mutable=['batch_stats']))(
+          variables, images)
+  assert out['logits'].shape == (2, 10, 14, NUM_CLASSES)
+  assert bool(jnp.isfinite(out['logits']).all())
+  assert all(s.dtype == jnp.float32 for s in jax.tree.leaves(updated))
+
+
+def test_unknown_variant():
+  with pytest.raises(ValueError, match='b9'):
+    segformer('b9', 3)
