@@ -5,14 +5,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from semseg_jax.models import layers
+
 
 def resize_logits(logits: jax.Array, hw: tuple[int, int]) -> jax.Array:
   """Bilinear (PyTorch align_corners=False) resize of NHWC logits to (H, W), in float32."""
-  logits = logits.astype(jnp.float32)
-  if logits.shape[1:3] == tuple(hw):
-    return logits
-  shape = (logits.shape[0], hw[0], hw[1], logits.shape[-1])
-  return jax.image.resize(logits, shape, method='bilinear', antialias=False)
+  return layers.bilinear_resize(logits.astype(jnp.float32), tuple(hw))
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int = 255) -> jax.Array:

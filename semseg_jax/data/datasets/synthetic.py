@@ -1,6 +1,6 @@
 """A procedurally generated segmentation dataset: no files, random access, any image size.
 
-Each image has a noisy colour-gradient background and two to four overlapping objects. Every
+Each image has a noisy colour-gradient background and one to three overlapping objects. Every
 object's colours are drawn from the same uniform distribution whatever its class, so a single
 pixel's colour says nothing about its class: shape (disk, square, triangle) or texture (stripes,
 checkerboard on a disk or a square) decides. The one-pixel rim of every object is labelled
@@ -43,10 +43,10 @@ def _texture(kind: str, yy, xx, rng: np.random.Generator) -> np.ndarray:
   """Boolean pattern of stripes (random angle and period) or a checkerboard (random cell)."""
   if kind == 'stripes':
     angle = rng.uniform(0, np.pi)
-    period = rng.uniform(6.0, 9.0)
+    period = rng.uniform(10.0, 14.0)
     t = np.cos(angle) * xx + np.sin(angle) * yy
     return np.floor(t / (period / 2)) % 2 == 0
-  cell = rng.integers(3, 6)
+  cell = rng.integers(5, 8)
   return (yy // cell + xx // cell) % 2 == 0
 
 
@@ -67,11 +67,11 @@ def generate_example(seed: int, split_id: int, index: int, image_size: Sequence[
   image = (_random_colour(rng) * (1 - t[..., None]) + _random_colour(rng) * t[..., None])
   label = np.zeros((h, w), np.uint8)
   scale = min(h, w)
-  for _ in range(rng.integers(2, 5)):
+  for _ in range(rng.integers(1, 4)):
     cls = int(rng.integers(1, NUM_CLASSES))
-    radius = rng.uniform(0.13, 0.24) * scale
+    radius = rng.uniform(0.2, 0.32) * scale
     cy, cx = rng.uniform(0, h), rng.uniform(0, w)
-    shape_angle = rng.uniform(0, 2 * np.pi)
+    shape_angle = rng.uniform(-0.3, 0.3)  # Near upright: shape, not pose, is the task.
     name = CLASS_NAMES[cls]
     if name in ('stripes', 'checkerboard'):
       region = _region(('disk', 'square')[rng.integers(2)], yy, xx, cy, cx, radius, shape_angle)
@@ -82,7 +82,7 @@ def generate_example(seed: int, split_id: int, index: int, image_size: Sequence[
       colour = _random_colour(rng)
     image = np.where(region[..., None], colour, image)
     label[region] = cls
-  image = image + rng.normal(0, 12.0, size=image.shape)
+  image = image + rng.normal(0, 8.0, size=image.shape)
   # Ignore the one-pixel rim of every object: object pixels with a 4-neighbour of another label.
   padded = np.pad(label, 1, mode='edge')
   centre = padded[1:-1, 1:-1]

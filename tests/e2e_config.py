@@ -1,0 +1,37 @@
+"""Small settings shared by the end-to-end tests: the real code paths at tiny shapes."""
+
+import ml_collections
+
+from configs import quickstart
+
+# Field -> value making configs/quickstart.py tiny.
+TINY = {
+    'data.synthetic_image_size': (32, 32),
+    'data.synthetic_train_size': 64,
+    'data.synthetic_eval_size': 16,
+    'augment.crop_size': (32, 32),
+    'augment.resize_scale': (64, 32),
+    'train.batch_size': 8,
+    'eval.batch_size': 8,
+    'eval.num_overlays': 2,
+    'train.log_every': 2,
+}
+
+
+def override_flags(overrides: dict) -> list[str]:
+  """--config.<field>=<value> flags for main."""
+  return [f'--config.{k}={v}' for k, v in overrides.items()]
+
+
+def apply(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
+  for key, value in overrides.items():
+    *parents, leaf = key.split('.')
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+def tiny_quickstart() -> ml_collections.ConfigDict:
+  return apply(quickstart.get_config(), TINY)

@@ -1,0 +1,46 @@
+"""Runs a few train steps and one evaluation on however many devices this process has, and
+saves losses, parameters and the confusion matrix (used by test_train's device comparison).
+
+python -m tests.sharded_steps OUT.npz
+"""
+
+import sys
+
+from absl import flags
+
+flags.FLAGS.mark_as_parsed()
+
+import jax  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+from semseg_jax import evaluate  # pylint: disable=g-import-not-at-top
+from semseg_jax import sharding  # pylint: disable=g-import-not-at-top
+from semseg_jax import train  # pylint: disable=g-import-not-at-top
+from semseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+from tests import e2e_config  # pylint: disable=g-import-not-at-top
+
+
+def main(out_path: str) -> None:
+  config = e2e_config.tiny_quickstart()
+  config.train.num_steps = 3
+  mesh, train_source, eval_source, model, tx, schedule = train.setup(config, '')
+  state, state_shardings = train.create_train_state(
+      model, tx, jax.random.key(config.seed), tuple(config.augment.crop_size), mesh)
+  step_fn = train.make_train_step(model, tx, schedule, config, state_shardings, mesh)
+  batch_sharding = sharding.batch_sharding(mesh, tuple(config.mesh.data_axes))
+  it = iter(pipeline.train_dataset(config, train_source))
+  losses = []
+  for _ in range(config.train.num_steps):
+    state, metrics = step_fn(state, sharding.to_global(next(it), batch_sharding))
+    losses.append(float(metrics['loss']))
+  eval_step = evaluate.make_eval_step(model, mesh, tuple(config.mesh.data_axes),
+                                      eval_source.num_classes, config.data.ignore_index)
+  result = evaluate.evaluate(eval_step, state.variables(), config, eval_source, mesh)
+  flat = {'/'.join(str(getattr(k, 'key', k)) for k in path): np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(state.variables())}
+  np.savez(out_path, losses=np.array(losses), confusion=result.confusion,
+           num_devices=jax.device_count(), **flat)
+
+
+if __name__ == '__main__':
+  main(sys.argv[1])

@@ -1,0 +1,128 @@
+"""The grain input pipelines: determinism, host sharding, iterator state, evaluation plans."""
+
+import numpy as np
+import pytest
+
+from configs import ade20k_segformer
+from configs import quickstart
+from semseg_jax.data import datasets
+from semseg_jax.data import pipeline
+from tests.fixtures import make_ade20k_tree
+
+
+def _config(batch_size=4):
+  config = quickstart.get_config()
+  config.data.synthetic_image_size = (32, 32)
+  config.data.synthetic_train_size = 10
+  config.augment.crop_size = (32, 32)
+  config.augment.resize_scale = (64, 32)
+  config.train.batch_size = batch_size
+  return config
+
+
+def _take(dataset, n):
+  it = iter(dataset)
+  return [next(it) for _ in range(n)]
+
+
+def test_train_batches_are_deterministic_and_shaped():
+  config = _config()
+  source = datasets.make_source(config.data, 'train', config.seed)
+  first, second = _take(pipeline.train_dataset(config, source), 4), _take(
+      pipeline.train_dataset(config, source), 4)
+  for a, b in zip(first, second):
+    assert a['image'].shape == (4, 32, 32, 3) and a['image'].dtype == np.float32
+    assert a['label'].shape == (4, 32, 32) and a['label'].dtype == np.int32
+    np.testing.assert_array_equal(a['image'], b['image'])
+    np.testing.assert_array_equal(a['label'], b['label'])
+  # Ten examples, batches of four: the stream crosses epochs, reshuffled, never stalls.
+  assert not np.array_equal(first[0]['image'], first[3]['image'])
+
+
+def test_process_shards_interleave_into_the_global_batch():
+  """Process p of P takes stream positions p, p + P, ...: the union of the hosts' batches is
+  the one-host batch, so data does not depend on the number of hosts."""
+  config = _config(batch_size=4)
+  source = datasets.make_source(config.data, 'train', config.seed)
+  single = _take(pipeline.train_dataset(config, source), 3)
+  shards = [_take(pipeline.train_dataset(config, source, p, 2), 3) for p in range(2)]
+  for k in range(3):
+    for row in range(4):
+      host, local_row = row % 2, row // 2
+      for key in ('image', 'label'):
+        np.testing.assert_array_equal(single[k][key][row], shards[host][k][key][local_row])
+
+
+def test_iterator_state_resumes_at_the_next_batch():
+  config = _config()
+  source = datasets.make_source(config.data, 'train', config.seed)
+  dataset = pipeline.train_dataset(config, source)
+  it = iter(dataset)
+  next(it), next(it)
+  state = it.get_state()
+  expected = next(it)
+  resumed = iter(dataset)
+  resumed.set_state(state)
+  np.testing.assert_array_equal(next(resumed)['image'], expected['image'])
+
+
+def test_batch_size_must_divide_over_processes():
+  config = _config(batch_size=5)
+  source = datasets.make_source(config.data, 'train', config.seed)
+  with pytest.raises(ValueError, match='config.train.batch_size'):
+    pipeline.train_dataset(config, source, 0, 2)
+
+
+@pytest.fixture(scope='module')
+def ade_config(tmp_path_factory):
+  root = make_ade20k_tree(tmp_path_factory.mktemp('ade'), num_train=2, num_val=5)
+  config = ade20k_segformer.get_config('b0')
+  config.data.root = str(root)
+  config.data.num_workers = 0
+  config.eval.resize_scale = (96, 64)
+  config.eval.batch_size = 2
+  return config
+
+
+def test_eval_plan_groups_pads_and_covers_every_example_once(ade_config):
+  source = datasets.make_source(ade_config.data, 'val')
+  plan = pipeline.eval_plan(source, ade_config.eval.resize_scale, 32, 2)
+  assert sorted(e[0] for e in plan if e[0] >= 0) == list(range(len(source)))
+  assert len(plan) % 2 == 0
+  for start in range(0, len(plan), 2):  # One canvas per global batch.
+    assert len({e[1:] for e in plan[start:start + 2]}) == 1
+  for index, ch, cw, lh, lw in plan:
+    assert ch % 32 == 0 and cw % 32 == 0 and lh % 32 == 0 and lw % 32 == 0
+    if index >= 0:
+      h, w = pipeline.eval_input_size(source.image_size(index), ade_config.eval.resize_scale)
+      assert h <= ch and w <= cw and source.image_size(index) <= (lh, lw)
+
+
+@pytest.mark.parametrize('process_count', [1, 2])
+def test_eval_batches_carry_labels_masks_and_sizes(ade_config, process_count):
+  source = datasets.make_source(ade_config.data, 'val')
+  seen, steps_per_host = [], []
+  for p in range(process_count):
+    config = ade_config.copy_and_resolve_references()
+    config.eval.batch_size = 2 * process_count
+    dataset, num_steps = pipeline.eval_dataset(config, source, p, process_count)
+    batches = list(dataset)
+    steps_per_host.append((len(batches), num_steps))
+    for batch in batches:
+      for i, index in enumerate(batch['index']):
+        mask = batch['mask'][i]
+        if index < 0:
+          assert not mask.any() and (batch['label'][i] == 255).all()
+          continue
+        seen.append(int(index))
+        h, w = batch['label_hw'][i]
+        label = source[int(index)]['label']
+        assert (h, w) == label.shape and mask[:h, :w].all() and mask.sum() == h * w
+        np.testing.assert_array_equal(batch['label'][i][:h, :w], label)
+        assert (batch['label'][i][h:] == 255).all() and (batch['label'][i][:, w:] == 255).all()
+        ih, iw = batch['image_hw'][i]
+        assert (ih, iw) == pipeline.eval_input_size(label.shape, config.eval.resize_scale)
+        assert (batch['image'][i][ih:] == 0).all() and (batch['image'][i][:, iw:] == 0).all()
+  assert sorted(seen) == list(range(len(source)))
+  assert len({s for s in steps_per_host}) == 1  # Every host runs the same number of steps.
+  assert steps_per_host[0][0] == steps_per_host[0][1]

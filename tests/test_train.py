@@ -1,0 +1,174 @@
+"""End to end through the entry point users run: `python -m semseg_jax.main`."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from tests import e2e_config
+from tests.fixtures import make_ade20k_tree
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _env(num_devices: int = 1) -> dict:
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={num_devices}'
+  env['PYTHONPATH'] = str(REPO)
+  env.pop('JAX_PLATFORMS', None)
+  return env
+
+
+def _main_command(workdir, *flags, config='configs/quickstart.py'):
+  return [sys.executable, '-m', 'semseg_jax.main', f'--config={config}', f'--workdir={workdir}',
+          *flags]
+
+
+def _run(workdir, *flags, config='configs/quickstart.py', check=True, timeout=600):
+  result = subprocess.run(_main_command(workdir, *flags, config=config), cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=timeout)
+  if check and result.returncode != 0:
+    raise AssertionError(f'main failed ({result.returncode}):\n{result.stderr[-5000:]}')
+  return result
+
+
+def _records(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def _final_params(workdir):
+  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'))
+  restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+      state=ocp.args.StandardRestore()))['state']
+  return manager.latest_step(), restored
+
+
+def _flags(num_steps, **extra):
+  overrides = {**e2e_config.TINY, 'train.num_steps': num_steps, **extra}
+  return e2e_config.override_flags(overrides)
+
+
+def test_train_then_eval_mode_leaves_every_artifact(tmp_path):
+  workdir = tmp_path / 'run'
+  _run(workdir, *_flags(4, **{'train.eval_every': 2, 'checkpoint.every_steps': 2}))
+  records = _records(workdir)
+  assert [r['step'] for r in records] == [2, 4]
+  for key in ('aAcc', 'mAcc', 'mIoU', 'FWIoU', 'mDice'):
+    assert 0 <= records[-1][key] <= 100
+  assert set(records[-1]['IoU']) == {'background', 'disk', 'square', 'triangle', 'stripes',
+                                     'checkerboard'}
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['2', '4']
+  assert len(os.listdir(workdir / 'predictions' / 'step_0000004')) == 2
+  assert np.load(workdir / 'confusion_val_step_0000004.npy').shape == (6, 6)
+  assert any(name.startswith('events.out.tfevents') for name in os.listdir(workdir))
+
+  # --mode=eval restores the latest checkpoint and reproduces the final evaluation.
+  _run(workdir, '--mode=eval', *_flags(4))
+  again = _records(workdir)[-1]
+  assert again['step'] == 4 and again['mIoU'] == records[-1]['mIoU']
+  assert again['IoU'] == records[-1]['IoU']
+
+
+def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
+  flags = _flags(40, **{'train.eval_every': 20, 'checkpoint.every_steps': 5})
+  straight = tmp_path / 'straight'
+  _run(straight, *flags)
+
+  killed = tmp_path / 'killed'
+  proc = subprocess.Popen(_main_command(killed, *flags), cwd=REPO, env=_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while not (killed / 'checkpoints' / '10').exists():
+    assert proc.poll() is None, 'the run ended before it could be killed'
+    assert time.time() < deadline
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  steps_left = sorted(int(s) for s in os.listdir(killed / 'checkpoints') if s.isdigit())
+  assert steps_left and steps_left[-1] < 40, steps_left  # Killed mid-training.
+  _run(killed, *flags)  # The same command resumes.
+
+  step_a, state_a = _final_params(straight)
+  step_b, state_b = _final_params(killed)
+  assert step_a == step_b == 40
+  leaves_a, leaves_b = (jax_leaves(s) for s in (state_a, state_b))
+  assert leaves_a.keys() == leaves_b.keys()
+  for key in leaves_a:
+    np.testing.assert_array_equal(leaves_a[key], leaves_b[key], err_msg=key)
+  final_a, final_b = _records(straight)[-1], _records(killed)[-1]
+  assert final_a == final_b
+
+
+def jax_leaves(tree):
+  import jax  # pylint: disable=g-import-not-at-top
+  return {jax.tree_util.keystr(path): np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def test_eight_devices_match_one(tmp_path):
+  results = {}
+  for n in (1, 8):
+    out = tmp_path / f'{n}.npz'
+    subprocess.run([sys.executable, '-m', 'tests.sharded_steps', str(out)], cwd=REPO,
+                   env=_env(n), check=True, timeout=600, capture_output=True)
+    results[n] = dict(np.load(out))
+  one, eight = results[1], results[8]
+  assert int(one['num_devices']) == 1 and int(eight['num_devices']) == 8
+  np.testing.assert_allclose(eight['losses'], one['losses'], rtol=1e-5)
+  for key in one:
+    if key not in ('losses', 'confusion', 'num_devices'):
+      np.testing.assert_allclose(eight[key], one[key], rtol=1e-4, atol=1e-5, err_msg=key)
+  np.testing.assert_array_equal(eight['confusion'], one['confusion'])
+
+
+def test_ade20k_segformer_trains_and_reduces_labels_once(tmp_path):
+  root = make_ade20k_tree(tmp_path / 'data', num_train=4, num_val=3)
+  workdir = tmp_path / 'run'
+  overrides = {'data.root': str(root), 'data.num_workers': 0, 'augment.crop_size': (32, 32),
+               'augment.resize_scale': (64, 32), 'train.batch_size': 2, 'train.num_steps': 2,
+               'train.eval_every': 2, 'train.log_every': 1, 'eval.resize_scale': (64, 32),
+               'eval.batch_size': 2, 'schedule.warmup_steps': 1}
+  _run(workdir, *e2e_config.override_flags(overrides), config='configs/ade20k_segformer.py:b0')
+  record = _records(workdir)[-1]
+  assert record['step'] == 2 and len(record['IoU']) == 150
+  # The confusion matrix's ground-truth counts are those of the raw PNGs reduced once:
+  # raw 0 -> ignored, raw k -> class k - 1.
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  expected = np.zeros(150, np.int64)
+  for png in sorted((root / 'annotations' / 'validation').glob('*.png')):
+    raw = np.asarray(Image.open(png))
+    expected += np.bincount(raw[raw > 0].ravel() - 1, minlength=150)
+  confusion = np.load(workdir / 'confusion_val_step_0000002.npy')
+  np.testing.assert_array_equal(confusion.sum(axis=1), expected)
+
+
+@pytest.mark.parametrize('flags,expected', [
+    (['--config.train.batch_sizee=3'], 'batch_sizee'),
+    (['--config.data.root=/no/such/dir'], '/no/such/dir'),
+    ([], 'config.data.root'),
+])
+def test_bad_config_fails_at_start_naming_it(tmp_path, flags, expected):
+  result = _run(tmp_path, *flags, config='configs/ade20k_segformer.py:b0', check=False,
+                timeout=120)
+  assert result.returncode != 0
+  assert expected in result.stderr
+  assert not (tmp_path / 'checkpoints').exists()
+
+
+def test_benchmark_mode_prints_the_figures(tmp_path):
+  result = _run(tmp_path, '--mode=benchmark', *_flags(1, **{'benchmark.batch_size': 8,
+                                                             'benchmark.steps': 2,
+                                                             'benchmark.warmup_steps': 1}))
+  for key in ('params_M', 'inference_GFLOPs_per_image', 'train_compile_s',
+              'train_images_per_s', 'inference_images_per_s'):
+    assert key in result.stdout
+  figures = json.loads((tmp_path / 'benchmark.json').read_text())
+  assert figures['inference_GFLOPs_per_image'] > 0 and figures['train_images_per_s'] > 0
