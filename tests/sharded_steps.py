@@ -1,7 +1,10 @@
 """Runs a few train steps and one evaluation on however many devices this process has, and
 saves losses, parameters and the confusion matrix (used by test_train's device comparison).
 
-python -m tests.sharded_steps OUT.npz
+python -m tests.sharded_steps OUT.npz [REFERENCE.npz]
+
+With REFERENCE (another run's output), also evaluates that run's final variables here, so the
+confusion matrices of the same parameters on different device counts can be compared.
 """
 
 import sys
@@ -20,7 +23,12 @@ from semseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 from tests import e2e_config  # pylint: disable=g-import-not-at-top
 
 
-def main(out_path: str) -> None:
+def _flat(tree) -> dict:
+  return {jax.tree_util.keystr(path): np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def main(out_path: str, reference_path: str | None = None) -> None:
   config = e2e_config.tiny_quickstart()
   config.train.num_steps = 3
   mesh, train_source, eval_source, model, tx, schedule = train.setup(config, '')
@@ -35,12 +43,20 @@ def main(out_path: str) -> None:
     losses.append(float(metrics['loss']))
   eval_step = evaluate.make_eval_step(model, mesh, tuple(config.mesh.data_axes),
                                       eval_source.num_classes, config.data.ignore_index)
-  result = evaluate.evaluate(eval_step, state.variables(), config, eval_source, mesh)
-  flat = {'/'.join(str(getattr(k, 'key', k)) for k in path): np.asarray(leaf)
-          for path, leaf in jax.tree_util.tree_leaves_with_path(state.variables())}
-  np.savez(out_path, losses=np.array(losses), confusion=result.confusion,
-           num_devices=jax.device_count(), **flat)
+  variables = state.variables()
+  outputs = {'losses': np.array(losses), 'num_devices': jax.device_count(),
+             'confusion': evaluate.evaluate(eval_step, variables, config, eval_source,
+                                            mesh).confusion}
+  if reference_path:
+    with np.load(reference_path) as reference:
+      paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(variables)]
+      leaves = [jax.device_put(reference[p], leaf.sharding)
+                for p, leaf in zip(paths, jax.tree.leaves(variables))]
+    reference_variables = jax.tree.unflatten(jax.tree.structure(variables), leaves)
+    outputs['reference_confusion'] = evaluate.evaluate(
+        eval_step, reference_variables, config, eval_source, mesh).confusion
+  np.savez(out_path, **outputs, **_flat(variables))
 
 
 if __name__ == '__main__':
-  main(sys.argv[1])
+  main(*sys.argv[1:])

@@ -35,4 +35,8 @@ def make_source(data: ml_collections.ConfigDict, split: str, seed: int = 0) -> A
   if data.name not in DATASETS:
     raise ValueError(f'config.data.name={data.name!r} is not a known dataset; expected one of '
                      f'{sorted(DATASETS)}.')
-  return DATASETS[data.name](data, split, seed)
+  try:
+    return DATASETS[data.name](data, split, seed)
+  except (ValueError, FileNotFoundError) as e:
+    raise ValueError(f'Dataset config.data.name={data.name!r}, config.data.root={data.root!r}, '
+                     f'split {split!r}: {e}') from e

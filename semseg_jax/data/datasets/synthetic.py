@@ -1,6 +1,6 @@
 """A procedurally generated segmentation dataset: no files, random access, any image size.
 
-Each image has a noisy colour-gradient background and one to three overlapping objects. Every
+Each image has a noisy colour-gradient background and one to three whole objects. Every
 object's colours are drawn from the same uniform distribution whatever its class, so a single
 pixel's colour says nothing about its class: shape (disk, square, triangle) or texture (stripes,
 checkerboard on a disk or a square) decides. The one-pixel rim of every object is labelled
@@ -29,7 +29,7 @@ def _region(shape: str, yy, xx, cy, cx, radius, angle) -> np.ndarray:
   u = np.cos(angle) * dx + np.sin(angle) * dy
   v = -np.sin(angle) * dx + np.cos(angle) * dy
   if shape == 'square':
-    half = radius * 0.85  # Same area order as a disk of this radius.
+    half = radius  # Circumscribes the disk of this radius: its corners stand out.
     return (np.abs(u) <= half) & (np.abs(v) <= half)
   # Equilateral triangle with circumradius 1.2 * radius: inside all three edge half-planes.
   inside = np.ones_like(u, dtype=bool)
@@ -43,15 +43,25 @@ def _texture(kind: str, yy, xx, rng: np.random.Generator) -> np.ndarray:
   """Boolean pattern of stripes (random angle and period) or a checkerboard (random cell)."""
   if kind == 'stripes':
     angle = rng.uniform(0, np.pi)
-    period = rng.uniform(10.0, 14.0)
+    period = rng.uniform(6.0, 8.0)
     t = np.cos(angle) * xx + np.sin(angle) * yy
     return np.floor(t / (period / 2)) % 2 == 0
-  cell = rng.integers(5, 8)
+  cell = rng.integers(3, 5)
   return (yy // cell + xx // cell) % 2 == 0
 
 
 def _random_colour(rng: np.random.Generator) -> np.ndarray:
   return rng.uniform(0, 255, size=3)
+
+
+def _contrasting_colour(rng: np.random.Generator, other: np.ndarray,
+                        min_distance: float = 100.0) -> np.ndarray:
+  """A uniform random colour at least min_distance (RGB Euclidean) from `other`."""
+  for _ in range(100):
+    colour = _random_colour(rng)
+    if np.linalg.norm(colour - other) >= min_distance:
+      return colour
+  return 255.0 - other
 
 
 def generate_example(seed: int, split_id: int, index: int, image_size: Sequence[int],
@@ -67,19 +77,31 @@ def generate_example(seed: int, split_id: int, index: int, image_size: Sequence[
   image = (_random_colour(rng) * (1 - t[..., None]) + _random_colour(rng) * t[..., None])
   label = np.zeros((h, w), np.uint8)
   scale = min(h, w)
+  placed = []  # (cy, cx, radius) of the objects so far.
   for _ in range(rng.integers(1, 4)):
     cls = int(rng.integers(1, NUM_CLASSES))
-    radius = rng.uniform(0.2, 0.32) * scale
-    cy, cx = rng.uniform(0, h), rng.uniform(0, w)
-    shape_angle = rng.uniform(-0.3, 0.3)  # Near upright: shape, not pose, is the task.
+    # Whole objects that barely touch: each one's shape is there to be seen.
+    for _ in range(10):
+      radius = rng.uniform(0.16, 0.26) * scale
+      cy, cx = rng.uniform(radius, h - radius), rng.uniform(radius, w - radius)
+      if all(np.hypot(cy - y, cx - x) >= 0.9 * (radius + r) for y, x, r in placed):
+        break
+    else:
+      continue
+    placed.append((cy, cx, radius))
+    shape_angle = 0.0  # Upright: shape, not pose, is the task.
     name = CLASS_NAMES[cls]
+    # Every colour is uniform over RGB whatever the class; only visibility is ensured: an
+    # object differs from the background under its centre, a texture's two colours differ.
+    background = image[int(cy), int(cx)]
     if name in ('stripes', 'checkerboard'):
       region = _region(('disk', 'square')[rng.integers(2)], yy, xx, cy, cx, radius, shape_angle)
       pattern = _texture(name, yy, xx, rng)
-      colour = np.where(pattern[..., None], _random_colour(rng), _random_colour(rng))
+      first = _contrasting_colour(rng, background)
+      colour = np.where(pattern[..., None], first, _contrasting_colour(rng, first))
     else:
       region = _region(name, yy, xx, cy, cx, radius, shape_angle)
-      colour = _random_colour(rng)
+      colour = _contrasting_colour(rng, background)
     image = np.where(region[..., None], colour, image)
     label[region] = cls
   image = image + rng.normal(0, 8.0, size=image.shape)
