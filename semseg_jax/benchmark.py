@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 
 from semseg_jax import sharding
 from semseg_jax import train
@@ -93,7 +92,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   lines = [f'{k:28s} {v:.4g}' if isinstance(v, float) else f'{k:28s} {v}'
            for k, v in results.items()]
   print('\n'.join(lines), flush=True)
-  logging.info('Benchmark:\n%s', '\n'.join(lines))
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, 'benchmark.json'), 'w') as f:
