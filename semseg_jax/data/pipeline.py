@@ -13,7 +13,7 @@ every host runs the same number of steps, and padded pixels and examples are mas
 """
 
 import math
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import grain
 import ml_collections
