@@ -126,3 +126,20 @@ def test_eval_batches_carry_labels_masks_and_sizes(ade_config, process_count):
   assert sorted(seen) == list(range(len(source)))
   assert len({s for s in steps_per_host}) == 1  # Every host runs the same number of steps.
   assert steps_per_host[0][0] == steps_per_host[0][1]
+
+
+def test_worker_processes_give_the_same_batches_and_resume():
+  """grain worker processes (config.data.num_workers) change nothing but speed."""
+  config = _config()
+  source = datasets.make_source(config.data, 'train', config.seed)
+  expected = _take(pipeline.train_dataset(config, source), 4)
+  config.data.num_workers = 2
+  it = iter(pipeline.train_dataset(config, source))
+  got = [next(it), next(it)]
+  state = it.get_state()
+  resumed = iter(pipeline.train_dataset(config, source))
+  resumed.set_state(state)
+  got += [next(resumed), next(resumed)]
+  for a, b in zip(expected, got):
+    np.testing.assert_array_equal(a['image'], b['image'])
+    np.testing.assert_array_equal(a['label'], b['label'])
