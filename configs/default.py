@@ -52,7 +52,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.num_steps = 160_000  # Optimizer steps.
   config.train.log_every = 50  # Steps between training-metric logs.
   config.train.eval_every = 16_000  # Steps between evaluations (and at the last step).
-  config.train.aux_loss_weight = 0.4  # Weight of each auxiliary head's loss.
+
+  # Losses: (name, weight, options) terms, names from semseg_jax.losses.LOSSES.
+  config.loss = ml_collections.ConfigDict()
+  config.loss.main = (('cross_entropy', 1.0, {}),)  # Terms on the main head's logits.
+  config.loss.aux = (('cross_entropy', 0.4, {}),)  # Terms on each auxiliary head's logits.
+  config.loss.class_weights = ()  # Per-class weights for every term (() = all equal).
 
   # Optimizer (optax); per-parameter multipliers are regexes on the '/'-joined parameter path.
   config.optimizer = ml_collections.ConfigDict()

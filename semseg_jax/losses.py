@@ -1,6 +1,12 @@
-"""Losses on logits [N, h, w, C] and integer labels [N, H, W]; `ignore_index` counts nowhere."""
+"""Losses on logits [N, h, w, C] and integer labels [N, H, W]; `ignore_index` counts nowhere.
 
-from typing import Any
+Every loss is a pure, jittable `fn(logits, labels, ignore_index=255, class_weights=None,
+**options) -> scalar` that first resizes the logits bilinearly to the labels' size. The config
+composes them: `config.loss.main` and `config.loss.aux` are lists of (name, weight, options)
+for the main head and for each auxiliary head; names are keys of `LOSSES`.
+"""
+
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -13,26 +19,127 @@ def resize_logits(logits: jax.Array, hw: tuple[int, int]) -> jax.Array:
   return layers.bilinear_resize(logits.astype(jnp.float32), tuple(hw))
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int = 255) -> jax.Array:
-  """Softmax cross-entropy averaged over the pixels whose label is not `ignore_index`.
-
-  Logits are resized to the labels' size first. Returns 0 when every pixel is ignored.
-  """
+def _prepare(logits, labels, ignore_index):
+  """(log-probabilities [N, H, W, C], valid mask, labels with ignored pixels set to 0)."""
   logits = resize_logits(logits, labels.shape[1:3])
   valid = labels != ignore_index
-  safe_labels = jnp.where(valid, labels, 0)
-  log_probs = jax.nn.log_softmax(logits, axis=-1)
-  nll = -jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0]
-  count = jnp.sum(valid)
-  return jnp.sum(jnp.where(valid, nll, 0.0)) / jnp.maximum(count, 1)
+  return jax.nn.log_softmax(logits, axis=-1), valid, jnp.where(valid, labels, 0)
 
 
-def total_loss(outputs: dict[str, Any], labels: jax.Array, ignore_index: int,
-               aux_weight: float) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Main-head loss plus `aux_weight` times each auxiliary head's loss, and the parts."""
-  parts = {'loss_main': cross_entropy(outputs['logits'], labels, ignore_index)}
-  total = parts['loss_main']
+def _pick(values: jax.Array, labels: jax.Array) -> jax.Array:
+  """values[..., labels] per pixel."""
+  return jnp.take_along_axis(values, labels[..., None], axis=-1)[..., 0]
+
+
+def _class_weight(class_weights, labels, num_classes):
+  if class_weights is None or len(class_weights) == 0:
+    return jnp.ones(labels.shape, jnp.float32)
+  if len(class_weights) != num_classes:
+    raise ValueError(f'class_weights has {len(class_weights)} entries for {num_classes} classes.')
+  return jnp.asarray(class_weights, jnp.float32)[labels]
+
+
+def _mean(per_pixel, valid, average):
+  total = jnp.sum(jnp.where(valid, per_pixel, 0.0))
+  if average == 'valid':
+    return total / jnp.maximum(jnp.sum(valid), 1)
+  if average == 'all':
+    return total / per_pixel.size
+  raise ValueError(f"loss option average={average!r}; expected 'valid' or 'all'.")
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int = 255,
+                  class_weights: Sequence[float] | None = None, label_smoothing: float = 0.0,
+                  average: str = 'valid') -> jax.Array:
+  """Softmax cross-entropy.
+
+  Per pixel, as PyTorch's `F.cross_entropy(weight=w, label_smoothing=eps)`:
+  (1 - eps) * w_y * (-log p_y) + eps / C * sum_c w_c * (-log p_c). The sum over pixels is divided
+  by the number of non-ignored pixels (`average='valid'`, mmsegmentation's avg_non_ignore) or by
+  all pixels (`average='all'`, mmsegmentation's default). Returns 0 when every pixel is ignored.
+  """
+  log_probs, valid, safe = _prepare(logits, labels, ignore_index)
+  num_classes = log_probs.shape[-1]
+  per_pixel = -_pick(log_probs, safe) * _class_weight(class_weights, safe, num_classes)
+  if label_smoothing > 0:
+    weights = (jnp.ones(num_classes) if class_weights is None or len(class_weights) == 0
+               else jnp.asarray(class_weights, jnp.float32))
+    uniform = -jnp.sum(log_probs * weights, axis=-1) / num_classes
+    per_pixel = (1 - label_smoothing) * per_pixel + label_smoothing * uniform
+  return _mean(per_pixel, valid, average)
+
+
+def ohem_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int = 255,
+                       class_weights: Sequence[float] | None = None, thresh: float = 0.7,
+                       min_kept: int = 100_000) -> jax.Array:
+  """Online hard example mining (mmsegmentation's OHEMPixelSampler + cross-entropy).
+
+  Over the whole batch, keeps the valid pixels whose probability of their true class is below
+  max(thresh, the min_kept-th smallest such probability) and averages their (class-weighted)
+  cross-entropy. As in mmsegmentation the comparison is strict, so at least
+  min(min_kept, number of valid pixels - 1) pixels are kept.
+  """
+  log_probs, valid, safe = _prepare(logits, labels, ignore_index)
+  true_prob = jax.lax.stop_gradient(jnp.exp(_pick(log_probs, safe)))
+  flat = jnp.where(valid, true_prob, jnp.inf).reshape(-1)
+  num_valid = jnp.sum(valid)
+  kth = jnp.sort(flat)[jnp.clip(jnp.minimum(min_kept, num_valid - 1), 0, flat.size - 1)]
+  threshold = jnp.maximum(kth, thresh)
+  kept = valid & (true_prob < threshold)
+  per_pixel = -_pick(log_probs, safe) * _class_weight(class_weights, safe, log_probs.shape[-1])
+  return _mean(per_pixel, kept, 'valid')
+
+
+def focal_loss(logits: jax.Array, labels: jax.Array, ignore_index: int = 255,
+               class_weights: Sequence[float] | None = None, gamma: float = 2.0,
+               alpha: float | Sequence[float] = 0.25) -> jax.Array:
+  """Softmax focal loss (Lin et al. 2017): -alpha_y * (1 - p_y)^gamma * log p_y, averaged over
+  valid pixels. `alpha` is one number or one per class; class_weights multiply further."""
+  log_probs, valid, safe = _prepare(logits, labels, ignore_index)
+  log_p = _pick(log_probs, safe)
+  alpha_y = (jnp.asarray(alpha, jnp.float32)[safe] if isinstance(alpha, (list, tuple))
+             else jnp.float32(alpha))
+  per_pixel = (-alpha_y * (1 - jnp.exp(log_p)) ** gamma * log_p
+               * _class_weight(class_weights, safe, log_probs.shape[-1]))
+  return _mean(per_pixel, valid, 'valid')
+
+
+LOSSES: dict[str, Callable[..., jax.Array]] = {
+    'cross_entropy': cross_entropy,
+    'ohem_cross_entropy': ohem_cross_entropy,
+    'focal': focal_loss,
+}
+
+
+def check_loss_terms(terms: Sequence, field: str) -> None:
+  """Fails naming `field` unless terms is a sequence of (known name, weight, options dict)."""
+  for term in terms:
+    if (not isinstance(term, (tuple, list)) or len(term) != 3 or term[0] not in LOSSES
+        or not isinstance(term[2], dict)):
+      raise ValueError(f'{field}: each term must be (name, weight, options dict) with name in '
+                       f'{sorted(LOSSES)}; got {term!r}.')
+
+
+def weighted_sum(logits: jax.Array, labels: jax.Array, terms: Sequence, ignore_index: int,
+                 class_weights: Sequence[float] | None, prefix: str) -> tuple[jax.Array, dict]:
+  """sum of weight * LOSSES[name](logits, labels, **options) over terms, and each term."""
+  total, parts = jnp.float32(0.0), {}
+  for name, weight, options in terms:
+    value = LOSSES[name](logits, labels, ignore_index, class_weights or None, **options)
+    parts[f'{prefix}_{name}'] = value
+    total = total + weight * value
+  return total, parts
+
+
+def total_loss(outputs: dict[str, Any], labels: jax.Array, loss_config: Any,
+               ignore_index: int) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """config.loss.main on the main logits plus config.loss.aux on each auxiliary head's."""
+  class_weights = tuple(loss_config.class_weights)
+  total, parts = weighted_sum(outputs['logits'], labels, loss_config.main, ignore_index,
+                              class_weights, 'loss_main')
   for i, aux_logits in enumerate(outputs.get('aux', [])):
-    parts[f'loss_aux{i}'] = cross_entropy(aux_logits, labels, ignore_index)
-    total = total + aux_weight * parts[f'loss_aux{i}']
+    aux_total, aux_parts = weighted_sum(aux_logits, labels, loss_config.aux, ignore_index,
+                                        class_weights, f'loss_aux{i}')
+    total = total + aux_total
+    parts.update(aux_parts)
   return total, parts

@@ -65,7 +65,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     state_shardings: Any, mesh: Mesh) -> Callable:
   """jit(state, batch) -> (new state, metrics); the state's buffers are donated."""
   base_rng = jax.random.key(config.seed)
-  ignore_index, aux_weight = config.data.ignore_index, config.train.aux_loss_weight
+  ignore_index, loss_config = config.data.ignore_index, config.loss
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     dropout_rng = jax.random.fold_in(jax.random.fold_in(base_rng, 1), state.step)
@@ -74,7 +74,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
       variables = state.replace(params=params).variables()
       outputs, updated = model.apply(variables, batch['image'], train=True,
                                      rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
-      loss, parts = losses.total_loss(outputs, batch['label'], ignore_index, aux_weight)
+      loss, parts = losses.total_loss(outputs, batch['label'], loss_config, ignore_index)
       return loss, (updated.get('batch_stats', {}), parts)
 
     (loss, (batch_stats, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -140,6 +140,8 @@ def run_evaluation(eval_step: Callable, state: TrainState, config: ml_collection
 def setup(config: ml_collections.ConfigDict, workdir: str):
   """What training, evaluation and benchmarking share: mesh, sources, model, optimizer."""
   mesh = sharding.make_mesh(config.mesh)
+  losses.check_loss_terms(config.loss.main, 'config.loss.main')
+  losses.check_loss_terms(config.loss.aux, 'config.loss.aux')
   train_source = datasets.make_source(config.data, config.data.train_split, config.seed)
   eval_source = datasets.make_source(config.data, config.data.eval_split, config.seed)
   model = models.build_model(config.model, train_source.num_classes)
