@@ -3,8 +3,8 @@
 The matrix is [C, C] with rows = ground truth and columns = prediction, summed over the whole
 dataset (all devices and hosts) before any metric is derived. Conventions (mmsegmentation's):
 a class's IoU and Dice are left out of the means (nan) when the class is absent from both the
-ground truth and the prediction; its accuracy (recall) is left out when it is absent from the
-ground truth. FWIoU weights each class's IoU by its ground-truth pixel frequency. Per-batch
+ground truth and the prediction; its accuracy (= recall) is left out when it is absent from the
+ground truth, its precision when it is never predicted, its F-score when either is undefined. FWIoU weights each class's IoU by its ground-truth pixel frequency. Per-batch
 averages of mIoU are never computed.
 """
 
@@ -35,18 +35,25 @@ def _divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
 
 
-def per_class_metrics(confusion: np.ndarray) -> dict[str, np.ndarray]:
-  """IoU, Acc (recall), Dice, Precision of each class; nan where undefined."""
+def per_class_metrics(confusion: np.ndarray, beta: float = 1.0) -> dict[str, np.ndarray]:
+  """IoU, Acc (= Recall), Dice, Precision, Recall and F-score of each class; nan where
+  undefined (mmsegmentation's definitions; F-score is nan where precision or recall is)."""
   confusion = np.asarray(confusion, np.float64)
   tp = np.diag(confusion)
   gt = confusion.sum(axis=1)
   pred = confusion.sum(axis=0)
-  return {'IoU': _divide(tp, gt + pred - tp), 'Acc': _divide(tp, gt),
-          'Dice': _divide(2 * tp, gt + pred), 'Precision': _divide(tp, pred)}
+  precision, recall = _divide(tp, pred), _divide(tp, gt)
+  with np.errstate(divide='ignore', invalid='ignore'):
+    fscore = (1 + beta**2) * precision * recall / (beta**2 * precision + recall)
+  fscore = np.where(np.isnan(precision) | np.isnan(recall), np.nan,
+                    np.where(precision + recall > 0, fscore, 0.0))
+  return {'IoU': _divide(tp, gt + pred - tp), 'Acc': recall, 'Dice': _divide(2 * tp, gt + pred),
+          'Precision': precision, 'Recall': recall, 'Fscore': fscore}
 
 
 def summary_metrics(confusion: np.ndarray, class_names: Sequence[str]) -> dict:
-  """aAcc, mAcc, mIoU, FWIoU, mDice in percent, and per-class IoU/Acc/Dice keyed by name."""
+  """aAcc, mAcc, mIoU, FWIoU, mDice, mFscore, mPrecision, mRecall in percent, and per-class
+  values keyed by class name."""
   confusion = np.asarray(confusion, np.int64)
   if confusion.shape != (len(class_names), len(class_names)):
     raise ValueError(f'confusion matrix {confusion.shape} does not match {len(class_names)} '
@@ -62,20 +69,26 @@ def summary_metrics(confusion: np.ndarray, class_names: Sequence[str]) -> dict:
       'mIoU': mean(per_class['IoU']),
       'FWIoU': float(np.nansum(freq * per_class['IoU'])) * 100,
       'mDice': mean(per_class['Dice']),
+      'mFscore': mean(per_class['Fscore']),
+      'mPrecision': mean(per_class['Precision']),
+      'mRecall': mean(per_class['Recall']),
   }
-  for key in ('IoU', 'Acc', 'Dice'):
+  for key in ('IoU', 'Acc', 'Dice', 'Fscore', 'Precision', 'Recall'):
     result[f'per_class_{key}'] = {name: float(v) * 100 for name, v in
                                   zip(class_names, per_class[key])}
   return result
 
 
+SUMMARY_KEYS = ('aAcc', 'mAcc', 'mIoU', 'FWIoU', 'mDice', 'mFscore', 'mPrecision', 'mRecall')
+_TABLE_COLUMNS = ('IoU', 'Acc', 'Dice', 'Fscore', 'Precision')
+
+
 def format_table(result: dict, class_names: Sequence[str]) -> str:
-  """A per-class table (IoU, Acc, Dice) and the summary line, for stdout."""
+  """A per-class table and the summary line, for stdout."""
   width = max(10, max(len(n) for n in class_names))
-  lines = [f'{"class":<{width}}  {"IoU":>7}  {"Acc":>7}  {"Dice":>7}']
+  lines = [f'{"class":<{width}}  ' + '  '.join(f'{c:>9}' for c in _TABLE_COLUMNS)]
   for name in class_names:
-    row = [result[f'per_class_{k}'][name] for k in ('IoU', 'Acc', 'Dice')]
-    lines.append(f'{name:<{width}}  ' + '  '.join(f'{v:7.2f}' for v in row))
-  lines.append('  '.join(f'{k} {result[k]:.2f}' for k in ('aAcc', 'mAcc', 'mIoU', 'FWIoU',
-                                                          'mDice')))
+    row = [result[f'per_class_{k}'][name] for k in _TABLE_COLUMNS]
+    lines.append(f'{name:<{width}}  ' + '  '.join(f'{v:9.2f}' for v in row))
+  lines.append('  '.join(f'{k} {result[k]:.2f}' for k in SUMMARY_KEYS))
   return '\n'.join(lines)

@@ -102,8 +102,7 @@ def write_eval_results(result: evaluate.EvalResult, step: int, split: str, sourc
   summary = result.metrics
   logging.info('Evaluation at step %d on %s:\n%s', step, split,
                metrics.format_table(summary, source.class_names))
-  writer.write_scalars(step, {f'{split}/{k}': summary[k]
-                              for k in ('aAcc', 'mAcc', 'mIoU', 'FWIoU', 'mDice')})
+  writer.write_scalars(step, {f'{split}/{k}': summary[k] for k in metrics.SUMMARY_KEYS})
   panels = {}
   for index, pred in result.examples:
     example = source[index]
@@ -119,7 +118,7 @@ def write_eval_results(result: evaluate.EvalResult, step: int, split: str, sourc
                        panel)
   np.save(os.path.join(workdir, f'confusion_{split}_step_{step:07d}.npy'), result.confusion)
   record = {'step': step, 'split': split,
-            **{k: summary[k] for k in ('aAcc', 'mAcc', 'mIoU', 'FWIoU', 'mDice')},
+            **{k: summary[k] for k in metrics.SUMMARY_KEYS},
             'IoU': summary['per_class_IoU']}
   with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
     f.write(json.dumps(record) + '\n')

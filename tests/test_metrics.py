@@ -14,7 +14,7 @@ def _brute_force(labels, preds, num_classes, ignore_index):
   for l, p in zip(labels.ravel(), preds.ravel()):
     if l != ignore_index:
       conf[l, p] += 1
-  ious, accs, dices = [], [], []
+  ious, accs, dices, precisions, fscores = [], [], [], [], []
   total = sum(int((labels == c).sum()) for c in range(num_classes))
   fw = 0.0
   for c in range(num_classes):
@@ -24,12 +24,20 @@ def _brute_force(labels, preds, num_classes, ignore_index):
     ious.append(tp / (gt + pr - tp) if gt + pr > 0 else math.nan)
     accs.append(tp / gt if gt > 0 else math.nan)
     dices.append(2 * tp / (gt + pr) if gt + pr > 0 else math.nan)
+    precisions.append(tp / pr if pr > 0 else math.nan)
+    if math.isnan(precisions[-1]) or math.isnan(accs[-1]):
+      fscores.append(math.nan)
+    else:
+      p, r = precisions[-1], accs[-1]
+      fscores.append(2 * p * r / (p + r) if p + r > 0 else 0.0)
     if gt > 0:
       fw += gt / total * ious[-1]
   correct = sum(int(((labels == c) & (preds == c)).sum()) for c in range(num_classes))
   nanmean = lambda xs: 100 * np.mean([x for x in xs if not math.isnan(x)])
   return conf, {'aAcc': 100 * correct / total, 'mIoU': nanmean(ious), 'mAcc': nanmean(accs),
-                'mDice': nanmean(dices), 'FWIoU': 100 * fw, 'IoU': ious}
+                'mDice': nanmean(dices), 'FWIoU': 100 * fw, 'IoU': ious,
+                'mPrecision': nanmean(precisions), 'mRecall': nanmean(accs),
+                'mFscore': nanmean(fscores)}
 
 
 @pytest.mark.parametrize('seed', range(4))
@@ -46,7 +54,7 @@ def test_metrics_match_brute_force(seed):
   np.testing.assert_array_equal(conf, expected_conf)
   names = [f'c{i}' for i in range(num_classes)]
   result = metrics.summary_metrics(conf, names)
-  for key in ('aAcc', 'mIoU', 'mAcc', 'mDice', 'FWIoU'):
+  for key in ('aAcc', 'mIoU', 'mAcc', 'mDice', 'FWIoU', 'mPrecision', 'mRecall', 'mFscore'):
     assert result[key] == pytest.approx(expected[key], rel=1e-9), key
   for name, iou in zip(names, expected['IoU']):
     got = result['per_class_IoU'][name]
