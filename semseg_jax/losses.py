@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from semseg_jax import region_losses
 from semseg_jax.models import layers
 
 
@@ -108,6 +109,13 @@ LOSSES: dict[str, Callable[..., jax.Array]] = {
     'cross_entropy': cross_entropy,
     'ohem_cross_entropy': ohem_cross_entropy,
     'focal': focal_loss,
+    'dice': region_losses.dice_loss,
+    'generalized_dice': region_losses.generalized_dice_loss,
+    'iou': region_losses.iou_loss,
+    'tversky': region_losses.tversky_loss,
+    'focal_tversky': region_losses.focal_tversky_loss,
+    'lovasz_softmax': region_losses.lovasz_softmax_loss,
+    'exp_log': region_losses.exp_log_loss,
 }
 
 

@@ -173,7 +173,7 @@ def tversky_loss(logits: jax.Array, labels: jax.Array, ignore_index: int = 255,
   As in the paper (|P and G| / (|P and G| + alpha |P - G| + beta |G - P|)), alpha weights the
   false positives and beta the false negatives; the defaults alpha=0.3, beta=0.7 (the paper's
   best setting, also mmseg's `TverskyLoss`) penalise false negatives more.
-  alpha = beta = 0.5 gives the Dice loss with exponent 1.
+  alpha = beta = 0.5 gives the Dice loss with exponent 1 and smoothing 2 * smooth.
   """
   _, p, g, _ = _prepare(logits, labels, ignore_index)
   ti = _tversky_index(p, g, alpha, beta, smooth, per_image)

@@ -122,6 +122,16 @@ def test_total_loss_composes_terms_for_main_and_each_aux_head():
                         'loss_aux0_cross_entropy', 'loss_aux1_cross_entropy'}
 
 
+def test_every_registered_loss_composes_under_jit():
+  logits, labels = _inputs(3)
+  terms = tuple((name, 1.0, {}) for name in losses.LOSSES)
+  total, parts = jax.jit(lambda o, l: losses.total_loss(o, l, _loss_config(terms, ()), 255))(
+      {'logits': logits, 'aux': []}, labels)
+  expected = sum(float(fn(logits, labels, 255)) for fn in losses.LOSSES.values())
+  assert float(total) == pytest.approx(expected, rel=1e-5)
+  assert len(parts) == len(losses.LOSSES)
+
+
 def test_bad_terms_fail_naming_the_field():
   with pytest.raises(ValueError, match='config.loss.main'):
     losses.check_loss_terms((('cross_entropyy', 1.0, {}),), 'config.loss.main')
