@@ -23,9 +23,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment.photometric = False  # Colours carry no class information here anyway.
 
   config.train.batch_size = 16
-  config.train.num_steps = 1700
+  config.train.num_steps = 1500
   config.train.log_every = 50
-  config.train.eval_every = 850
+  config.train.eval_every = 750
 
   config.optimizer.lr = 1e-3  # From scratch: higher than the fine-tuning recipe's 6e-5.
   config.optimizer.lr_multipliers = ()
