@@ -1,6 +1,8 @@
 """Small settings shared by the end-to-end tests: the real code paths at tiny shapes."""
 
+import jax
 import ml_collections
+import numpy as np
 
 from configs import quickstart
 
@@ -35,3 +37,9 @@ def apply(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.
 
 def tiny_quickstart() -> ml_collections.ConfigDict:
   return apply(quickstart.get_config(), TINY)
+
+
+def flat_leaves(tree) -> dict:
+  """{key path string: numpy leaf}, for comparing variable trees leaf by leaf."""
+  return {jax.tree_util.keystr(path): np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}

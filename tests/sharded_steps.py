@@ -23,11 +23,6 @@ from semseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 from tests import e2e_config  # pylint: disable=g-import-not-at-top
 
 
-def _flat(tree) -> dict:
-  return {jax.tree_util.keystr(path): np.asarray(leaf)
-          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
-
-
 def main(out_path: str, reference_path: str | None = None) -> None:
   config = e2e_config.tiny_quickstart()
   config.train.num_steps = 3
@@ -55,7 +50,7 @@ def main(out_path: str, reference_path: str | None = None) -> None:
     reference_variables = jax.tree.unflatten(jax.tree.structure(variables), leaves)
     outputs['reference_confusion'] = evaluate.evaluate(
         eval_step, reference_variables, config, eval_source, mesh).confusion
-  np.savez(out_path, **outputs, **_flat(variables))
+  np.savez(out_path, **outputs, **e2e_config.flat_leaves(variables))
 
 
 if __name__ == '__main__':

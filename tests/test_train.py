@@ -100,18 +100,12 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
   step_a, state_a = _final_params(straight)
   step_b, state_b = _final_params(killed)
   assert step_a == step_b == 40
-  leaves_a, leaves_b = (jax_leaves(s) for s in (state_a, state_b))
+  leaves_a, leaves_b = (e2e_config.flat_leaves(s) for s in (state_a, state_b))
   assert leaves_a.keys() == leaves_b.keys()
   for key in leaves_a:
     np.testing.assert_array_equal(leaves_a[key], leaves_b[key], err_msg=key)
   final_a, final_b = _records(straight)[-1], _records(killed)[-1]
   assert final_a == final_b
-
-
-def jax_leaves(tree):
-  import jax  # pylint: disable=g-import-not-at-top
-  return {jax.tree_util.keystr(path): np.asarray(leaf)
-          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 def test_eight_devices_match_one(tmp_path):
