@@ -54,6 +54,7 @@ def get_config(variant: str = 'b0') -> ml_collections.ConfigDict:
   config.schedule.end_factor = 0.0
 
   config.eval.mode = 'whole'
+  config.eval.align_multiple = 32  # SegFormer's AlignedResize at test time.
   config.eval.resize_scale = (2048, 512)
   config.eval.batch_size = 8
 

@@ -83,12 +83,23 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Evaluation.
   config.eval = ml_collections.ConfigDict()
-  config.eval.mode = 'whole'  # Inference mode: whole.
+  config.eval.mode = 'whole'  # How the model sees an image: whole | slide (sliding windows).
+  config.eval.crop_size = (512, 512)  # Slide mode: window (h, w).
+  config.eval.stride = (341, 341)  # Slide mode: window stride (h, w).
+  config.eval.windows_per_step = 4  # Slide mode: windows of each image per model call.
   config.eval.resize_scale = (2048, 512)  # Keep-ratio resize (long, short) before inference; () = none.
+  config.eval.scales = ()  # Multi-scale test ratios of resize_scale, e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75); () = single scale.
+  config.eval.flip = False  # Also infer on the horizontally flipped image; probabilities averaged.
+  config.eval.align_multiple = 0  # Resize each side up to a multiple of this (SegFormer's aligned resize: 32); 0 = off.
   config.eval.batch_size = 8  # Global eval batch size (padded examples count nowhere).
   config.eval.pad_multiple = 32  # Images are padded to a multiple of this (one compile per shape).
   config.eval.num_overlays = 4  # Prediction overlays written per evaluation.
   config.eval.checkpoint_step = -1  # --mode=eval restores this step (-1: the latest).
+
+  # --mode=predict: label maps for images, with the evaluation settings above.
+  config.predict = ml_collections.ConfigDict()
+  config.predict.inputs = ''  # An image file, a directory of images, or a glob pattern.
+  config.predict.output_dir = ''  # Where labels/, colour/ and overlay/ go ('' = <workdir>/predict).
 
   # Checkpoints (orbax) in <workdir>/checkpoints: train state and data-iterator state together.
   config.checkpoint = ml_collections.ConfigDict()

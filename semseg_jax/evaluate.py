@@ -1,11 +1,13 @@
-"""Inference and the evaluation loop.
+"""Inference modes and the evaluation loop (config.eval).
 
-Whole-image inference (mmsegmentation's `whole` mode): the resized image, padded to a multiple
-of the model's stride, goes through the model; the logits are resized bilinearly to the padded
-input, cropped back to the image, and resized bilinearly to the label's original size, where the
-argmax is scored. All of this, and the confusion matrix of the batch, happens inside one jitted
-step over the sharded batch; the matrix is summed over batches on the device in int32 and moved
-into an int64 host total before the int32 could overflow.
+Each test scale's image (resized keeping its ratio, optionally aligned to a multiple, padded
+to its group's canvas) goes through the model whole (mmseg's `whole` mode) or in sliding
+windows (`slide`), optionally also flipped. The logits at the input's size are cropped to the
+image and resized bilinearly to the label's original size. With one view (one scale, no flip)
+the argmax of those logits is the prediction; with several, the softmax probabilities of all
+views are averaged at the label's resolution first. All of this, and the batch's confusion
+matrix (a clu metric), happens inside one jitted step over the sharded batch; the matrices are
+merged on the device in int32 and moved into an int64 host total before int32 could overflow.
 """
 
 import dataclasses
@@ -45,22 +47,146 @@ def resize_to_label(logits: jax.Array, image_hw: jax.Array, label_hw: jax.Array,
       jnp.zeros(2, jnp.float32), method='linear', antialias=False)
 
 
-def predict_whole(model: nn.Module, variables: Any, batch: dict[str, jax.Array]) -> jax.Array:
-  """Label-resolution logits [N, Hl, Wl, C] (float32) of a padded evaluation batch."""
-  outputs = model.apply(variables, batch['image'], train=False)
-  logits = losses.resize_logits(outputs['logits'], batch['image'].shape[1:3])
+def flip_valid(x: jax.Array, widths: jax.Array) -> jax.Array:
+  """Mirrors each example's first widths[i] columns of x [N, H, W, ...]; padding stays put."""
+  columns = jnp.arange(x.shape[2])
+  index = jnp.where(columns < widths[:, None], widths[:, None] - 1 - columns, columns)
+  return jax.vmap(lambda a, i: a[:, i])(x, index)
+
+
+def infer_whole(model: nn.Module, variables: Any, images: jax.Array) -> jax.Array:
+  """float32 logits [N, H, W, C] of padded images [N, H, W, 3], resized to the input."""
+  outputs = model.apply(variables, images, train=False)
+  return losses.resize_logits(outputs['logits'], images.shape[1:3])
+
+
+def _num_windows(size, window: int, stride: int):
+  """mmseg's window count along one side, of an int or an int array."""
+  if isinstance(size, int):
+    return max(size - window + stride - 1, 0) // stride + 1
+  return jnp.maximum(size - window + stride - 1, 0) // stride + 1
+
+
+def infer_slide(model: nn.Module, variables: Any, images: jax.Array, image_hw: jax.Array,
+                crop_size: tuple[int, int], stride: tuple[int, int],
+                windows_per_step: int) -> jax.Array:
+  """Sliding-window logits [N, H, W, C] (mmseg's slide mode) of padded images [N, H, W, 3].
+
+  Window (a, b) of an image of size (h, w) ends at min(a * stride + crop, h) and starts crop
+  before that (at 0 at least); each window's logits are resized to the window and the sum over
+  windows is divided by the number of windows covering each pixel. The window grid is laid
+  over the canvas; windows beyond an image's own grid count nowhere. windows_per_step windows
+  of every image go through the model together, in a scan, so memory stays bounded whatever
+  the image size. An image smaller than the window in a side is seen whole in that side
+  (with its canvas padding, as in whole mode).
+  """
+  n, canvas_h, canvas_w, _ = images.shape
+  win_h, win_w = min(crop_size[0], canvas_h), min(crop_size[1], canvas_w)
+  grid_w = _num_windows(canvas_w, win_w, stride[1])
+  num_windows = _num_windows(canvas_h, win_h, stride[0]) * grid_w
+  per_step = max(1, min(windows_per_step, num_windows))
+  num_steps = -(-num_windows // per_step)
+  window_ids = jnp.arange(num_steps * per_step).reshape(num_steps, per_step)
+  rows_i = _num_windows(image_hw[:, 0], win_h, stride[0])[:, None]  # [N, 1]
+  cols_i = _num_windows(image_hw[:, 1], win_w, stride[1])[:, None]
+
+  def start(index, size, window, step):
+    return jnp.maximum(jnp.minimum(index * step + window, size) - window, 0)
+
+  def add_window(canvas, window, y, x):
+    zero = jnp.zeros((), y.dtype)
+    current = jax.lax.dynamic_slice(canvas, (y, x, zero), window.shape)
+    return jax.lax.dynamic_update_slice(canvas, current + window, (y, x, zero))
+
+  def body(carry, ids):
+    sums, counts = carry
+    a, b = ids // grid_w, ids % grid_w  # [k]
+    y = start(a[None], image_hw[:, :1], win_h, stride[0])  # [N, k]
+    x = start(b[None], image_hw[:, 1:], win_w, stride[1])
+    used = ((ids[None] < num_windows) & (a[None] < rows_i) & (b[None] < cols_i))
+    crops = jax.vmap(jax.vmap(
+        lambda image, y0, x0: jax.lax.dynamic_slice(
+            image, (y0, x0, jnp.zeros((), y0.dtype)), (win_h, win_w, 3)),
+        in_axes=(None, 0, 0)))(images, y, x)  # [N, k, win_h, win_w, 3]
+    logits = infer_whole(model, variables, crops.reshape(n * per_step, win_h, win_w, 3))
+    logits = logits.reshape(n, per_step, win_h, win_w, -1)
+    weight = used.astype(jnp.float32)
+    for t in range(per_step):
+      sums = jax.vmap(add_window)(sums, logits[:, t] * weight[:, t, None, None, None],
+                                  y[:, t], x[:, t])
+      counts = jax.vmap(add_window)(counts, jnp.broadcast_to(
+          weight[:, t, None, None, None], (n, win_h, win_w, 1)), y[:, t], x[:, t])
+    return (sums, counts), None
+
+  num_classes = jax.eval_shape(
+      lambda: infer_whole(model, variables, images[:1, :win_h, :win_w])).shape[-1]
+  init = (jnp.zeros((n, canvas_h, canvas_w, num_classes), jnp.float32),
+          jnp.zeros((n, canvas_h, canvas_w, 1), jnp.float32))
+  (sums, counts), _ = jax.lax.scan(body, init, window_ids)
+  return sums / jnp.maximum(counts, 1.0)
+
+
+def predict_scores(model: nn.Module, variables: Any, batch: dict[str, Any],
+                   eval_config: ml_collections.ConfigDict) -> jax.Array:
+  """Label-resolution scores [N, Hl, Wl, C] of an evaluation batch; argmax is the prediction.
+
+  One view (single scale, no flip): the logits. Several views (config.eval.scales, flip): the
+  softmax probabilities of every view, each resized to the label, averaged (mmseg's TTA).
+  """
   out_hw = batch['label'].shape[1:3]
-  return jax.vmap(lambda l, i, t: resize_to_label(l, i, t, out_hw))(
-      logits, batch['image_hw'], batch['label_hw'])
+  flips = (False, True) if eval_config.flip else (False,)
+  views = [(s, f) for s in range(len(batch['images'])) for f in flips]
+  total = None
+  for scale, flip in views:
+    images, image_hw = batch['images'][scale], batch['image_hws'][scale]
+    if flip:
+      images = flip_valid(images, image_hw[:, 1])
+    if eval_config.mode == 'whole':
+      logits = infer_whole(model, variables, images)
+    else:
+      logits = infer_slide(model, variables, images, image_hw, tuple(eval_config.crop_size),
+                           tuple(eval_config.stride), eval_config.windows_per_step)
+    if flip:
+      logits = flip_valid(logits, image_hw[:, 1])
+    at_label = jax.vmap(lambda l, i, t: resize_to_label(l, i, t, out_hw))(
+        logits, image_hw, batch['label_hw'])
+    if len(views) == 1:
+      return at_label
+    probs = jax.nn.softmax(at_label, axis=-1)
+    total = probs if total is None else total + probs
+  return total / len(views)
 
 
-def make_eval_step(model: nn.Module, mesh: Mesh, data_axes: tuple[str, ...], num_classes: int,
-                   ignore_index: int) -> Callable:
-  """jit(variables, batch) -> (confusion int32 [C, C] replicated, predictions [N, Hl, Wl])."""
+EVAL_MODES = ('whole', 'slide')
+
+
+def check_eval_config(eval_config: ml_collections.ConfigDict) -> None:
+  """Fails naming the config.eval field that cannot work."""
+  if eval_config.mode not in EVAL_MODES:
+    raise ValueError(f'config.eval.mode={eval_config.mode!r}; expected one of {EVAL_MODES}.')
+  for field in ('crop_size', 'stride'):
+    value = tuple(eval_config[field])
+    if len(value) != 2 or min(value) < 1:
+      raise ValueError(f'config.eval.{field}={value}; expected two positive ints (h, w).')
+  if eval_config.windows_per_step < 1:
+    raise ValueError(f'config.eval.windows_per_step={eval_config.windows_per_step}; expected >= 1.')
+  if any(r <= 0 for r in eval_config.scales):
+    raise ValueError(f'config.eval.scales={tuple(eval_config.scales)}; ratios must be > 0.')
+  if eval_config.align_multiple < 0 or eval_config.pad_multiple < 1:
+    raise ValueError('config.eval.align_multiple must be >= 0 and config.eval.pad_multiple >= 1.')
+
+
+def make_eval_step(model: nn.Module, eval_config: ml_collections.ConfigDict, mesh: Mesh,
+                   data_axes: tuple[str, ...], num_classes: int, ignore_index: int) -> Callable:
+  """jit(variables, batch) -> (ConfusionMatrix replicated, predictions [N, Hl, Wl] int32)."""
+  check_eval_config(eval_config)
+
   def eval_step(variables, batch):
-    pred = jnp.argmax(predict_whole(model, variables, batch), axis=-1).astype(jnp.int32)
-    confusion = metrics.confusion_matrix(batch['label'], pred, num_classes, ignore_index,
-                                         batch['mask'])
+    scores = predict_scores(model, variables, batch, eval_config)
+    pred = jnp.argmax(scores, axis=-1).astype(jnp.int32)
+    confusion = metrics.ConfusionMatrix.from_model_output(
+        labels=batch['label'], preds=pred, mask=batch['mask'], num_classes=num_classes,
+        ignore_index=ignore_index)
     return confusion, pred
   return jax.jit(eval_step, out_shardings=(sharding.replicated(mesh),
                                            sharding.batch_sharding(mesh, data_axes)))
@@ -74,28 +200,37 @@ class EvalResult:
 
 
 def evaluate(eval_step: Callable, variables: Any, config: ml_collections.ConfigDict,
-             source: Any, mesh: Mesh) -> EvalResult:
-  """Evaluates `variables` on `source`; every host returns the same confusion matrix."""
+             source: Any, mesh: Mesh,
+             on_prediction: Callable[[int, np.ndarray], None] | None = None) -> EvalResult:
+  """Evaluates `variables` on `source`; every host returns the same confusion matrix.
+
+  on_prediction(source index, prediction at the label's size) is called on each host for each
+  of its examples (prediction mode writes files there).
+  """
   num_classes = source.num_classes
   batch_sharding = sharding.batch_sharding(mesh, tuple(config.mesh.data_axes))
   dataset, _ = pipeline.eval_dataset(config, source, jax.process_index(), jax.process_count())
-  total = np.zeros((num_classes, num_classes), np.int64)
+  total = metrics.ConfusionMatrix(np.zeros((num_classes, num_classes), np.int64))
   running, running_pixels = None, 0
   examples = []
   for batch in dataset:
     indices = batch.pop('index')
     pixels = int(np.prod(batch['label'].shape)) * jax.process_count()
     if running is not None and running_pixels + pixels > _INT32_MAX:
-      total += np.asarray(jax.device_get(running), np.int64)
-      running, running_pixels = None, 0
+      total, running, running_pixels = total.merge(running.to_host()), None, 0
     confusion, pred = eval_step(variables, sharding.to_global(batch, batch_sharding))
-    running = confusion if running is None else running + confusion
+    running = confusion if running is None else running.merge(confusion)
     running_pixels += pixels
-    if len(examples) < config.eval.num_overlays and np.any(indices >= 0):
-      local_pred = sharding.local_rows(pred)
-      for index, p, hw in zip(indices, local_pred, batch['label_hw']):
-        if index >= 0 and len(examples) < config.eval.num_overlays:
+    wanted = on_prediction is not None or len(examples) < config.eval.num_overlays
+    if wanted and np.any(indices >= 0):
+      for index, p, hw in zip(indices, sharding.local_rows(pred), batch['label_hw']):
+        if index < 0:
+          continue
+        if on_prediction is not None:
+          on_prediction(int(index), p[:hw[0], :hw[1]])
+        if len(examples) < config.eval.num_overlays:
           examples.append((int(index), p[:hw[0], :hw[1]]))
   if running is not None:
-    total += np.asarray(jax.device_get(running), np.int64)
-  return EvalResult(total, metrics.summary_metrics(total, source.class_names), examples)
+    total = total.merge(running.to_host())
+  confusion = total.compute()
+  return EvalResult(confusion, metrics.summary_metrics(confusion, source.class_names), examples)

@@ -1,7 +1,8 @@
 """Entry point: `python -m semseg_jax.main --config=configs/quickstart.py --workdir=DIR`.
 
 Modes: train (trains, evaluating along the way; resumes from the latest checkpoint in the
-workdir), eval (restores a checkpoint and evaluates it), benchmark (parameters, GFLOPs, compile
+workdir), eval (restores a checkpoint and evaluates it), predict (label maps of
+config.predict.inputs with a checkpoint), benchmark (parameters, GFLOPs, compile
 time and images/s at the config's crop). Config fields are overridden with
 --config.<field>=<value>; an unknown field is an error that names it.
 """
@@ -19,7 +20,8 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:variant]).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and metrics.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'benchmark'], 'What to run.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict', 'benchmark'],
+                          'What to run.')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
                                    'host:port of process 0, for multi-process runs.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.')
@@ -44,6 +46,7 @@ def main(argv):
                                process_id=_PROCESS_ID.value)
   # Imported after jax.distributed so that no backend is touched before it.
   from semseg_jax import benchmark  # pylint: disable=g-import-not-at-top
+  from semseg_jax import predict  # pylint: disable=g-import-not-at-top
   from semseg_jax import train  # pylint: disable=g-import-not-at-top
   config, workdir = _CONFIG.value, _WORKDIR.value
   logging.info('semseg_jax %s on %d devices (%d processes); workdir %s; config:\n%s',
@@ -52,6 +55,8 @@ def main(argv):
     train.train_and_evaluate(config, workdir)
   elif _MODE.value == 'eval':
     train.evaluate_checkpoint(config, workdir)
+  elif _MODE.value == 'predict':
+    predict.run(config, workdir)
   else:
     benchmark.run(config, workdir)
 

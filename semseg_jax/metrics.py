@@ -8,11 +8,13 @@ ground truth, its precision when it is never predicted, its F-score when either 
 averages of mIoU are never computed.
 """
 
-from typing import Sequence
+from typing import Any, Sequence
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from clu import metrics as clu_metrics
 
 
 def confusion_matrix(labels: jax.Array, preds: jax.Array, num_classes: int,
@@ -28,6 +30,36 @@ def confusion_matrix(labels: jax.Array, preds: jax.Array, num_classes: int,
   counts = jnp.zeros(num_classes * num_classes, jnp.int32).at[index].add(
       valid.reshape(-1).astype(jnp.int32))
   return counts.reshape(num_classes, num_classes)
+
+
+@flax.struct.dataclass
+class ConfusionMatrix(clu_metrics.Metric):
+  """clu metric holding a confusion matrix; evaluation merges one per batch.
+
+  On the device the counts are int32 (made by `confusion_matrix` inside the jitted step);
+  `to_host` moves them into int64 before a running sum could overflow.
+  """
+  matrix: Any  # [C, C] counts, rows = ground truth; a 0-d zero when empty.
+
+  @classmethod
+  def from_model_output(cls, *, labels: jax.Array, preds: jax.Array, num_classes: int,
+                        ignore_index: int = 255, mask: jax.Array | None = None,
+                        **_) -> 'ConfusionMatrix':
+    return cls(confusion_matrix(labels, preds, num_classes, ignore_index, mask))
+
+  @classmethod
+  def empty(cls) -> 'ConfusionMatrix':
+    return cls(np.zeros((), np.int64))
+
+  def merge(self, other: 'ConfusionMatrix') -> 'ConfusionMatrix':
+    return type(self)(self.matrix + other.matrix)
+
+  def to_host(self) -> 'ConfusionMatrix':
+    return type(self)(np.asarray(jax.device_get(self.matrix), np.int64))
+
+  def compute(self) -> np.ndarray:
+    """The int64 matrix (zeros of the right size need one merged batch)."""
+    return np.asarray(jax.device_get(self.matrix), np.int64)
 
 
 def _divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:

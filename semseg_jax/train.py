@@ -98,7 +98,8 @@ def write_eval_results(result: evaluate.EvalResult, step: int, split: str, sourc
                        workdir: str, writer: metric_writers.MetricWriter,
                        ignore_index: int) -> None:
   """Per-class table to the log, scalars and overlays to TensorBoard, one line to
-  metrics.jsonl, the confusion matrix to .npy and overlays to PNG (process 0 writes files)."""
+  metrics.jsonl, the confusion matrix to .npy and as a heat map PNG, and overlays to PNG
+  (process 0 writes files)."""
   summary = result.metrics
   logging.info('Evaluation at step %d on %s:\n%s', step, split,
                metrics.format_table(summary, source.class_names))
@@ -116,7 +117,10 @@ def write_eval_results(result: evaluate.EvalResult, step: int, split: str, sourc
     name = key.rsplit('/', 1)[-1]
     visualize.save_png(os.path.join(workdir, 'predictions', f'step_{step:07d}', f'{name}.png'),
                        panel)
-  np.save(os.path.join(workdir, f'confusion_{split}_step_{step:07d}.npy'), result.confusion)
+  confusion_path = os.path.join(workdir, f'confusion_{split}_step_{step:07d}')
+  np.save(confusion_path + '.npy', result.confusion)
+  visualize.save_confusion_heatmap(confusion_path + '.png', result.confusion, source.class_names,
+                                   f'{split}, step {step}: row-normalised confusion')
   record = {'step': step, 'split': split,
             **{k: summary[k] for k in metrics.SUMMARY_KEYS},
             'IoU': summary['per_class_IoU']}
@@ -136,20 +140,58 @@ def run_evaluation(eval_step: Callable, state: TrainState, config: ml_collection
   return result.metrics
 
 
-def setup(config: ml_collections.ConfigDict, workdir: str):
-  """What training, evaluation and benchmarking share: mesh, sources, model, optimizer."""
-  mesh = sharding.make_mesh(config.mesh)
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Fails early, naming the field, on loss and evaluation settings that cannot work."""
   losses.check_loss_terms(config.loss.main, 'config.loss.main')
   losses.check_loss_terms(config.loss.aux, 'config.loss.aux')
-  train_source = datasets.make_source(config.data, config.data.train_split, config.seed)
-  eval_source = datasets.make_source(config.data, config.data.eval_split, config.seed)
-  model = models.build_model(config.model, train_source.num_classes)
+  evaluate.check_eval_config(config.eval)
+
+
+def build_model_and_optimizer(config: ml_collections.ConfigDict, num_classes: int):
+  """The model of config.model with num_classes outputs, its optimizer and schedule."""
+  model = models.build_model(config.model, num_classes)
   input_hw = tuple(config.augment.crop_size)
   abstract_params = jax.eval_shape(
       lambda: model.init({'params': jax.random.key(0), 'dropout': jax.random.key(0)},
                          jnp.zeros((1, *input_hw, 3)), train=False))['params']
   tx, schedule = optimizers.make_optimizer(config, abstract_params)
+  return model, tx, schedule
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str):
+  """What training, evaluation and benchmarking share: mesh, sources, model, optimizer."""
+  del workdir
+  check_config(config)
+  mesh = sharding.make_mesh(config.mesh)
+  train_source = datasets.make_source(config.data, config.data.train_split, config.seed)
+  eval_source = datasets.make_source(config.data, config.data.eval_split, config.seed)
+  model, tx, schedule = build_model_and_optimizer(config, train_source.num_classes)
   return mesh, train_source, eval_source, model, tx, schedule
+
+
+def build_for_inference(config: ml_collections.ConfigDict, num_classes: int):
+  """Mesh, model and optimizer (to restore checkpoints) without reading any dataset."""
+  check_config(config)
+  mesh = sharding.make_mesh(config.mesh)
+  model, tx, _ = build_model_and_optimizer(config, num_classes)
+  return mesh, model, tx
+
+
+def restore_checkpoint(config: ml_collections.ConfigDict, workdir: str, model: nn.Module,
+                       tx: optax.GradientTransformation, mesh: Mesh) -> tuple[TrainState, int]:
+  """The train state at config.eval.checkpoint_step (-1: the latest) in workdir."""
+  manager = checkpointing.make_manager(workdir, config)
+  step = config.eval.checkpoint_step
+  if step < 0:
+    step = manager.latest_step()
+  if step is None or step not in manager.all_steps():
+    raise FileNotFoundError(f'No checkpoint at step {config.eval.checkpoint_step} '
+                            f'(config.eval.checkpoint_step) in '
+                            f'{os.path.join(workdir, "checkpoints")}; available: '
+                            f'{sorted(manager.all_steps())}.')
+  state, _ = create_train_state(model, tx, jax.random.key(config.seed),
+                                tuple(config.augment.crop_size), mesh)
+  return checkpointing.restore(manager, step, state), step
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -175,7 +217,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start_step = int(jax.device_get(state.step))
 
   train_step = make_train_step(model, tx, schedule, config, state_shardings, mesh)
-  eval_step = evaluate.make_eval_step(model, mesh, tuple(config.mesh.data_axes),
+  eval_step = evaluate.make_eval_step(model, config.eval, mesh, tuple(config.mesh.data_axes),
                                       eval_source.num_classes, config.data.ignore_index)
   batch_sharding = sharding.batch_sharding(mesh, tuple(config.mesh.data_axes))
   num_steps = config.train.num_steps
@@ -214,19 +256,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """--mode=eval: restores config.eval.checkpoint_step (or the latest) and evaluates it."""
   mesh, _, eval_source, model, tx, _ = setup(config, workdir)
-  manager = checkpointing.make_manager(workdir, config)
-  step = config.eval.checkpoint_step
-  if step < 0:
-    step = manager.latest_step()
-  if step is None or step not in manager.all_steps():
-    raise FileNotFoundError(f'No checkpoint at step {config.eval.checkpoint_step} in '
-                            f'{os.path.join(workdir, "checkpoints")}; available: '
-                            f'{sorted(manager.all_steps())}.')
-  state, _ = create_train_state(model, tx, jax.random.key(config.seed),
-                                tuple(config.augment.crop_size), mesh)
-  state = checkpointing.restore(manager, step, state)
+  state, step = restore_checkpoint(config, workdir, model, tx, mesh)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-  eval_step = evaluate.make_eval_step(model, mesh, tuple(config.mesh.data_axes),
+  eval_step = evaluate.make_eval_step(model, config.eval, mesh, tuple(config.mesh.data_axes),
                                       eval_source.num_classes, config.data.ignore_index)
   return run_evaluation(eval_step, state, config, eval_source, mesh, workdir, writer, step)
 

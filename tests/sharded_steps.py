@@ -36,7 +36,7 @@ def main(out_path: str, reference_path: str | None = None) -> None:
   for _ in range(config.train.num_steps):
     state, metrics = step_fn(state, sharding.to_global(next(it), batch_sharding))
     losses.append(float(metrics['loss']))
-  eval_step = evaluate.make_eval_step(model, mesh, tuple(config.mesh.data_axes),
+  eval_step = evaluate.make_eval_step(model, config.eval, mesh, tuple(config.mesh.data_axes),
                                       eval_source.num_classes, config.data.ignore_index)
   variables = state.variables()
   outputs = {'losses': np.array(losses), 'num_devices': jax.device_count(),

@@ -84,18 +84,25 @@ def ade_config(tmp_path_factory):
   return config
 
 
-def test_eval_plan_groups_pads_and_covers_every_example_once(ade_config):
+@pytest.mark.parametrize('scales', [(), (0.5, 1.25)])
+def test_eval_plan_groups_pads_and_covers_every_example_once(ade_config, scales):
   source = datasets.make_source(ade_config.data, 'val')
-  plan = pipeline.eval_plan(source, ade_config.eval.resize_scale, 32, 2)
+  ade_config.eval.scales = scales
+  plan = pipeline.eval_plan(source, ade_config.eval, 2)
   assert sorted(e[0] for e in plan if e[0] >= 0) == list(range(len(source)))
   assert len(plan) % 2 == 0
-  for start in range(0, len(plan), 2):  # One canvas per global batch.
+  for start in range(0, len(plan), 2):  # One set of canvases per global batch.
     assert len({e[1:] for e in plan[start:start + 2]}) == 1
-  for index, ch, cw, lh, lw in plan:
-    assert ch % 32 == 0 and cw % 32 == 0 and lh % 32 == 0 and lw % 32 == 0
+  for index, (lh, lw), canvases in plan:
+    assert len(canvases) == max(len(scales), 1)
+    assert lh % 32 == 0 and lw % 32 == 0
+    assert all(ch % 32 == 0 and cw % 32 == 0 for ch, cw in canvases)
     if index >= 0:
-      h, w = pipeline.eval_input_size(source.image_size(index), ade_config.eval.resize_scale)
-      assert h <= ch and w <= cw and source.image_size(index) <= (lh, lw)
+      assert source.image_size(index) <= (lh, lw)
+      for ratio, (ch, cw) in zip(pipeline.eval_scales(ade_config.eval), canvases):
+        h, w = pipeline.eval_input_size(source.image_size(index), ade_config.eval.resize_scale,
+                                        ratio, ade_config.eval.align_multiple)
+        assert h <= ch < h + 32 and w <= cw < w + 32
 
 
 @pytest.mark.parametrize('process_count', [1, 2])
@@ -120,9 +127,12 @@ def test_eval_batches_carry_labels_masks_and_sizes(ade_config, process_count):
         assert (h, w) == label.shape and mask[:h, :w].all() and mask.sum() == h * w
         np.testing.assert_array_equal(batch['label'][i][:h, :w], label)
         assert (batch['label'][i][h:] == 255).all() and (batch['label'][i][:, w:] == 255).all()
-        ih, iw = batch['image_hw'][i]
-        assert (ih, iw) == pipeline.eval_input_size(label.shape, config.eval.resize_scale)
-        assert (batch['image'][i][ih:] == 0).all() and (batch['image'][i][:, iw:] == 0).all()
+        ih, iw = batch['image_hws'][0][i]
+        assert (ih, iw) == pipeline.eval_input_size(label.shape, config.eval.resize_scale, 1.0,
+                                                    config.eval.align_multiple)
+        image = batch['images'][0][i]
+        assert (image[ih:] == 0).all() and (image[:, iw:] == 0).all()
+        assert np.abs(image[:ih, :iw]).mean() > 0.1
   assert sorted(seen) == list(range(len(source)))
   assert len({s for s in steps_per_host}) == 1  # Every host runs the same number of steps.
   assert steps_per_host[0][0] == steps_per_host[0][1]

@@ -71,11 +71,66 @@ def test_train_then_eval_mode_leaves_every_artifact(tmp_path):
   assert np.load(workdir / 'confusion_val_step_0000004.npy').shape == (6, 6)
   assert any(name.startswith('events.out.tfevents') for name in os.listdir(workdir))
 
+  assert os.path.getsize(workdir / 'confusion_val_step_0000004.png') > 1000
+
   # --mode=eval restores the latest checkpoint and reproduces the final evaluation.
   _run(workdir, '--mode=eval', *_flags(4))
   again = _records(workdir)[-1]
   assert again['step'] == 4 and again['mIoU'] == records[-1]['mIoU']
   assert again['IoU'] == records[-1]['IoU']
+
+
+def _write_images(folder, source):
+  """Two synthetic validation images as PNG, and two other-size pictures (JPEG, greyscale)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  folder.mkdir()
+  for i in range(2):
+    Image.fromarray(source[i]['image']).save(folder / f'{source.name(i)}.png')
+  rng = np.random.default_rng(0)
+  Image.fromarray(rng.integers(0, 256, (45, 70, 3), np.uint8)).save(folder / 'wide.jpg')
+  Image.fromarray(rng.integers(0, 256, (50, 21), np.uint8)).save(folder / 'grey.png')
+  (folder / 'notes.txt').write_text('not an image')
+
+
+def test_predict_mode_writes_labels_colours_and_overlays(tmp_path):
+  """--mode=predict on a folder: label PNGs at each input's size that match what --mode=eval
+  predicts for the same images, with slide + flip + two scales."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / 'run'
+  _run(workdir, *_flags(2, **{'train.eval_every': 100}))
+  modes = {'eval.mode': 'slide', 'eval.crop_size': (24, 24), 'eval.stride': (16, 16),
+           'eval.flip': True, 'eval.scales': (0.75, 1.0), 'eval.num_overlays': 2}
+  _run(workdir, '--mode=eval', *_flags(2, **modes))
+  source = datasets.make_source(e2e_config.tiny_quickstart().data, 'val')
+  inputs = tmp_path / 'images'
+  _write_images(inputs, source)
+  out = tmp_path / 'out'
+  _run(workdir, '--mode=predict', *_flags(2, **modes, **{'predict.inputs': str(inputs),
+                                                         'predict.output_dir': str(out)}))
+  names = ['grey', source.name(0), source.name(1), 'wide']
+  for kind in ('labels', 'colour', 'overlay'):
+    assert sorted(p.stem for p in (out / kind).iterdir()) == names
+  sizes = {'grey': (50, 21), 'wide': (45, 70), source.name(0): (32, 32),
+           source.name(1): (32, 32)}
+  for name, hw in sizes.items():
+    label = np.asarray(Image.open(out / 'labels' / f'{name}.png'))
+    assert label.shape == hw and label.dtype == np.uint8 and label.max() < 6
+    colour = np.asarray(Image.open(out / 'colour' / f'{name}.png'))
+    np.testing.assert_array_equal(colour, source.palette[label])
+    assert np.asarray(Image.open(out / 'overlay' / f'{name}.png')).shape == (*hw, 3)
+  for i in range(2):  # The eval overlay's third panel is the prediction in the palette.
+    panel = np.asarray(Image.open(workdir / 'predictions' / 'step_0000002' /
+                                  f'{source.name(i)}.png'))
+    predicted = np.asarray(Image.open(out / 'colour' / f'{source.name(i)}.png'))
+    np.testing.assert_array_equal(panel[:, 64:], predicted)
+
+
+@pytest.mark.parametrize('inputs,expected', [('missing/*.png', 'matches no image'),
+                                             ('', 'config.predict.inputs')])
+def test_predict_mode_names_bad_inputs(tmp_path, inputs, expected):
+  result = _run(tmp_path, '--mode=predict', f'--config.predict.inputs={inputs}', check=False,
+                timeout=120)
+  assert result.returncode != 0 and expected in result.stderr
 
 
 def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):

@@ -21,8 +21,8 @@ import numpy as np
 
 from semseg_jax.data import transforms
 
-# (source index or -1 for padding, canvas_h, canvas_w, label_canvas_h, label_canvas_w)
-EvalEntry = tuple[int, int, int, int, int]
+# (source index or -1 for padding, label canvas (h, w), image canvas (h, w) per test scale)
+EvalEntry = tuple[int, tuple[int, int], tuple[tuple[int, int], ...]]
 
 
 class TrainPreprocess(grain.transforms.RandomMap):
@@ -85,71 +85,102 @@ def _round_up(x: int, multiple: int) -> int:
   return int(math.ceil(x / multiple) * multiple)
 
 
-def eval_input_size(image_hw: Sequence[int], resize_scale: Sequence[int]) -> tuple[int, int]:
-  """(h, w) of an image of size image_hw after the evaluation resize."""
-  if not resize_scale:
-    return int(image_hw[0]), int(image_hw[1])
-  return transforms.rescale_size(tuple(image_hw), tuple(resize_scale))
+def eval_scales(eval_config: ml_collections.ConfigDict) -> tuple[float, ...]:
+  """The test-time scale ratios: config.eval.scales, or (1.0,) for single-scale."""
+  return tuple(float(r) for r in eval_config.scales) or (1.0,)
 
 
-def eval_plan(source: Any, resize_scale: Sequence[int], pad_multiple: int,
+def eval_input_size(image_hw: Sequence[int], resize_scale: Sequence[int], ratio: float = 1.0,
+                    align_multiple: int = 0) -> tuple[int, int]:
+  """(h, w) the model sees for an image of size image_hw at one test scale.
+
+  With a resize_scale (long, short) the image is rescaled, keeping its ratio, to fit within
+  (int(long * ratio), int(short * ratio)) (mmseg 0.x MultiScaleFlipAug); without one it is
+  scaled by ratio. align_multiple > 0 then resizes each side up to a multiple of it (SegFormer's
+  AlignedResize).
+  """
+  h, w = int(image_hw[0]), int(image_hw[1])
+  if resize_scale:
+    h, w = transforms.rescale_size((h, w), tuple(int(s * ratio) for s in resize_scale))
+  elif ratio != 1.0:
+    h, w = int(h * ratio + 0.5), int(w * ratio + 0.5)
+  if align_multiple:
+    h, w = _round_up(h, align_multiple), _round_up(w, align_multiple)
+  return h, w
+
+
+def eval_view_sizes(image_hw: Sequence[int],
+                    eval_config: ml_collections.ConfigDict) -> list[tuple[int, int]]:
+  """eval_input_size at every test scale."""
+  return [eval_input_size(image_hw, eval_config.resize_scale, ratio, eval_config.align_multiple)
+          for ratio in eval_scales(eval_config)]
+
+
+def eval_plan(source: Any, eval_config: ml_collections.ConfigDict,
               global_batch: int) -> list[EvalEntry]:
-  """Orders the evaluation examples into same-canvas groups padded to whole global batches."""
-  groups: dict[tuple[int, int], list[tuple[int, tuple[int, int]]]] = {}
+  """Orders the evaluation examples into same-canvas groups padded to whole global batches.
+
+  An entry is (source index or -1 for padding, label canvas (h, w), the canvas (h, w) at each
+  test scale); canvases are multiples of eval_config.pad_multiple.
+  """
+  multiple = eval_config.pad_multiple
+  groups: dict[tuple, list[tuple[int, tuple[int, int]]]] = {}
   for index in range(len(source)):
     label_hw = source.image_size(index)
-    h, w = eval_input_size(label_hw, resize_scale)
-    canvas = (_round_up(h, pad_multiple), _round_up(w, pad_multiple))
-    groups.setdefault(canvas, []).append((index, label_hw))
+    canvases = tuple((_round_up(h, multiple), _round_up(w, multiple))
+                     for h, w in eval_view_sizes(label_hw, eval_config))
+    groups.setdefault(canvases, []).append((index, label_hw))
   plan = []
-  for canvas in sorted(groups):
-    members = groups[canvas]
-    label_canvas = (_round_up(max(hw[0] for _, hw in members), pad_multiple),
-                    _round_up(max(hw[1] for _, hw in members), pad_multiple))
+  for canvases in sorted(groups):
+    members = groups[canvases]
+    label_canvas = (_round_up(max(hw[0] for _, hw in members), multiple),
+                    _round_up(max(hw[1] for _, hw in members), multiple))
     indices = [index for index, _ in members]
     indices += [-1] * (-len(indices) % global_batch)
-    plan += [(index, *canvas, *label_canvas) for index in indices]
+    plan += [(index, label_canvas, canvases) for index in indices]
   return plan
 
 
 class EvalPreprocess(grain.transforms.Map):
-  """Loads one planned example: resized, normalised, padded image; label at its original size,
-  padded with the ignore label; and a mask of the pixels that count."""
+  """Loads one planned example: at each test scale the resized, normalised image padded to its
+  canvas ('images', 'image_hws'); the label at its original size, padded with the ignore
+  label; and a mask of the pixels that count."""
 
   def __init__(self, source: Any, eval_config: ml_collections.ConfigDict,
                data: ml_collections.ConfigDict):
     self.source = source
-    self.resize_scale = tuple(eval_config.resize_scale)
+    self.eval_config = eval_config
     self.mean, self.std = tuple(data.mean), tuple(data.std)
     self.ignore_index = int(data.ignore_index)
 
   def map(self, entry: EvalEntry) -> dict:
-    index, canvas_h, canvas_w, label_h, label_w = entry
+    index, (label_h, label_w), canvases = entry
     if index < 0:  # Padding example: counts nowhere.
-      return {'image': np.zeros((canvas_h, canvas_w, 3), np.float32),
+      return {'images': [np.zeros((h, w, 3), np.float32) for h, w in canvases],
+              'image_hws': [np.array([h, w], np.int32) for h, w in canvases],
               'label': np.full((label_h, label_w), self.ignore_index, np.int32),
               'mask': np.zeros((label_h, label_w), bool),
-              'image_hw': np.array([canvas_h, canvas_w], np.int32),
               'label_hw': np.array([label_h, label_w], np.int32),
               'index': np.int32(-1)}
     example = self.source[index]
     image, label = example['image'], example['label']
-    if self.resize_scale:
-      image, _ = transforms.resize_keep_ratio(image, None, self.resize_scale)
-    image = transforms.normalize(image, self.mean, self.std)
-    image_hw, label_hw = image.shape[:2], label.shape
-    if (image_hw[0] > canvas_h or image_hw[1] > canvas_w
-        or label_hw[0] > label_h or label_hw[1] > label_w):
-      raise ValueError(f'{self.source.name(index)}: decoded size {label_hw} differs from the '
-                       f'size read from its header; the file may be corrupt.')
-    image = np.pad(image, ((0, canvas_h - image_hw[0]), (0, canvas_w - image_hw[1]), (0, 0)))
+    label_hw = label.shape
+    if image.shape[:2] != label_hw or label_hw[0] > label_h or label_hw[1] > label_w:
+      raise ValueError(f'{self.source.name(index)}: decoded size {image.shape[:2]} (label '
+                       f'{label_hw}) differs from the size read from its header; the file may '
+                       f'be corrupt.')
+    images, image_hws = [], []
+    for (canvas_h, canvas_w), hw in zip(canvases, eval_view_sizes(label_hw, self.eval_config)):
+      view = image if hw == label_hw else transforms.resize(image, None, hw)[0]
+      view = transforms.normalize(view, self.mean, self.std)
+      images.append(np.pad(view, ((0, canvas_h - hw[0]), (0, canvas_w - hw[1]), (0, 0))))
+      image_hws.append(np.array(hw, np.int32))
     label = np.pad(label.astype(np.int32), ((0, label_h - label_hw[0]), (0, label_w - label_hw[1])),
                    constant_values=self.ignore_index)
     mask = np.zeros((label_h, label_w), bool)
     mask[:label_hw[0], :label_hw[1]] = True
-    return {'image': image, 'label': label, 'mask': mask,
-            'image_hw': np.array(image_hw, np.int32), 'label_hw': np.array(label_hw, np.int32),
-            'index': np.int32(index)}
+    return {'images': images, 'image_hws': image_hws, 'label': label, 'mask': mask,
+            'label_hw': np.array(label_hw, np.int32), 'index': np.int32(index)}
 
 
 def eval_dataset(config: ml_collections.ConfigDict, source: Any, process_index: int = 0,
@@ -157,8 +188,7 @@ def eval_dataset(config: ml_collections.ConfigDict, source: Any, process_index: 
   """Host-local evaluation batches and the number of steps (the same on every host)."""
   global_batch = config.eval.batch_size
   local_batch = _local_batch_size(global_batch, process_count, 'config.eval.batch_size')
-  plan = eval_plan(source, config.eval.resize_scale, config.eval.pad_multiple, global_batch)
+  plan = eval_plan(source, config.eval, global_batch)
   ds = grain.MapDataset.source(plan)[process_index::process_count]
   ds = ds.map(EvalPreprocess(source, config.eval, config.data)).batch(local_batch)
   return _iter_dataset(ds, config.data), len(plan) // global_batch
-

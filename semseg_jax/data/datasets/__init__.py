@@ -30,6 +30,21 @@ DATASETS: dict[str, Callable[[ml_collections.ConfigDict, str, int], Any]] = {
 }
 
 
+# Class names and palette of each dataset, known without reading any file.
+CLASSES: dict[str, tuple[tuple[str, ...], Any]] = {
+    'synthetic': (synthetic.CLASS_NAMES, synthetic.PALETTE),
+    'ade20k': (ade20k.CLASS_NAMES, ade20k.PALETTE),
+}
+
+
+def class_names_and_palette(name: str) -> tuple[tuple[str, ...], Any]:
+  """(class names, uint8 [C, 3] palette) of dataset `name` (config.data.name)."""
+  if name not in CLASSES:
+    raise ValueError(f'config.data.name={name!r} is not a known dataset; expected one of '
+                     f'{sorted(CLASSES)}.')
+  return CLASSES[name]
+
+
 def make_source(data: ml_collections.ConfigDict, split: str, seed: int = 0) -> Any:
   """The source of `split` for `config.data`; errors name the field that is wrong."""
   if data.name not in DATASETS:

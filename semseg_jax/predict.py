@@ -1,0 +1,134 @@
+"""--mode=predict: label maps for a file, a directory or a glob of images.
+
+For each input image, at the input's size, under config.predict.output_dir:
+  labels/<name>.png   raw class indices (8-bit, or 16-bit beyond 256 classes),
+  colour/<name>.png   the labels in the dataset's palette,
+  overlay/<name>.png  the image blended half-and-half with the colour picture.
+Inference is the evaluation's (config.eval: whole or slide, scales, flip, aligned resize) with
+the weights of a checkpoint in the workdir (config.eval.checkpoint_step, -1 = the latest).
+"""
+
+import glob
+import os
+from typing import Any, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from PIL import Image
+
+from semseg_jax import evaluate
+from semseg_jax import train
+from semseg_jax import visualize
+from semseg_jax.data import datasets
+
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+
+
+def list_images(inputs: str) -> list[str]:
+  """The image files named by config.predict.inputs (a file, a directory or a glob), sorted."""
+  field = f'config.predict.inputs={inputs!r}'
+  if not inputs:
+    raise ValueError(f'{field}: give an image file, a directory of images or a glob pattern.')
+  if os.path.isdir(inputs):
+    paths = [os.path.join(inputs, n) for n in sorted(os.listdir(inputs))
+             if n.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(inputs, n))]
+  elif os.path.isfile(inputs):
+    paths = [inputs]
+  else:
+    paths = sorted(p for p in glob.glob(inputs, recursive=True) if os.path.isfile(p))
+  if not paths:
+    raise FileNotFoundError(f'{field} matches no image file (suffixes {IMAGE_SUFFIXES} in a '
+                            'directory; any file for a file path or glob).')
+  stems: dict[str, str] = {}
+  for path in paths:
+    stem = os.path.splitext(os.path.basename(path))[0]
+    if stem in stems:
+      raise ValueError(f'{field}: {stems[stem]} and {path} would both be written as {stem}.png; '
+                       'predict one directory at a time.')
+    stems[stem] = path
+  return paths
+
+
+class ImageFileSource:
+  """Images without labels, as an evaluation source (every label pixel is ignored)."""
+
+  def __init__(self, paths: Sequence[str], class_names: Sequence[str], palette: np.ndarray,
+               ignore_index: int):
+    self.paths = list(paths)
+    self.class_names = tuple(class_names)
+    self.palette = palette
+    self.num_classes = len(class_names)
+    self.ignore_index = ignore_index
+
+  def __len__(self) -> int:
+    return len(self.paths)
+
+  def name(self, index: int) -> str:
+    return os.path.splitext(os.path.basename(self.paths[index]))[0]
+
+  def image_size(self, index: int) -> tuple[int, int]:
+    try:
+      with Image.open(self.paths[index]) as image:
+        width, height = image.size
+    except OSError as e:
+      raise ValueError(f'{self.paths[index]} is not an image PIL can read: {e}') from e
+    return height, width
+
+  def read_image(self, index: int) -> np.ndarray:
+    """uint8 RGB [H, W, 3]."""
+    try:
+      with Image.open(self.paths[index]) as image:
+        return np.array(image if image.mode == 'RGB' else image.convert('RGB'), np.uint8)
+    except OSError as e:
+      raise ValueError(f'{self.paths[index]} is not an image PIL can read: {e}') from e
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    image = self.read_image(index)
+    return {'image': image, 'label': np.full(image.shape[:2], self.ignore_index, np.int32),
+            'index': index}
+
+
+def label_picture(pred: np.ndarray, num_classes: int) -> Image.Image:
+  """Raw class indices as an 8-bit (up to 256 classes) or 16-bit greyscale PNG image."""
+  if num_classes <= 256:
+    return Image.fromarray(pred.astype(np.uint8), mode='L')
+  return Image.fromarray(pred.astype(np.uint16), mode='I;16')
+
+
+def write_prediction(output_dir: str, name: str, image: np.ndarray, pred: np.ndarray,
+                     palette: np.ndarray, num_classes: int) -> None:
+  """labels/, colour/ and overlay/ PNGs of one prediction."""
+  colour = visualize.colourize(pred, palette, ignore_index=-1)
+  overlay = (image.astype(np.float32) * 0.5 + colour.astype(np.float32) * 0.5).round()
+  for kind, picture in (('labels', label_picture(pred, num_classes)),
+                        ('colour', Image.fromarray(colour)),
+                        ('overlay', Image.fromarray(overlay.astype(np.uint8)))):
+    os.makedirs(os.path.join(output_dir, kind), exist_ok=True)
+    picture.save(os.path.join(output_dir, kind, f'{name}.png'))
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
+  """Predicts every image of config.predict.inputs; returns the label PNG paths written here."""
+  paths = list_images(config.predict.inputs)
+  class_names, palette = datasets.class_names_and_palette(config.data.name)
+  output_dir = config.predict.output_dir or os.path.join(workdir, 'predict')
+  source = ImageFileSource(paths, class_names, palette, config.data.ignore_index)
+  mesh, model, tx = train.build_for_inference(config, len(class_names))
+  state, step = train.restore_checkpoint(config, workdir, model, tx, mesh)
+  eval_step = evaluate.make_eval_step(model, config.eval, mesh, tuple(config.mesh.data_axes),
+                                      len(class_names), config.data.ignore_index)
+  written = []
+
+  def on_prediction(index: int, pred: np.ndarray) -> None:
+    write_prediction(output_dir, source.name(index), source.read_image(index), pred, palette,
+                     len(class_names))
+    written.append(os.path.join(output_dir, 'labels', f'{source.name(index)}.png'))
+
+  logging.info('Predicting %d images with the checkpoint of step %d into %s.', len(paths), step,
+               output_dir)
+  evaluate.evaluate(eval_step, state.variables(), config, source, mesh, on_prediction)
+  logging.info('Process %d wrote %d predictions to %s.', jax.process_index(), len(written),
+               output_dir)
+  return written
