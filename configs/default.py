@@ -58,6 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.main = (('cross_entropy', 1.0, {}),)  # Terms on the main head's logits.
   config.loss.aux = (('cross_entropy', 0.4, {}),)  # Terms on each auxiliary head's logits.
   config.loss.class_weights = ()  # Per-class weights for every term (() = all equal).
+  config.loss.distance_max_classes = 0  # Distance losses: classes per crop with a map (0 = all; lower it for many-class datasets).
 
   # Optimizer (optax); per-parameter multipliers are regexes on the '/'-joined parameter path.
   config.optimizer = ml_collections.ConfigDict()
@@ -117,6 +118,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.benchmark.batch_size = 8  # Global batch size for the timed steps.
   config.benchmark.warmup_steps = 3  # Untimed steps after compilation.
   config.benchmark.steps = 10  # Timed steps.
+  config.benchmark.eval_image_hw = (1024, 2048)  # Evaluation step measured on one such image per device.
 
   config.lock()
   return config

@@ -1,5 +1,8 @@
 """--mode=benchmark: parameter count, GFLOPs per image (XLA's cost analysis of the compiled
-step), compile time, and train and inference images/s at the config's crop, after warm-up.
+step), compile time, and train and inference images/s at the config's crop, after warm-up;
+then the evaluation step (config.eval: whole or slide, scales, flip) on one image of
+config.benchmark.eval_image_hw per device: its compile time, XLA's memory plan for it (peak
+bytes per device: arguments + outputs + temporaries) and seconds per image.
 
 Inputs are random arrays already on the devices, so the figures measure the model and the
 step, not the input pipeline.
@@ -14,8 +17,10 @@ import jax
 import ml_collections
 import numpy as np
 
+from semseg_jax import evaluate
 from semseg_jax import sharding
 from semseg_jax import train
+from semseg_jax.data import pipeline
 
 
 def _flops(compiled: Any) -> float:
@@ -40,6 +45,54 @@ def _time_steps(fn: Callable, args: tuple, warmup: int, steps: int,
     args, out = call(args)
   jax.block_until_ready(out)
   return (time.perf_counter() - start) / steps
+
+
+def _eval_batch(config: ml_collections.ConfigDict, image_hw: tuple[int, int], n: int,
+                rng: np.random.Generator) -> dict:
+  """An evaluation batch of n random images of size image_hw, as the pipeline makes it."""
+  label_hw = np.array(image_hw, np.int32)
+  images, image_hws = [], []
+  for ratio in pipeline.eval_scales(config.eval):
+    h, w = pipeline.eval_input_size(image_hw, config.eval.resize_scale, ratio,
+                                             config.eval.align_multiple)
+    canvas = [-(-x // config.eval.pad_multiple) * config.eval.pad_multiple for x in (h, w)]
+    image = np.zeros((n, *canvas, 3), np.float32)
+    image[:, :h, :w] = rng.normal(size=(n, h, w, 3))
+    images.append(image)
+    image_hws.append(np.tile(np.array([h, w], np.int32), (n, 1)))
+  return {'images': images, 'image_hws': image_hws,
+          'label': np.zeros((n, *image_hw), np.int32), 'mask': np.ones((n, *image_hw), bool),
+          'label_hw': np.tile(label_hw, (n, 1))}
+
+
+def eval_figures(config: ml_collections.ConfigDict, model: Any, variables: Any, mesh: Any,
+                 num_classes: int) -> dict:
+  """Compile time, XLA's per-device memory plan and seconds per image of the evaluation step
+  on one config.benchmark.eval_image_hw image per device."""
+  n = jax.device_count()
+  image_hw = tuple(config.benchmark.eval_image_hw)
+  batch_sharding = sharding.batch_sharding(mesh, tuple(config.mesh.data_axes))
+  batch = sharding.to_global(_eval_batch(config, image_hw, n, np.random.default_rng(0)),
+                             batch_sharding)
+  eval_step = evaluate.make_eval_step(model, config.eval, mesh, tuple(config.mesh.data_axes),
+                                      num_classes, config.data.ignore_index)
+  start = time.perf_counter()
+  compiled = eval_step.lower(variables, batch).compile()
+  compile_s = time.perf_counter() - start
+  memory = compiled.memory_analysis()
+  peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes
+          + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+  step_s = _time_steps(compiled, (variables, batch), 1, 1, carry_first=False)
+  views = len(pipeline.eval_scales(config.eval)) * (2 if config.eval.flip else 1)
+  return {
+      'eval_mode': (f'{config.eval.mode} {views} view(s)' + (
+          f' window {tuple(config.eval.crop_size)} stride {tuple(config.eval.stride)} '
+          f'{config.eval.windows_per_step} windows/step' if config.eval.mode == 'slide' else '')),
+      'eval_image': f'{n}x{image_hw[0]}x{image_hw[1]}',
+      'eval_compile_s': compile_s,
+      'eval_peak_GiB_per_device': peak / 2**30,
+      'eval_s_per_image': step_s / n,
+  }
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -88,6 +141,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       'train_images_per_s': n / train_s,
       'inference_images_per_s': n / infer_s,
   }
+  results.update(eval_figures(config, model, variables, mesh, eval_source.num_classes))
   lines = [f'{k:28s} {v:.4g}' if isinstance(v, float) else f'{k:28s} {v}'
            for k, v in results.items()]
   print('\n'.join(lines), flush=True)

@@ -3,7 +3,9 @@
 Every loss is a pure, jittable `fn(logits, labels, ignore_index=255, class_weights=None,
 **options) -> scalar` that first resizes the logits bilinearly to the labels' size. The config
 composes them: `config.loss.main` and `config.loss.aux` are lists of (name, weight, options)
-for the main head and for each auxiliary head; names are keys of `LOSSES`.
+for the main head and for each auxiliary head; names are keys of `LOSSES`. The losses named in
+`DISTANCE_LOSSES` also take the ground truth's boundary-distance maps, which the input pipeline
+adds to the batch when a configured term needs them (see `semseg_jax.distance_losses`).
 """
 
 from typing import Any, Callable, Sequence
@@ -11,6 +13,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from semseg_jax import distance_losses
 from semseg_jax import region_losses
 from semseg_jax.models import layers
 
@@ -121,7 +124,20 @@ LOSSES: dict[str, Callable[..., jax.Array]] = {
     'focal_tversky': region_losses.focal_tversky_loss,
     'lovasz_softmax': region_losses.lovasz_softmax_loss,
     'exp_log': region_losses.exp_log_loss,
+    'combo': region_losses.combo_loss,
+    'dpce': distance_losses.dpce_loss,
+    'boundary': distance_losses.boundary_loss,
+    'hausdorff_dt': distance_losses.hausdorff_dt_loss,
 }
+
+# Losses that take the batch's `distance_classes` and `boundary_distance` maps.
+DISTANCE_LOSSES = frozenset({'dpce', 'boundary', 'hausdorff_dt'})
+DISTANCE_KEYS = ('distance_classes', 'boundary_distance')
+
+
+def needs_distance_maps(loss_config: Any) -> bool:
+  """Whether any main or auxiliary term is a distance-map loss."""
+  return any(term[0] in DISTANCE_LOSSES for term in (*loss_config.main, *loss_config.aux))
 
 
 def check_loss_terms(terms: Sequence, field: str) -> None:
@@ -134,25 +150,35 @@ def check_loss_terms(terms: Sequence, field: str) -> None:
 
 
 def weighted_sum(logits: jax.Array, labels: jax.Array, terms: Sequence, ignore_index: int,
-                 class_weights: Sequence[float] | None, prefix: str) -> tuple[jax.Array, dict]:
+                 class_weights: Sequence[float] | None, prefix: str,
+                 distance_maps: dict[str, jax.Array] | None = None) -> tuple[jax.Array, dict]:
   """sum of weight * LOSSES[name](logits, labels, **options) over terms, and each term."""
   total, parts = jnp.float32(0.0), {}
   for name, weight, options in terms:
-    value = LOSSES[name](logits, labels, ignore_index, class_weights or None, **options)
+    extra = {}
+    if name in DISTANCE_LOSSES:
+      if not distance_maps:
+        raise ValueError(f'loss {name!r} needs the batch fields {DISTANCE_KEYS}; the training '
+                         'pipeline adds them when config.loss names a distance loss.')
+      extra = distance_maps
+    value = LOSSES[name](logits, labels, ignore_index, class_weights or None, **extra, **options)
     parts[f'{prefix}_{name}'] = value
     total = total + weight * value
   return total, parts
 
 
 def total_loss(outputs: dict[str, Any], labels: jax.Array, loss_config: Any,
-               ignore_index: int) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """config.loss.main on the main logits plus config.loss.aux on each auxiliary head's."""
+               ignore_index: int, batch: dict[str, jax.Array] | None = None
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """config.loss.main on the main logits plus config.loss.aux on each auxiliary head's; the
+  distance losses read their maps from `batch`."""
   class_weights = tuple(loss_config.class_weights)
+  distance_maps = {k: batch[k] for k in DISTANCE_KEYS if batch and k in batch}
   total, parts = weighted_sum(outputs['logits'], labels, loss_config.main, ignore_index,
-                              class_weights, 'loss_main')
+                              class_weights, 'loss_main', distance_maps)
   for i, aux_logits in enumerate(outputs.get('aux', [])):
     aux_total, aux_parts = weighted_sum(aux_logits, labels, loss_config.aux, ignore_index,
-                                        class_weights, f'loss_aux{i}')
+                                        class_weights, f'loss_aux{i}', distance_maps)
     total = total + aux_total
     parts.update(aux_parts)
   return total, parts

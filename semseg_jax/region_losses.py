@@ -296,3 +296,41 @@ def exp_log_loss(logits: jax.Array, labels: jax.Array, ignore_index: int = 255,
     count = jnp.sum(valid)[None]
   l_ce = jnp.mean(num / jnp.maximum(count, 1).astype(jnp.float32))
   return w_dice * l_dice + w_ce * l_ce
+
+
+def combo_loss(logits: jax.Array, labels: jax.Array, ignore_index: int = 255,
+               class_weights: Optional[Sequence[float]] = None, *, alpha: float = 0.5,
+               beta: float = 0.5, smooth: float = 1.0, eps: float = 1e-7,
+               per_image: bool = False) -> jax.Array:
+  """Combo loss (Taghanaki et al. 2019, Comput. Med. Imaging Graph., arXiv:1805.02798).
+
+    loss  = alpha * WCE - (1 - alpha) * DSC
+    WCE   = -1 / (|X| sum_c w_c) * sum_{i in X} sum_c w_c [beta g_ic ln p_ic
+                                                         + (1 - beta) (1 - g_ic) ln(1 - p_ic)]
+    DSC   = weighted mean over all classes of (2 I_c + smooth) / (P_c + G_c + smooth)
+
+  with p clipped to [eps, 1 - eps] inside the logarithms, plain sums and w = class_weights
+  (ones if None, so the WCE normaliser is |X| C). beta > 0.5 penalises false negatives more,
+  beta < 0.5 false positives. This is the paper's equation except that its sum of the K
+  per-class Dice scores is written as a (weighted) mean, so that alpha keeps its meaning
+  whatever the number of classes; the loss is therefore bounded below by alpha - 1 rather
+  than by -(1 - alpha) K. With `per_image=True` both terms are computed per image and averaged
+  (an image without valid pixels has WCE 0).
+  """
+  _, p, g, valid = _prepare(logits, labels, ignore_index)
+  num_classes = p.shape[-1]
+  if class_weights is None:
+    w = jnp.ones((num_classes,), jnp.float32)
+  else:
+    w = jnp.asarray(class_weights, jnp.float32).reshape(num_classes)
+  clipped = jnp.clip(p, eps, 1.0 - eps)
+  bce = beta * g * jnp.log(clipped) + (1.0 - beta) * (1.0 - g) * jnp.log(1.0 - clipped)
+  per_pixel = jnp.where(valid, jnp.sum(bce * w, axis=-1), 0.0)  # [N, H, W]
+  axes = (1, 2) if per_image else (0, 1, 2)
+  count = jnp.sum(valid, axis=axes).astype(jnp.float32)
+  denom = jnp.maximum(count, 1.0) * jnp.sum(w)
+  wce = -jnp.sum(per_pixel, axis=axes) / jnp.where(denom > 0, denom, 1.0)
+
+  inter = _stat(p * g, per_image)
+  dice = (2.0 * inter + smooth) / (_stat(p, per_image) + _stat(g, per_image) + smooth)
+  return alpha * jnp.mean(wce) - (1.0 - alpha) * _class_mean(dice, class_weights)

@@ -74,7 +74,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
       variables = state.replace(params=params).variables()
       outputs, updated = model.apply(variables, batch['image'], train=True,
                                      rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
-      loss, parts = losses.total_loss(outputs, batch['label'], loss_config, ignore_index)
+      loss, parts = losses.total_loss(outputs, batch['label'], loss_config, ignore_index, batch)
       return loss, (updated.get('batch_stats', {}), parts)
 
     (loss, (batch_stats, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from semseg_jax import losses
+from semseg_jax.data import distance_maps
 
 
 def _log_softmax(logits):
@@ -124,12 +125,25 @@ def test_total_loss_composes_terms_for_main_and_each_aux_head():
 
 def test_every_registered_loss_composes_under_jit():
   logits, labels = _inputs(3)
+  classes_maps = [distance_maps.boundary_distance_maps(l, logits.shape[-1], 255) for l in labels]
+  batch = {'distance_classes': np.stack([c for c, _ in classes_maps]),
+           'boundary_distance': np.stack([m for _, m in classes_maps])}
   terms = tuple((name, 1.0, {}) for name in losses.LOSSES)
-  total, parts = jax.jit(lambda o, l: losses.total_loss(o, l, _loss_config(terms, ()), 255))(
-      {'logits': logits, 'aux': []}, labels)
-  expected = sum(float(fn(logits, labels, 255)) for fn in losses.LOSSES.values())
+  total, parts = jax.jit(lambda o, l, b: losses.total_loss(o, l, _loss_config(terms, ()), 255,
+                                                           b))(
+      {'logits': logits, 'aux': []}, labels, batch)
+  expected = sum(float(fn(logits, labels, 255, **(batch if name in losses.DISTANCE_LOSSES
+                                                  else {})))
+                 for name, fn in losses.LOSSES.items())
   assert float(total) == pytest.approx(expected, rel=1e-5)
   assert len(parts) == len(losses.LOSSES)
+
+
+def test_distance_losses_without_maps_say_what_is_missing():
+  logits, labels = _inputs(0)
+  with pytest.raises(ValueError, match='boundary_distance'):
+    losses.total_loss({'logits': logits}, labels, _loss_config((('boundary', 1.0, {}),), ()),
+                      255)
 
 
 def test_bad_terms_fail_naming_the_field():

@@ -86,3 +86,30 @@ def test_predicted_but_absent_class_counts_in_miou():
   assert result['per_class_IoU']['c'] == 0.0
   assert result['mIoU'] == pytest.approx(100 * (0.8 + 1.0 + 0.0) / 3)
   assert result['mAcc'] == pytest.approx(100 * (0.8 + 1.0) / 2)
+
+
+def test_confusion_matrix_metric_merges_batches_into_the_dataset_matrix():
+  """The clu metric summed over batches (inside jit, then on the host in int64) equals the
+  brute-force count over the whole random set, masked pixels and ignore labels included."""
+  import jax  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(7)
+  num_classes, ignore = 5, 255
+  labels = rng.integers(0, num_classes, (6, 9, 11))
+  labels[rng.random(labels.shape) < 0.2] = ignore
+  labels[:, :, 0] = 3  # Masked out below: must not count.
+  preds = rng.integers(0, num_classes, labels.shape)
+  mask = np.ones(labels.shape, bool)
+  mask[:, :, 0] = False
+  step = jax.jit(lambda l, p, m: metrics.ConfusionMatrix.from_model_output(
+      labels=l, preds=p, mask=m, num_classes=num_classes, ignore_index=ignore))
+  total = metrics.ConfusionMatrix.empty()
+  running = None
+  for start in range(0, 6, 2):
+    batch = step(labels[start:start + 2], preds[start:start + 2], mask[start:start + 2])
+    running = batch if running is None else running.merge(batch)
+    if start == 2:  # What the evaluation loop does before int32 could overflow.
+      total, running = total.merge(running.to_host()), None
+  total = total.merge(running.to_host())
+  expected, _ = _brute_force(labels[:, :, 1:], preds[:, :, 1:], num_classes, ignore)
+  assert total.compute().dtype == np.int64
+  np.testing.assert_array_equal(total.compute(), expected)

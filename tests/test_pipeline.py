@@ -87,6 +87,7 @@ def ade_config(tmp_path_factory):
 @pytest.mark.parametrize('scales', [(), (0.5, 1.25)])
 def test_eval_plan_groups_pads_and_covers_every_example_once(ade_config, scales):
   source = datasets.make_source(ade_config.data, 'val')
+  ade_config = ade_config.copy_and_resolve_references()
   ade_config.eval.scales = scales
   plan = pipeline.eval_plan(source, ade_config.eval, 2)
   assert sorted(e[0] for e in plan if e[0] >= 0) == list(range(len(source)))

@@ -360,3 +360,88 @@ def test_bfloat16_logits_computed_in_float32():
   logits, labels = _inputs(1)
   value = rl.dice_loss(jnp.asarray(logits, jnp.bfloat16), labels, IGNORE)
   assert value.dtype == jnp.float32
+
+
+# ---- Combo loss ----------------------------------------------------------------------------
+
+
+def _np_combo(logits, labels, weights=None, per_image=False, alpha=0.5, beta=0.5, smooth=1.0,
+              eps=1e-7):
+  """Taghanaki et al. 2019 with the Dice sum over classes as a weighted mean."""
+  probs = _softmax(logits)
+  num_classes = logits.shape[-1]
+  w = [1.0] * num_classes if weights is None else list(weights)
+  out = []
+  for pixels in _groups(labels, per_image):
+    total, count = 0.0, 0
+    for idx in pixels:
+      y = labels[idx]
+      if y == IGNORE:
+        continue
+      count += 1
+      for c in range(num_classes):
+        p = min(max(probs[idx + (c,)], eps), 1 - eps)
+        g = 1.0 if y == c else 0.0
+        total += w[c] * (beta * g * np.log(p) + (1 - beta) * (1 - g) * np.log(1 - p))
+    wce = -total / (count * sum(w)) if count else 0.0
+    dice = []
+    for c in range(num_classes):
+      i, p, g = _stats(probs, labels, pixels, c)
+      dice.append((2 * i + smooth) / (p + g + smooth))
+    out.append(alpha * wce - (1 - alpha) * _wmean(dice, weights))
+  return np.mean(out)
+
+
+@pytest.mark.parametrize('options', [{}, {'alpha': 0.7, 'beta': 0.8, 'smooth': 0.5},
+                                     {'alpha': 0.2, 'beta': 0.3, 'eps': 1e-3}])
+@pytest.mark.parametrize('per_image', [False, True])
+@pytest.mark.parametrize('weights', [None, WEIGHTS])
+@pytest.mark.parametrize('seed', range(2))
+def test_combo_matches_numpy(seed, weights, per_image, options):
+  logits, labels = _inputs(seed)
+  if options.get('eps') == 1e-3:
+    logits = logits * 4  # Saturated probabilities, so that the clipping matters.
+  got = float(rl.combo_loss(logits, labels, IGNORE, weights, per_image=per_image, **options))
+  want = _np_combo(logits, labels, weights, per_image, **options)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_combo_jit_grad_finite_and_ignore_exact():
+  logits, labels = _inputs(3)
+  logits = logits * 10  # Some probabilities below eps: the clipped logarithms stay finite.
+  jitted = jax.jit(lambda lg: rl.combo_loss(lg, labels, IGNORE, WEIGHTS, beta=0.7))
+  value = float(jitted(logits))
+  assert np.isfinite(value)
+  grad = np.asarray(jax.jit(jax.grad(
+      lambda lg: rl.combo_loss(lg, labels, IGNORE, WEIGHTS, beta=0.7)))(jnp.asarray(logits)))
+  ignored = labels == IGNORE
+  assert np.all(np.isfinite(grad))
+  assert np.all(grad[ignored] == 0)
+  assert np.any(grad[~ignored] != 0)
+  other = logits.copy()
+  other[ignored] = np.random.default_rng(9).normal(size=other[ignored].shape) * 10
+  assert float(jitted(other)) == value
+  everything_ignored = np.full_like(labels, IGNORE)
+  assert np.isfinite(float(rl.combo_loss(logits, everything_ignored, IGNORE)))
+
+
+def test_combo_beta_above_half_penalises_false_negatives():
+  # Only class 1 counts (weights [0, 1]) and only the cross-entropy term (alpha = 1): a false
+  # negative (label 1, p_1 = 0.1) must cost more than a false positive (label 0, p_1 = 0.9).
+  logits = np.zeros((1, 1, 1, 2), np.float32)
+  logits[..., 0] = np.log(9.0)  # p = (0.9, 0.1)
+  fn = float(rl.combo_loss(logits, np.ones((1, 1, 1), np.int64), IGNORE, (0.0, 1.0), alpha=1.0,
+                           beta=0.8))
+  fp = float(rl.combo_loss(logits[..., ::-1], np.zeros((1, 1, 1), np.int64), IGNORE, (0.0, 1.0),
+                           alpha=1.0, beta=0.8))
+  np.testing.assert_allclose(fn, -0.8 * np.log(0.1), rtol=1e-5)
+  np.testing.assert_allclose(fp, -0.2 * np.log(0.1), rtol=1e-5)
+  assert fn > fp
+
+
+def test_combo_perfect_prediction_is_alpha_minus_one():
+  _, labels = _inputs(4)
+  logits = 60.0 * jax.nn.one_hot(np.where(labels == IGNORE, 0, labels), NUM_CLASSES)
+  # Every class's Dice is 1 (the absent class: smooth / smooth), the clipped WCE about 1e-7.
+  value = float(rl.combo_loss(logits, labels, IGNORE, alpha=0.3))
+  np.testing.assert_allclose(value, 0.3 - 1.0, atol=1e-5)

@@ -19,6 +19,8 @@ import grain
 import ml_collections
 import numpy as np
 
+from semseg_jax import losses
+from semseg_jax.data import distance_maps
 from semseg_jax.data import transforms
 
 # (source index or -1 for padding, label canvas (h, w), image canvas (h, w) per test scale)
@@ -27,9 +29,11 @@ EvalEntry = tuple[int, tuple[int, int], tuple[tuple[int, int], ...]]
 
 class TrainPreprocess(grain.transforms.RandomMap):
   """mmsegmentation's training pipeline on one example: resize, crop, flip, photometric,
-  normalise, pad to the crop with the ignore label."""
+  normalise, pad to the crop with the ignore label; then, when distance_max_classes is set,
+  the exact boundary-distance maps of the final label (for the distance-map losses)."""
 
-  def __init__(self, augment: ml_collections.ConfigDict, data: ml_collections.ConfigDict):
+  def __init__(self, augment: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
+               distance_max_classes: int | None = None):
     self.resize_scale = tuple(augment.resize_scale)
     self.ratio_range = tuple(augment.ratio_range)
     self.crop_size = tuple(augment.crop_size)
@@ -38,6 +42,7 @@ class TrainPreprocess(grain.transforms.RandomMap):
     self.photometric = bool(augment.photometric)
     self.mean, self.std = tuple(data.mean), tuple(data.std)
     self.ignore_index = int(data.ignore_index)
+    self.distance_max_classes = distance_max_classes
 
   def random_map(self, example: dict, rng: np.random.Generator) -> dict:
     image, label = example['image'], example['label']
@@ -51,7 +56,12 @@ class TrainPreprocess(grain.transforms.RandomMap):
       image = transforms.photometric_distortion(image, rng)
     image = transforms.normalize(image, self.mean, self.std)
     image, label = transforms.pad_to(image, label, self.crop_size, self.ignore_index)
-    return {'image': image, 'label': label.astype(np.int32)}
+    example = {'image': image, 'label': label.astype(np.int32)}
+    if self.distance_max_classes:
+      example['distance_classes'], example['boundary_distance'] = (
+          distance_maps.boundary_distance_maps(label, self.distance_max_classes,
+                                               self.ignore_index))
+    return example
 
 
 def _local_batch_size(global_batch: int, process_count: int, field: str) -> int:
@@ -72,11 +82,17 @@ def _iter_dataset(ds: grain.MapDataset, data: ml_collections.ConfigDict) -> grai
 
 def train_dataset(config: ml_collections.ConfigDict, source: Any, process_index: int = 0,
                   process_count: int = 1) -> grain.IterDataset:
-  """Endless host-local training batches {'image': f32 [b, h, w, 3], 'label': i32 [b, h, w]}."""
+  """Endless host-local training batches {'image': f32 [b, h, w, 3], 'label': i32 [b, h, w]},
+  plus 'distance_classes' i32 [b, K] and 'boundary_distance' f32 [b, h, w, K] when a
+  configured loss needs them (K = config.loss.distance_max_classes, or all classes)."""
   local_batch = _local_batch_size(config.train.batch_size, process_count,
                                   'config.train.batch_size')
+  distance_max_classes = None
+  if losses.needs_distance_maps(config.loss):
+    distance_max_classes = config.loss.distance_max_classes or source.num_classes
   ds = grain.MapDataset.source(source).shuffle(seed=config.seed).repeat(None)
-  ds = ds.random_map(TrainPreprocess(config.augment, config.data), seed=config.seed + 1)
+  ds = ds.random_map(TrainPreprocess(config.augment, config.data, distance_max_classes),
+                     seed=config.seed + 1)
   ds = ds[process_index::process_count].batch(local_batch, drop_remainder=True)
   return _iter_dataset(ds, config.data)
 
