@@ -47,7 +47,14 @@ def _time_steps(fn: Callable, args: tuple, warmup: int, steps: int,
   return (time.perf_counter() - start) / steps
 
 
-def _eval_batch(config: ml_collections.ConfigDict, image_hw: tuple[int, int], n: int,
+def planned_peak_bytes(compiled: Any) -> int:
+  """XLA's memory plan of a compiled function per device: arguments + outputs + temporaries."""
+  memory = compiled.memory_analysis()
+  return (memory.argument_size_in_bytes + memory.output_size_in_bytes
+          + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+
+
+def eval_batch(config: ml_collections.ConfigDict, image_hw: tuple[int, int], n: int,
                 rng: np.random.Generator) -> dict:
   """An evaluation batch of n random images of size image_hw, as the pipeline makes it."""
   label_hw = np.array(image_hw, np.int32)
@@ -72,16 +79,14 @@ def eval_figures(config: ml_collections.ConfigDict, model: Any, variables: Any, 
   n = jax.device_count()
   image_hw = tuple(config.benchmark.eval_image_hw)
   batch_sharding = sharding.batch_sharding(mesh, tuple(config.mesh.data_axes))
-  batch = sharding.to_global(_eval_batch(config, image_hw, n, np.random.default_rng(0)),
+  batch = sharding.to_global(eval_batch(config, image_hw, n, np.random.default_rng(0)),
                              batch_sharding)
   eval_step = evaluate.make_eval_step(model, config.eval, mesh, tuple(config.mesh.data_axes),
                                       num_classes, config.data.ignore_index)
   start = time.perf_counter()
   compiled = eval_step.lower(variables, batch).compile()
   compile_s = time.perf_counter() - start
-  memory = compiled.memory_analysis()
-  peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes
-          + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+  peak = planned_peak_bytes(compiled)
   step_s = _time_steps(compiled, (variables, batch), 1, 1, carry_first=False)
   views = len(pipeline.eval_scales(config.eval)) * (2 if config.eval.flip else 1)
   return {
@@ -126,6 +131,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   infer_s = _time_steps(infer_compiled, (variables, batch['image']), bench.warmup_steps,
                         bench.steps, carry_first=False)
+  # Before the train steps, which donate (and so delete) the state's buffers.
+  eval_results = eval_figures(config, model, variables, mesh, eval_source.num_classes)
   train_s = _time_steps(train_compiled, (state, batch), bench.warmup_steps, bench.steps,
                         carry_first=True)
   results = {
@@ -141,7 +148,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       'train_images_per_s': n / train_s,
       'inference_images_per_s': n / infer_s,
   }
-  results.update(eval_figures(config, model, variables, mesh, eval_source.num_classes))
+  results.update(eval_results)
   lines = [f'{k:28s} {v:.4g}' if isinstance(v, float) else f'{k:28s} {v}'
            for k, v in results.items()]
   print('\n'.join(lines), flush=True)

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from configs import default
+from semseg_jax import benchmark
 from semseg_jax import evaluate
 from semseg_jax import losses
 from semseg_jax import models
+from semseg_jax import sharding
 from semseg_jax.data import pipeline
 
 NUM_CLASSES = 3
@@ -199,3 +201,20 @@ def test_eval_input_size(image_hw, resize_scale, ratio, align, expected):
 def test_bad_eval_config_names_the_field(field, value):
   with pytest.raises(ValueError, match=f'config.eval.{field}'):
     evaluate.check_eval_config(_eval_config(**{field: value}))
+
+
+@pytest.mark.parametrize('variant', ['b0', 'b5'])
+def test_slide_eval_of_a_2048x1024_image_is_planned_within_16_gib(variant):
+  """Compile-only: XLA's memory plan for the evaluation step on one 2048x1024 image, 150
+  classes, 1024x1024 windows, stride 768 (compiled for CPU here; see the README)."""
+  config = default.get_config()
+  config.eval.mode, config.eval.crop_size, config.eval.stride = 'slide', (1024, 1024), (768, 768)
+  config.eval.resize_scale = ()
+  model = models.segformer.segformer(variant, 150)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
+  batch = jax.eval_shape(lambda: benchmark.eval_batch(config, (1024, 2048), 1,
+                                                      np.random.default_rng(0)))
+  mesh = sharding.make_mesh(config.mesh)
+  step = evaluate.make_eval_step(model, config.eval, mesh, ('data',), 150, 255)
+  peak = benchmark.planned_peak_bytes(step.lower(variables, batch).compile())
+  assert 0.5 * 2**30 < peak < 16 * 2**30, peak / 2**30

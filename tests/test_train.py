@@ -220,11 +220,15 @@ def test_bad_config_fails_at_start_naming_it(tmp_path, flags, expected):
 
 
 def test_benchmark_mode_prints_the_figures(tmp_path):
-  result = _run(tmp_path, '--mode=benchmark', *_flags(1, **{'benchmark.batch_size': 8,
-                                                             'benchmark.steps': 2,
-                                                             'benchmark.warmup_steps': 1}))
+  result = _run(tmp_path, '--mode=benchmark', *_flags(1, **{
+      'benchmark.batch_size': 8, 'benchmark.steps': 2, 'benchmark.warmup_steps': 1,
+      'benchmark.eval_image_hw': (40, 72), 'eval.mode': 'slide', 'eval.crop_size': (32, 32),
+      'eval.stride': (24, 24)}))
   for key in ('params_M', 'inference_GFLOPs_per_image', 'train_compile_s',
-              'train_images_per_s', 'inference_images_per_s'):
+              'train_images_per_s', 'inference_images_per_s', 'eval_peak_GiB_per_device',
+              'eval_s_per_image'):
     assert key in result.stdout
   figures = json.loads((tmp_path / 'benchmark.json').read_text())
   assert figures['inference_GFLOPs_per_image'] > 0 and figures['train_images_per_s'] > 0
+  assert figures['eval_image'] == '1x40x72' and figures['eval_peak_GiB_per_device'] > 0
+  assert figures['eval_mode'].startswith('slide 1 view(s) window (32, 32) stride (24, 24)')
