@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dtype = 'float32'  # Compute dtype: float32 or bfloat16 (parameters stay float32).
   config.model.drop_path_rate = 0.1  # Stochastic depth rate (rises linearly over blocks).
   config.model.dropout_rate = 0.1  # Dropout before the classifier.
+  config.model.pretrained = ''  # Weights to start training from, and to evaluate / predict with when the workdir has no checkpoint: a semseg_jax checkpoint (a workdir, its checkpoints/, or checkpoints/<step>).
 
   # Data: the source, its label conventions and the input pipeline.
   config.data = ml_collections.ConfigDict()

@@ -5,7 +5,8 @@ For each input image, at the input's size, under config.predict.output_dir:
   colour/<name>.png   the labels in the dataset's palette,
   overlay/<name>.png  the image blended half-and-half with the colour picture.
 Inference is the evaluation's (config.eval: whole or slide, scales, flip, aligned resize) with
-the weights of a checkpoint in the workdir (config.eval.checkpoint_step, -1 = the latest).
+the weights of a checkpoint in the workdir (config.eval.checkpoint_step, -1 = the latest) or,
+when the workdir has none, those of config.model.pretrained.
 """
 
 import glob
@@ -126,7 +127,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
                      len(class_names))
     written.append(os.path.join(output_dir, 'labels', f'{source.name(index)}.png'))
 
-  logging.info('Predicting %d images with the checkpoint of step %d into %s.', len(paths), step,
+  logging.info('Predicting %d images with the weights of step %d into %s.', len(paths), step,
                output_dir)
   evaluate.evaluate(eval_step, state.variables(), config, source, mesh, on_prediction)
   logging.info('Process %d wrote %d predictions to %s.', jax.process_index(), len(written),

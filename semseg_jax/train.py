@@ -177,20 +177,38 @@ def build_for_inference(config: ml_collections.ConfigDict, num_classes: int):
   return mesh, model, tx
 
 
+def load_pretrained(state: TrainState, state_shardings: Any, path: str) -> TrainState:
+  """state with the parameters and batch statistics of the checkpoint at `path`."""
+  try:
+    loaded = checkpointing.load_variables(path, {'params': state.params,
+                                                 'batch_stats': state.batch_stats})
+  except (ValueError, FileNotFoundError) as e:
+    raise ValueError(f'config.model.pretrained={path!r}: {e}') from e
+  loaded = jax.device_put(loaded, {'params': state_shardings.params,
+                                   'batch_stats': state_shardings.batch_stats})
+  return state.replace(params=loaded['params'], batch_stats=loaded['batch_stats'])
+
+
 def restore_checkpoint(config: ml_collections.ConfigDict, workdir: str, model: nn.Module,
                        tx: optax.GradientTransformation, mesh: Mesh) -> tuple[TrainState, int]:
-  """The train state at config.eval.checkpoint_step (-1: the latest) in workdir."""
+  """The train state at config.eval.checkpoint_step (-1: the latest) in workdir; with no
+  checkpoint there, the weights of config.model.pretrained (step 0)."""
   manager = checkpointing.make_manager(workdir, config)
   step = config.eval.checkpoint_step
   if step < 0:
     step = manager.latest_step()
+  state, shardings = create_train_state(model, tx, jax.random.key(config.seed),
+                                        tuple(config.augment.crop_size), mesh)
+  if step is None and config.model.pretrained:
+    logging.info('No checkpoint in %s: using config.model.pretrained=%s.', workdir,
+                 config.model.pretrained)
+    return load_pretrained(state, shardings, config.model.pretrained), 0
   if step is None or step not in manager.all_steps():
     raise FileNotFoundError(f'No checkpoint at step {config.eval.checkpoint_step} '
                             f'(config.eval.checkpoint_step) in '
                             f'{os.path.join(workdir, "checkpoints")}; available: '
-                            f'{sorted(manager.all_steps())}.')
-  state, _ = create_train_state(model, tx, jax.random.key(config.seed),
-                                tuple(config.augment.crop_size), mesh)
+                            f'{sorted(manager.all_steps())}; config.model.pretrained is '
+                            f'{config.model.pretrained!r}.')
   return checkpointing.restore(manager, step, state), step
 
 
@@ -214,6 +232,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if manager.latest_step() is not None:
     logging.info('Resuming from checkpoint at step %d.', manager.latest_step())
     state = checkpointing.restore(manager, manager.latest_step(), state, train_iter)
+  elif config.model.pretrained:
+    logging.info('Starting from the weights of %s.', config.model.pretrained)
+    state = load_pretrained(state, state_shardings, config.model.pretrained)
   start_step = int(jax.device_get(state.step))
 
   train_step = make_train_step(model, tx, schedule, config, state_shardings, mesh)

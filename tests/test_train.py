@@ -94,7 +94,7 @@ def _write_images(folder, source):
 
 def test_predict_mode_writes_labels_colours_and_overlays(tmp_path):
   """--mode=predict on a folder: label PNGs at each input's size that match what --mode=eval
-  predicts for the same images, with slide + flip + two scales."""
+  predicts for the same images, with slide + flip + two scales; then from pretrained weights."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / 'run'
   _run(workdir, *_flags(2, **{'train.eval_every': 100}))
@@ -123,6 +123,15 @@ def test_predict_mode_writes_labels_colours_and_overlays(tmp_path):
                                   f'{source.name(i)}.png'))
     predicted = np.asarray(Image.open(out / 'colour' / f'{source.name(i)}.png'))
     np.testing.assert_array_equal(panel[:, 64:], predicted)
+
+  # An empty workdir predicts with config.model.pretrained: the same weights, the same labels.
+  other = tmp_path / 'out_pretrained'
+  _run(tmp_path / 'empty', '--mode=predict', *_flags(2, **modes, **{
+      'predict.inputs': str(inputs), 'predict.output_dir': str(other),
+      'model.pretrained': str(workdir)}))
+  for name in sizes:
+    np.testing.assert_array_equal(np.asarray(Image.open(other / 'labels' / f'{name}.png')),
+                                  np.asarray(Image.open(out / 'labels' / f'{name}.png')))
 
 
 @pytest.mark.parametrize('inputs,expected', [('missing/*.png', 'matches no image'),
