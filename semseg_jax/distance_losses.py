@@ -35,6 +35,8 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 
+from semseg_jax import region_losses
+
 
 def _resize(logits: jax.Array, hw) -> jax.Array:
   # Imported here so that `semseg_jax.losses` may import this module at top level.
@@ -96,14 +98,6 @@ def dense_distance_maps(distance_classes: jax.Array, boundary_distance: jax.Arra
                     precision=jax.lax.Precision.HIGHEST)
 
 
-def _weights(class_weights, num_classes):
-  if class_weights is None or len(class_weights) == 0:
-    return jnp.ones((num_classes,), jnp.float32)
-  if len(class_weights) != num_classes:
-    raise ValueError(f'class_weights has {len(class_weights)} entries for {num_classes} classes.')
-  return jnp.asarray(class_weights, jnp.float32)
-
-
 def _prepare(logits, labels, ignore_index, distance_classes, boundary_distance):
   """(resized logits, log-probs, valid [N,H,W], one-hot g masked, dense d [N,H,W,C])."""
   labels = jnp.asarray(labels)
@@ -155,7 +149,8 @@ def boundary_loss(logits: jax.Array, labels: jax.Array, ignore_index: int = 255,
   _, log_probs, valid, g, d = _prepare(logits, labels, ignore_index, distance_classes,
                                        boundary_distance)
   phi = signed_distance(d, g > 0)
-  per_pixel = _class_average(phi * jnp.exp(log_probs), _weights(class_weights, g.shape[-1]))
+  w = region_losses.class_weight_vector(class_weights, g.shape[-1])
+  per_pixel = _class_average(phi * jnp.exp(log_probs), w)
   return _valid_mean(per_pixel, valid)
 
 
@@ -176,7 +171,7 @@ def dpce_loss(logits: jax.Array, labels: jax.Array, ignore_index: int = 255,
   """
   _, log_probs, valid, g, d = _prepare(logits, labels, ignore_index, distance_classes,
                                        boundary_distance)
-  w = _weights(class_weights, g.shape[-1])
+  w = region_losses.class_weight_vector(class_weights, g.shape[-1])
   m = jnp.max(g * d, axis=(1, 2), keepdims=True)  # [N, 1, 1, C]
   m_y = jnp.sum(g * m, axis=-1)
   d_y = jnp.sum(g * d, axis=-1)
@@ -216,5 +211,6 @@ def hausdorff_dt_loss(logits: jax.Array, labels: jax.Array, ignore_index: int = 
   dp = jax.lax.stop_gradient(jnp.moveaxis(dp, 1, -1))
   err = (jnp.exp(log_probs) - g) ** 2
   per_class = err * (_power(dp, alpha) + _power(d, alpha))
-  per_pixel = _class_average(per_class, _weights(class_weights, num_classes))
+  w = region_losses.class_weight_vector(class_weights, num_classes)
+  per_pixel = _class_average(per_class, w)
   return _valid_mean(per_pixel, valid)

@@ -35,18 +35,9 @@ def _pick(values: jax.Array, labels: jax.Array) -> jax.Array:
   return jnp.take_along_axis(values, labels[..., None], axis=-1)[..., 0]
 
 
-def _weight_vector(class_weights, num_classes):
-  """[C] float32 class weights (ones when none are given)."""
-  if class_weights is None or len(class_weights) == 0:
-    return jnp.ones(num_classes, jnp.float32)
-  if len(class_weights) != num_classes:
-    raise ValueError(f'class_weights has {len(class_weights)} entries for {num_classes} classes.')
-  return jnp.asarray(class_weights, jnp.float32)
-
-
 def _class_weight(class_weights, labels, num_classes):
   """Per-pixel weight of each pixel's true class."""
-  return _weight_vector(class_weights, num_classes)[labels]
+  return region_losses.class_weight_vector(class_weights, num_classes)[labels]
 
 
 def _mean(per_pixel, valid, average):
@@ -72,7 +63,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int = 255,
   num_classes = log_probs.shape[-1]
   per_pixel = -_pick(log_probs, safe) * _class_weight(class_weights, safe, num_classes)
   if label_smoothing > 0:
-    weights = _weight_vector(class_weights, num_classes)
+    weights = region_losses.class_weight_vector(class_weights, num_classes)
     uniform = -jnp.sum(log_probs * weights, axis=-1) / num_classes
     per_pixel = (1 - label_smoothing) * per_pixel + label_smoothing * uniform
   return _mean(per_pixel, valid, average)

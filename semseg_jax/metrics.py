@@ -4,8 +4,9 @@ The matrix is [C, C] with rows = ground truth and columns = prediction, summed o
 dataset (all devices and hosts) before any metric is derived. Conventions (mmsegmentation's):
 a class's IoU and Dice are left out of the means (nan) when the class is absent from both the
 ground truth and the prediction; its accuracy (= recall) is left out when it is absent from the
-ground truth, its precision when it is never predicted, its F-score when either is undefined. FWIoU weights each class's IoU by its ground-truth pixel frequency. Per-batch
-averages of mIoU are never computed.
+ground truth, its precision when it is never predicted, its F-score when either is undefined.
+FWIoU weights each class's IoU by its ground-truth pixel frequency. Per-batch averages of mIoU
+are never computed.
 """
 
 from typing import Any, Sequence

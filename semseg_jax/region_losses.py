@@ -57,14 +57,20 @@ def _stat(x: jax.Array, per_image: bool) -> jax.Array:
   return s if per_image else s[None]
 
 
+def class_weight_vector(class_weights: Optional[Sequence[float]],
+                        num_classes: int) -> jax.Array:
+  """[C] float32 class weights (ones when none are given); every loss module uses this."""
+  if class_weights is None or len(class_weights) == 0:
+    return jnp.ones(num_classes, jnp.float32)
+  if len(class_weights) != num_classes:
+    raise ValueError(f'class_weights has {len(class_weights)} entries for {num_classes} classes.')
+  return jnp.asarray(class_weights, jnp.float32)
+
+
 def _class_mean(per_class: jax.Array, class_weights, mask=None) -> jax.Array:
-  """Weighted mean of `[B, C]` over C, restricted to `mask` (`[B, C]`) if given, then mean over B."""
-  num_classes = per_class.shape[-1]
-  if class_weights is None:
-    w = jnp.ones((num_classes,), jnp.float32)
-  else:
-    w = jnp.asarray(class_weights, jnp.float32).reshape(num_classes)
-  w = jnp.broadcast_to(w, per_class.shape)
+  """Weighted mean of `[B, C]` over C, restricted to `mask` (`[B, C]`) if given, then mean
+  over B."""
+  w = jnp.broadcast_to(class_weight_vector(class_weights, per_class.shape[-1]), per_class.shape)
   if mask is not None:
     w = w * mask.astype(jnp.float32)
   total = jnp.sum(w, axis=-1)
@@ -318,11 +324,7 @@ def combo_loss(logits: jax.Array, labels: jax.Array, ignore_index: int = 255,
   (an image without valid pixels has WCE 0).
   """
   _, p, g, valid = _prepare(logits, labels, ignore_index)
-  num_classes = p.shape[-1]
-  if class_weights is None:
-    w = jnp.ones((num_classes,), jnp.float32)
-  else:
-    w = jnp.asarray(class_weights, jnp.float32).reshape(num_classes)
+  w = class_weight_vector(class_weights, p.shape[-1])
   clipped = jnp.clip(p, eps, 1.0 - eps)
   bce = beta * g * jnp.log(clipped) + (1.0 - beta) * (1.0 - g) * jnp.log(1.0 - clipped)
   per_pixel = jnp.where(valid, jnp.sum(bce * w, axis=-1), 0.0)  # [N, H, W]
