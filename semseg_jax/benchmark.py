@@ -55,14 +55,12 @@ def planned_peak_bytes(compiled: Any) -> int:
 
 
 def eval_batch(config: ml_collections.ConfigDict, image_hw: tuple[int, int], n: int,
-                rng: np.random.Generator) -> dict:
+               rng: np.random.Generator) -> dict:
   """An evaluation batch of n random images of size image_hw, as the pipeline makes it."""
   label_hw = np.array(image_hw, np.int32)
   images, image_hws = [], []
-  for ratio in pipeline.eval_scales(config.eval):
-    h, w = pipeline.eval_input_size(image_hw, config.eval.resize_scale, ratio,
-                                             config.eval.align_multiple)
-    canvas = [-(-x // config.eval.pad_multiple) * config.eval.pad_multiple for x in (h, w)]
+  for h, w in pipeline.eval_view_sizes(image_hw, config.eval):
+    canvas = [pipeline.round_up(x, config.eval.pad_multiple) for x in (h, w)]
     image = np.zeros((n, *canvas, 3), np.float32)
     image[:, :h, :w] = rng.normal(size=(n, h, w, 3))
     images.append(image)

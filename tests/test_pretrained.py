@@ -5,8 +5,6 @@ import numpy as np
 import pytest
 
 from semseg_jax import checkpointing
-from semseg_jax import models
-from semseg_jax import optimizers
 from semseg_jax import sharding
 from semseg_jax import train
 from semseg_jax.data import datasets
@@ -15,11 +13,9 @@ from tests import e2e_config
 
 
 def _state(config, num_classes, seed):
-  mesh = sharding.make_mesh(config.mesh)
-  model = models.segformer.segformer('b0', num_classes)
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, 32, 32, 3))))
-  tx, _ = optimizers.make_optimizer(config, abstract['params'])
-  return train.create_train_state(model, tx, jax.random.key(seed), (32, 32), mesh)
+  model, tx, _ = train.build_model_and_optimizer(config, num_classes)
+  return train.create_train_state(model, tx, jax.random.key(seed), (32, 32),
+                                  sharding.make_mesh(config.mesh))
 
 
 def test_pretrained_weights_load_exactly_and_misfits_are_named(tmp_path):

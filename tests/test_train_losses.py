@@ -14,6 +14,7 @@ from semseg_jax import losses
 from semseg_jax import optimizers
 from semseg_jax import sharding
 from semseg_jax import train
+from semseg_jax.data import datasets
 from semseg_jax.data import distance_maps
 from semseg_jax.data import pipeline
 from tests import e2e_config
@@ -60,7 +61,7 @@ def test_pipeline_distance_maps_are_those_of_the_final_crop():
   config = e2e_config.tiny_quickstart()
   config.loss.main = (('cross_entropy', 1.0, {}), ('boundary', 0.5, {}))
   config.loss.distance_max_classes = 4
-  source = train.datasets.make_source(config.data, 'train', config.seed)
+  source = datasets.make_source(config.data, 'train', config.seed)
   batch = next(iter(pipeline.train_dataset(config, source)))
   assert batch['distance_classes'].shape == (8, 4)
   assert batch['boundary_distance'].shape == (8, 32, 32, 4)
@@ -75,6 +76,6 @@ def test_too_few_distance_classes_is_an_error_naming_the_field():
   config = e2e_config.tiny_quickstart()
   config.loss.main = (('dpce', 1.0, {}),)
   config.loss.distance_max_classes = 1
-  source = train.datasets.make_source(config.data, 'train', config.seed)
+  source = datasets.make_source(config.data, 'train', config.seed)
   with pytest.raises(Exception, match='config.loss.distance_max_classes'):
     next(iter(pipeline.train_dataset(config, source)))

@@ -97,7 +97,7 @@ def train_dataset(config: ml_collections.ConfigDict, source: Any, process_index:
   return _iter_dataset(ds, config.data)
 
 
-def _round_up(x: int, multiple: int) -> int:
+def round_up(x: int, multiple: int) -> int:
   return int(math.ceil(x / multiple) * multiple)
 
 
@@ -121,7 +121,7 @@ def eval_input_size(image_hw: Sequence[int], resize_scale: Sequence[int], ratio:
   elif ratio != 1.0:
     h, w = int(h * ratio + 0.5), int(w * ratio + 0.5)
   if align_multiple:
-    h, w = _round_up(h, align_multiple), _round_up(w, align_multiple)
+    h, w = round_up(h, align_multiple), round_up(w, align_multiple)
   return h, w
 
 
@@ -143,14 +143,14 @@ def eval_plan(source: Any, eval_config: ml_collections.ConfigDict,
   groups: dict[tuple, list[tuple[int, tuple[int, int]]]] = {}
   for index in range(len(source)):
     label_hw = source.image_size(index)
-    canvases = tuple((_round_up(h, multiple), _round_up(w, multiple))
+    canvases = tuple((round_up(h, multiple), round_up(w, multiple))
                      for h, w in eval_view_sizes(label_hw, eval_config))
     groups.setdefault(canvases, []).append((index, label_hw))
   plan = []
   for canvases in sorted(groups):
     members = groups[canvases]
-    label_canvas = (_round_up(max(hw[0] for _, hw in members), multiple),
-                    _round_up(max(hw[1] for _, hw in members), multiple))
+    label_canvas = (round_up(max(hw[0] for _, hw in members), multiple),
+                    round_up(max(hw[1] for _, hw in members), multiple))
     indices = [index for index, _ in members]
     indices += [-1] * (-len(indices) % global_batch)
     plan += [(index, label_canvas, canvases) for index in indices]
