@@ -25,7 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Data: the source, its label conventions and the input pipeline.
   config.data = ml_collections.ConfigDict()
-  config.data.name = 'synthetic'  # Dataset: a key of semseg_jax.data.datasets.DATASETS.
+  config.data.name = 'synthetic'  # Dataset: a key of semseg_jax.data.datasets.DATASETS, 'tfds:<name>' or 'arrayrecord:<dir>'.
   config.data.root = config_dict.placeholder(str)  # Dataset directory (file datasets only).
   config.data.train_split = 'train'  # Split used for training.
   config.data.eval_split = 'val'  # Split used for evaluation.
@@ -37,6 +37,27 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.synthetic_image_size = (64, 64)  # Synthetic dataset: (height, width) of images.
   config.data.synthetic_train_size = 2000  # Synthetic dataset: examples in the train split.
   config.data.synthetic_eval_size = 128  # Synthetic dataset: examples in the val split.
+  config.data.variant = ''  # Dataset variant: coco_stuff '164k' | '10k'; pascal_context '59' | '60'; '' = the dataset's default.
+  config.data.skip_bad_examples = False  # Skip (and count) unreadable or inconsistent examples instead of stopping.
+  config.data.max_bad_fraction = 0.01  # With skip_bad_examples: abort once more than this fraction of a split's examples is bad.
+  # Classes and label encoding of 'folder' and 'tfds:<name>' datasets (known datasets bring their own).
+  config.data.class_names = ()  # Class names in label order; their number is the number of classes.
+  config.data.palette = ()  # (r, g, b) per class for pictures (() = generated colours).
+  config.data.label_colors = ()  # RGB-mask labels: (r, g, b) of each class, in class_names order (() = index labels).
+  config.data.ignore_colors = ()  # RGB-mask labels: colours that mean "ignore" (e.g. ((0, 0, 0),)).
+  config.data.reduce_zero_label = False  # Index labels: 0 -> ignore, k -> class k - 1 (ADE20K's convention).
+  # The 'folder' dataset: your own images and labels under config.data.root ({split} -> split name).
+  config.data.folder = ml_collections.ConfigDict()
+  config.data.folder.image_dir = 'images/{split}'  # Images, relative to root.
+  config.data.folder.label_dir = 'labels/{split}'  # Labels (same file name stem as the image), relative to root.
+  config.data.folder.image_suffix = '.jpg'  # Image file name ending.
+  config.data.folder.label_suffix = '.png'  # Label file name ending.
+  config.data.folder.split_list = ''  # Optional file of stems, one per line, relative to root ('' = every image).
+  # 'tfds:<name>' datasets (name may carry a version: 'tfds:my_dataset:1.0.0').
+  config.data.tfds = ml_collections.ConfigDict()
+  config.data.tfds.data_dir = ''  # TFDS data_dir ('' = TFDS's default).
+  config.data.tfds.image_feature = 'image'  # Feature holding the RGB image.
+  config.data.tfds.label_feature = 'segmentation_mask'  # Feature holding the label map.
 
   # Training-time augmentation (mmsegmentation's pipeline, in this order).
   config.augment = ml_collections.ConfigDict()

@@ -113,7 +113,7 @@ def write_prediction(output_dir: str, name: str, image: np.ndarray, pred: np.nda
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
   """Predicts every image of config.predict.inputs; returns the label PNG paths written here."""
   paths = list_images(config.predict.inputs)
-  class_names, palette = datasets.class_names_and_palette(config.data.name)
+  class_names, palette = datasets.class_names_and_palette(config.data)
   output_dir = config.predict.output_dir or os.path.join(workdir, 'predict')
   source = ImageFileSource(paths, class_names, palette, config.data.ignore_index)
   mesh, model, tx = train.build_for_inference(config, len(class_names))

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from semseg_jax.data.datasets import ade20k
+from semseg_jax.data.datasets import files
 from tests.fixtures import make_ade20k_tree
 
 
@@ -112,7 +113,7 @@ def test_image_size_reads_only_the_header(tree):
   path.write_bytes(data[:len(data) // 3])  # Header intact, pixel data cut short.
   source = ade20k.ADE20KSource(str(tree), 'train')
   assert source.image_size(1) == (72, 40)
-  with pytest.raises(OSError):
+  with pytest.raises(files.DataError, match='ADE_train_00000002.jpg'):
     source[1]
 
 

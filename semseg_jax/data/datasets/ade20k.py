@@ -25,6 +25,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from semseg_jax.data.datasets import files
+
 CLASS_NAMES: tuple[str, ...] = (
     'wall', 'building', 'sky', 'floor', 'tree', 'ceiling', 'road', 'bed', 'windowpane', 'grass',
     'cabinet', 'sidewalk', 'person', 'earth', 'door', 'table', 'mountain', 'plant', 'curtain',
@@ -256,41 +258,51 @@ class ADE20KSource:
       width, height = image.size
     return height, width
 
+  def read_label(self, index: int) -> np.ndarray:
+    """The reduced label of example `index` (uint8 [H, W]) without decoding the image."""
+    return reduce_zero_label(self._read_label(self.label_path(index)), self.ignore_index)
+
   def _read_label(self, path: str) -> np.ndarray:
-    """Raw annotation as uint8 [H, W] with values 0..150; errors name the file."""
-    with Image.open(path) as image:
+    """Raw annotation as uint8 [H, W] with values 0..150; DataError names the file."""
+    try:
+      image = Image.open(path)
+    except OSError as e:
+      raise files.DataError(f'ADE20K: annotation {path} cannot be read ({e}).') from e
+    with image:
       mode = image.mode
       if mode not in _SINGLE_CHANNEL_MODES:
-        raise ValueError(f'ADE20K: annotation {path} has PIL mode {mode!r} '
-                         f'({len(image.getbands())} channel(s)); expected a single-channel '
-                         f'8-bit PNG (mode L) with values 0..{NUM_CLASSES}.')
-      raw = np.asarray(image)
+        raise files.DataError(f'ADE20K: annotation {path} has PIL mode {mode!r} '
+                              f'({len(image.getbands())} channel(s)); expected a single-channel '
+                              f'8-bit PNG (mode L) with values 0..{NUM_CLASSES}.')
+      try:
+        raw = np.asarray(image)
+      except OSError as e:
+        raise files.DataError(f'ADE20K: annotation {path} cannot be decoded ({e}).') from e
     if raw.ndim != 2:
-      raise ValueError(f'ADE20K: annotation {path} decodes to shape {raw.shape}; expected a '
-                       f'single-channel [H, W] image.')
+      raise files.DataError(f'ADE20K: annotation {path} decodes to shape {raw.shape}; '
+                            f'expected a single-channel [H, W] image.')
     low, high = (int(raw.min()), int(raw.max())) if raw.size else (0, 0)
     if low < 0 or high > NUM_CLASSES:
       bad = int(np.count_nonzero((raw < 0) | (raw > NUM_CLASSES)))
-      raise ValueError(f'ADE20K: annotation {path} has values in [{low}, {high}]; expected '
-                       f'0..{NUM_CLASSES} (0 = unlabelled, k = class k). {bad} pixel(s) are out '
-                       f'of range.')
+      raise files.DataError(f'ADE20K: annotation {path} has values in [{low}, {high}]; '
+                            f'expected 0..{NUM_CLASSES} (0 = unlabelled, k = class k). {bad} '
+                            f'pixel(s) are out of range.')
     return raw.astype(np.uint8, copy=False)
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     i = self._index(index)
     image_path = self.image_path(i)
     label_path = self.label_path(i)
-    with Image.open(image_path) as image:
-      # A handful of ADE20K JPEGs are greyscale or CMYK; every item comes out RGB.
-      rgb = np.asarray(image if image.mode == 'RGB' else image.convert('RGB'))
+    # A handful of ADE20K JPEGs are greyscale or CMYK; every item comes out RGB.
+    rgb = files.read_image(image_path)
     raw = self._read_label(label_path)
     if rgb.shape[:2] != raw.shape:
-      raise ValueError(f'ADE20K: image {image_path} is {rgb.shape[0]}x{rgb.shape[1]} (shape '
-                       f'{rgb.shape}) but its annotation {label_path} is {raw.shape[0]}x'
-                       f'{raw.shape[1]} (shape {raw.shape}); they must have the same height '
-                       f'and width.')
+      raise files.DataError(f'ADE20K: image {image_path} is {rgb.shape[0]}x{rgb.shape[1]} (shape '
+                            f'{rgb.shape}) but its annotation {label_path} is {raw.shape[0]}x'
+                            f'{raw.shape[1]} (shape {raw.shape}); they must have the same height '
+                            f'and width.')
     return {
-        'image': np.array(rgb, dtype=np.uint8),  # A writable copy, not PIL's buffer.
+        'image': rgb,
         'label': reduce_zero_label(raw, self.ignore_index),
         'index': i,
     }
