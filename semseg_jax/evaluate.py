@@ -13,6 +13,7 @@ merged on the device in int32 and moved into an int64 host total before int32 co
 import dataclasses
 from typing import Any, Callable
 
+from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -24,6 +25,7 @@ from semseg_jax import losses
 from semseg_jax import metrics
 from semseg_jax import sharding
 from semseg_jax.data import pipeline
+from semseg_jax.data.datasets import files
 
 _INT32_MAX = 2**31 - 1
 
@@ -213,8 +215,10 @@ def evaluate(eval_step: Callable, variables: Any, config: ml_collections.ConfigD
   total = metrics.ConfusionMatrix(np.zeros((num_classes, num_classes), np.int64))
   running, running_pixels = None, 0
   examples = []
+  skipped = 0
   for batch in dataset:
     indices = batch.pop('index')
+    skipped += int(np.sum(batch.pop('skipped', 0)))
     pixels = int(np.prod(batch['label'].shape)) * jax.process_count()
     if running is not None and running_pixels + pixels > _INT32_MAX:
       total, running, running_pixels = total.merge(running.to_host()), None, 0
@@ -232,5 +236,13 @@ def evaluate(eval_step: Callable, variables: Any, config: ml_collections.ConfigD
           examples.append((int(index), p[:hw[0], :hw[1]]))
   if running is not None:
     total = total.merge(running.to_host())
+  if skipped:
+    limit = config.data.max_bad_fraction * len(source) / jax.process_count()
+    message = (f'Evaluation on {config.data.eval_split}: skipped {skipped} bad example(s) of '
+               f'this process\'s {len(source) // jax.process_count()} (the log names them)')
+    if skipped > limit:
+      raise files.DataError(f'{message}, more than config.data.max_bad_fraction='
+                            f'{config.data.max_bad_fraction}.')
+    logging.warning('%s; they count nowhere.', message)
   confusion = total.compute()
   return EvalResult(confusion, metrics.summary_metrics(confusion, source.class_names), examples)

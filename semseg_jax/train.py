@@ -242,13 +242,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                       eval_source.num_classes, config.data.ignore_index)
   batch_sharding = sharding.batch_sharding(mesh, tuple(config.mesh.data_axes))
   num_steps = config.train.num_steps
+  bad_examples = None
+  if config.data.skip_bad_examples:
+    bad_examples = pipeline.BadExampleCounter(len(train_source), jax.process_count(),
+                                              config.data.max_bad_fraction,
+                                              config.data.train_split)
   report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
   hooks = [report] if jax.process_index() == 0 else []
   pending_metrics, last_metrics = [], {}
   try:
     for step in range(start_step + 1, num_steps + 1):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        batch = sharding.to_global(next(train_iter), batch_sharding)
+        batch = next(train_iter)
+        if bad_examples is not None:
+          bad_examples.update(batch.pop('skipped'))
+        batch = sharding.to_global(batch, batch_sharding)
         state, step_metrics = train_step(state, batch)
       pending_metrics.append(step_metrics)
       for hook in hooks:

@@ -15,6 +15,7 @@ every host runs the same number of steps, and padded pixels and examples are mas
 import math
 from typing import Any, Sequence
 
+from absl import logging
 import grain
 import ml_collections
 import numpy as np
@@ -22,14 +23,16 @@ import numpy as np
 from semseg_jax import losses
 from semseg_jax.data import distance_maps
 from semseg_jax.data import transforms
+from semseg_jax.data.datasets import files
 
 # (source index or -1 for padding, label canvas (h, w), image canvas (h, w) per test scale)
 EvalEntry = tuple[int, tuple[int, int], tuple[tuple[int, int], ...]]
 
 
 class TrainPreprocess(grain.transforms.RandomMap):
-  """mmsegmentation's training pipeline on one example: resize, crop, flip, photometric,
-  normalise, pad to the crop with the ignore label; then, when distance_max_classes is set,
+  """mmsegmentation's training pipeline on one example: resize and crop (resampling only the
+  pixels the crop keeps), flip, photometric, normalise, pad to the crop with the ignore label;
+  then, when distance_max_classes is set,
   the exact boundary-distance maps of the final label (for the distance-map losses)."""
 
   def __init__(self, augment: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
@@ -44,24 +47,76 @@ class TrainPreprocess(grain.transforms.RandomMap):
     self.ignore_index = int(data.ignore_index)
     self.distance_max_classes = distance_max_classes
 
-  def random_map(self, example: dict, rng: np.random.Generator) -> dict:
-    image, label = example['image'], example['label']
-    if self.resize_scale:
-      image, label = transforms.random_resize(image, label, rng, self.resize_scale,
-                                              self.ratio_range)
-    image, label = transforms.random_crop(image, label, rng, self.crop_size,
-                                          self.cat_max_ratio, self.ignore_index)
+  def random_map(self, example_in: dict, rng: np.random.Generator) -> dict:
+    image, label = transforms.random_resize_crop(
+        example_in['image'], example_in['label'], rng, self.resize_scale, self.ratio_range,
+        self.crop_size, self.cat_max_ratio, self.ignore_index)
     image, label = transforms.random_flip(image, label, rng, self.flip_prob)
     if self.photometric:
       image = transforms.photometric_distortion(image, rng)
     image = transforms.normalize(image, self.mean, self.std)
     image, label = transforms.pad_to(image, label, self.crop_size, self.ignore_index)
     example = {'image': image, 'label': label.astype(np.int32)}
+    if 'skipped' in example_in:
+      example['skipped'] = example_in['skipped']
     if self.distance_max_classes:
       example['distance_classes'], example['boundary_distance'] = (
           distance_maps.boundary_distance_maps(label, self.distance_max_classes,
                                                self.ignore_index))
     return example
+
+
+class SkipBadExamples:
+  """A source whose bad examples (files.DataError) are replaced by the next readable one in
+  file order; each item carries 'skipped', the number of bad examples it replaces. With
+  `max_consecutive` bad examples in a row it gives up, raising the last error."""
+
+  def __init__(self, source: Any, max_consecutive: int = 100):
+    self.source = source
+    self.max_consecutive = max(1, min(int(max_consecutive), len(source)))
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int) -> dict:
+    n = len(self.source)
+    for skipped in range(self.max_consecutive):
+      try:
+        example = self.source[(int(index) + skipped) % n]
+      except files.DataError as e:
+        logging.warning('Skipping a bad example (config.data.skip_bad_examples): %s', e)
+        error = e
+        continue
+      return {**example, 'skipped': np.int32(skipped)}
+    raise files.DataError(f'{self.max_consecutive} consecutive examples are bad (from index '
+                          f'{index}); the last: {error}')
+
+
+class BadExampleCounter:
+  """Counts the examples skipped in this process's batches ('skipped') and stops the run
+  once more than max_fraction of them were bad: of the split's share of this process until
+  a whole epoch has been read, of all examples read after that."""
+
+  def __init__(self, split_size: int, process_count: int, max_fraction: float, split: str):
+    self.share = max(1, split_size // max(1, process_count))
+    self.max_fraction, self.split = float(max_fraction), split
+    self.read = self.skipped = 0
+
+  def update(self, skipped: np.ndarray) -> None:
+    examples, skipped = int(np.size(skipped)), int(np.sum(skipped))
+    self.read += examples + skipped
+    if not skipped:
+      return
+    self.skipped += skipped
+    fraction = self.skipped / max(self.read, self.share)
+    logging.warning('Split %s: skipped %d bad example(s) so far (%.2f%%; limit %.2f%%, '
+                    'config.data.max_bad_fraction).', self.split, self.skipped, 100 * fraction,
+                    100 * self.max_fraction)
+    if fraction > self.max_fraction:
+      raise files.DataError(f'Split {self.split}: {self.skipped} bad examples skipped, '
+                            f'{100 * fraction:.2f}% of those read, more than '
+                            f'config.data.max_bad_fraction={self.max_fraction}; the worker '
+                            f'logs name the files.')
 
 
 def _local_batch_size(global_batch: int, process_count: int, field: str) -> int:
@@ -84,12 +139,15 @@ def train_dataset(config: ml_collections.ConfigDict, source: Any, process_index:
                   process_count: int = 1) -> grain.IterDataset:
   """Endless host-local training batches {'image': f32 [b, h, w, 3], 'label': i32 [b, h, w]},
   plus 'distance_classes' i32 [b, K] and 'boundary_distance' f32 [b, h, w, K] when a
-  configured loss needs them (K = config.loss.distance_max_classes, or all classes)."""
+  configured loss needs them (K = config.loss.distance_max_classes, or all classes), and
+  'skipped' i32 [b] (bad examples each one replaces) with config.data.skip_bad_examples."""
   local_batch = _local_batch_size(config.train.batch_size, process_count,
                                   'config.train.batch_size')
   distance_max_classes = None
   if losses.needs_distance_maps(config.loss):
     distance_max_classes = config.loss.distance_max_classes or source.num_classes
+  if config.data.skip_bad_examples:
+    source = SkipBadExamples(source)
   ds = grain.MapDataset.source(source).shuffle(seed=config.seed).repeat(None)
   ds = ds.random_map(TrainPreprocess(config.augment, config.data, distance_max_classes),
                      seed=config.seed + 1)
@@ -132,20 +190,33 @@ def eval_view_sizes(image_hw: Sequence[int],
           for ratio in eval_scales(eval_config)]
 
 
-def eval_plan(source: Any, eval_config: ml_collections.ConfigDict,
-              global_batch: int) -> list[EvalEntry]:
+def eval_plan(source: Any, eval_config: ml_collections.ConfigDict, global_batch: int,
+              skip_bad_examples: bool = False) -> list[EvalEntry]:
   """Orders the evaluation examples into same-canvas groups padded to whole global batches.
 
   An entry is (source index or -1 for padding, label canvas (h, w), the canvas (h, w) at each
-  test scale); canvases are multiples of eval_config.pad_multiple.
+  test scale); canvases are multiples of eval_config.pad_multiple. With skip_bad_examples an
+  example whose size cannot be read joins the first group (its loading then fails and counts
+  it as skipped); otherwise its DataError stops the plan.
   """
   multiple = eval_config.pad_multiple
   groups: dict[tuple, list[tuple[int, tuple[int, int]]]] = {}
+  unreadable = []
   for index in range(len(source)):
-    label_hw = source.image_size(index)
+    try:
+      label_hw = source.image_size(index)
+    except files.DataError:
+      if not skip_bad_examples:
+        raise
+      unreadable.append(index)
+      continue
     canvases = tuple((round_up(h, multiple), round_up(w, multiple))
                      for h, w in eval_view_sizes(label_hw, eval_config))
     groups.setdefault(canvases, []).append((index, label_hw))
+  if unreadable:  # Planned into a group; loading fails again and counts them as skipped.
+    if not groups:
+      raise files.DataError(f'No image header of the {len(source)} examples can be read.')
+    groups[min(groups)] += [(index, (0, 0)) for index in unreadable]
   plan = []
   for canvases in sorted(groups):
     members = groups[canvases]
@@ -160,7 +231,8 @@ def eval_plan(source: Any, eval_config: ml_collections.ConfigDict,
 class EvalPreprocess(grain.transforms.Map):
   """Loads one planned example: at each test scale the resized, normalised image padded to its
   canvas ('images', 'image_hws'); the label at its original size, padded with the ignore
-  label; and a mask of the pixels that count."""
+  label; and a mask of the pixels that count. With config.data.skip_bad_examples a bad
+  example becomes a padding example counting nowhere, with 'skipped' = 1."""
 
   def __init__(self, source: Any, eval_config: ml_collections.ConfigDict,
                data: ml_collections.ConfigDict):
@@ -168,23 +240,38 @@ class EvalPreprocess(grain.transforms.Map):
     self.eval_config = eval_config
     self.mean, self.std = tuple(data.mean), tuple(data.std)
     self.ignore_index = int(data.ignore_index)
+    self.skip_bad_examples = bool(data.skip_bad_examples)
+
+  def _padding(self, entry: EvalEntry) -> dict:
+    """An example that counts nowhere, shaped like the entry's group."""
+    _, (label_h, label_w), canvases = entry
+    return {'images': [np.zeros((h, w, 3), np.float32) for h, w in canvases],
+            'image_hws': [np.array([h, w], np.int32) for h, w in canvases],
+            'label': np.full((label_h, label_w), self.ignore_index, np.int32),
+            'mask': np.zeros((label_h, label_w), bool),
+            'label_hw': np.array([label_h, label_w], np.int32),
+            'index': np.int32(-1)}
 
   def map(self, entry: EvalEntry) -> dict:
+    if not self.skip_bad_examples:
+      return self._load(entry)
+    try:
+      return {**self._load(entry), 'skipped': np.int32(0)}
+    except files.DataError as e:
+      logging.warning('Skipping a bad example (config.data.skip_bad_examples): %s', e)
+      return {**self._padding(entry), 'skipped': np.int32(1)}
+
+  def _load(self, entry: EvalEntry) -> dict:
     index, (label_h, label_w), canvases = entry
-    if index < 0:  # Padding example: counts nowhere.
-      return {'images': [np.zeros((h, w, 3), np.float32) for h, w in canvases],
-              'image_hws': [np.array([h, w], np.int32) for h, w in canvases],
-              'label': np.full((label_h, label_w), self.ignore_index, np.int32),
-              'mask': np.zeros((label_h, label_w), bool),
-              'label_hw': np.array([label_h, label_w], np.int32),
-              'index': np.int32(-1)}
+    if index < 0:
+      return self._padding(entry)
     example = self.source[index]
     image, label = example['image'], example['label']
     label_hw = label.shape
     if image.shape[:2] != label_hw or label_hw[0] > label_h or label_hw[1] > label_w:
-      raise ValueError(f'{self.source.name(index)}: decoded size {image.shape[:2]} (label '
-                       f'{label_hw}) differs from the size read from its header; the file may '
-                       f'be corrupt.')
+      raise files.DataError(f'{self.source.name(index)}: decoded size {image.shape[:2]} (label '
+                            f'{label_hw}) differs from the size read from its header; the file '
+                            f'may be corrupt.')
     images, image_hws = [], []
     for (canvas_h, canvas_w), hw in zip(canvases, eval_view_sizes(label_hw, self.eval_config)):
       view = image if hw == label_hw else transforms.resize(image, None, hw)[0]
@@ -204,7 +291,7 @@ def eval_dataset(config: ml_collections.ConfigDict, source: Any, process_index: 
   """Host-local evaluation batches and the number of steps (the same on every host)."""
   global_batch = config.eval.batch_size
   local_batch = _local_batch_size(global_batch, process_count, 'config.eval.batch_size')
-  plan = eval_plan(source, config.eval, global_batch)
+  plan = eval_plan(source, config.eval, global_batch, config.data.skip_bad_examples)
   ds = grain.MapDataset.source(plan)[process_index::process_count]
   ds = ds.map(EvalPreprocess(source, config.eval, config.data)).batch(local_batch)
   return _iter_dataset(ds, config.data), len(plan) // global_batch

@@ -100,6 +100,63 @@ def random_crop(image: Array, label: OptLabel, rng: np.random.Generator,
   return image[y0:y1, x0:x1].copy(), (None if label is None else label[y0:y1, x0:x1].copy())
 
 
+def nearest_indices(src: int, dst: int, start: int, count: int) -> np.ndarray:
+  """Source indices of output pixels start..start+count-1 when a length-src axis is resized to
+  dst by cv2.INTER_NEAREST (floor(x * (1 / (dst / src))) in float64, as OpenCV computes it)."""
+  inverse_scale = 1.0 / (dst / src)
+  x = np.arange(start, start + count, dtype=np.float64)
+  return np.minimum(np.floor(x * inverse_scale).astype(np.int64), src - 1)
+
+
+def resized_window(image: Array, out_hw: tuple[int, int], box: tuple[int, int, int, int]) -> Array:
+  """Rows y0:y1, columns x0:x1 of `image` bilinearly resized to out_hw, computing only those
+  pixels: cv2.warpAffine with cv2.resize's pixel-centre mapping and edge clamping. Equal to
+  resize-then-slice up to OpenCV's 1/32-pixel position quantisation (at most one grey level on
+  natural images)."""
+  y0, y1, x0, x1 = box
+  h, w = image.shape[:2]
+  if (h, w) == tuple(out_hw):
+    return image[y0:y1, x0:x1].copy()
+  sy, sx = h / out_hw[0], w / out_hw[1]
+  matrix = np.array([[sx, 0.0, (x0 + 0.5) * sx - 0.5], [0.0, sy, (y0 + 0.5) * sy - 0.5]])
+  return cv2.warpAffine(np.ascontiguousarray(image), matrix, (x1 - x0, y1 - y0),
+                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                        borderMode=cv2.BORDER_REPLICATE)
+
+
+def random_resize_crop(image: Array, label: Array, rng: np.random.Generator,
+                       scale: tuple[int, int], ratio_range: tuple[float, float],
+                       crop_hw: tuple[int, int], cat_max_ratio: float = 1.0,
+                       ignore_index: int = 255) -> tuple[Array, Array]:
+  """`random_resize` then `random_crop` with the same random draws, resampling only the
+  pixels the crop keeps: the label by cv2.INTER_NEAREST's exact index mapping, the image by
+  `resized_window`. With an empty `scale` there is no resize."""
+  h, w = image.shape[:2]
+  out_h, out_w = h, w
+  if scale:
+    lo, hi = ratio_range
+    ratio = rng.random() * (hi - lo) + lo
+    out_h, out_w = rescale_size((h, w), (int(scale[0] * ratio), int(scale[1] * ratio)))
+  crop_hw = (int(crop_hw[0]), int(crop_hw[1]))
+
+  def label_window(box):
+    y0, y1, x0, x1 = box[0], min(box[1], out_h), box[2], min(box[3], out_w)
+    if (out_h, out_w) == (h, w):
+      return label[y0:y1, x0:x1]
+    rows = nearest_indices(h, out_h, y0, y1 - y0)
+    cols = nearest_indices(w, out_w, x0, x1 - x0)
+    return label[rows[:, None], cols[None, :]]
+
+  box = _crop_box((out_h, out_w), crop_hw, rng)
+  if cat_max_ratio < 1.0:
+    for _ in range(10):
+      if crop_acceptable(label_window(box), cat_max_ratio, ignore_index):
+        break
+      box = _crop_box((out_h, out_w), crop_hw, rng)
+  box = (box[0], min(box[1], out_h), box[2], min(box[3], out_w))
+  return resized_window(image, (out_h, out_w), box), label_window(box).copy()
+
+
 def random_flip(image: Array, label: OptLabel, rng: np.random.Generator,
                 prob: float = 0.5) -> tuple[Array, OptLabel]:
   """Horizontal flip with probability `prob` (one uniform draw, always consumed)."""
