@@ -15,8 +15,14 @@ import ml_collections
 import numpy as np
 
 from semseg_jax.data.datasets import ade20k
+from semseg_jax.data.datasets import arrayrecord
+from semseg_jax.data.datasets import camvid
 from semseg_jax.data.datasets import cityscapes
+from semseg_jax.data.datasets import folder
+from semseg_jax.data.datasets import mapillary
 from semseg_jax.data.datasets import synthetic
+from semseg_jax.data.datasets import tfds_source
+from semseg_jax.data.datasets import voc
 
 Data = ml_collections.ConfigDict
 
@@ -41,6 +47,12 @@ DATASETS: dict[str, Callable[[Data, str, int], Any]] = {
     'synthetic': _synthetic,
     'ade20k': _ade20k,
     'cityscapes': _without_seed(cityscapes.from_config),
+    'camvid': _without_seed(camvid.from_config),
+    'voc2012': _without_seed(voc.from_config),
+    'mapillary': _without_seed(mapillary.from_config),
+    'folder': _without_seed(folder.from_config),
+    'tfds': _without_seed(tfds_source.from_config),
+    'arrayrecord': _without_seed(arrayrecord.from_config),
 }
 
 
@@ -53,6 +65,12 @@ CLASSES: dict[str, Callable[[Data], tuple[tuple[str, ...], np.ndarray]]] = {
     'synthetic': _fixed(synthetic.CLASS_NAMES, synthetic.PALETTE),
     'ade20k': _fixed(ade20k.CLASS_NAMES, ade20k.PALETTE),
     'cityscapes': _fixed(cityscapes.CLASS_NAMES, cityscapes.PALETTE),
+    'camvid': _fixed(camvid.CLASS_NAMES, camvid.PALETTE),
+    'voc2012': _fixed(voc.CLASS_NAMES, voc.PALETTE),
+    'mapillary': _fixed(mapillary.CLASS_NAMES, mapillary.PALETTE),
+    'folder': folder.class_names_and_palette,
+    'tfds': tfds_source.class_names_and_palette,
+    'arrayrecord': arrayrecord.class_names_and_palette,
 }
 
 
