@@ -40,6 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.variant = ''  # Dataset variant: coco_stuff '164k' | '10k'; pascal_context '59' | '60'; '' = the dataset's default.
   config.data.skip_bad_examples = False  # Skip (and count) unreadable or inconsistent examples instead of stopping.
   config.data.max_bad_fraction = 0.01  # With skip_bad_examples: abort once more than this fraction of a split's examples is bad.
+  config.data.check_splits = ()  # --mode=check_data: splits to check (() = train_split and eval_split).
   # Classes and label encoding of 'folder' and 'tfds:<name>' datasets (known datasets bring their own).
   config.data.class_names = ()  # Class names in label order; their number is the number of classes.
   config.data.palette = ()  # (r, g, b) per class for pictures (() = generated colours).
@@ -141,6 +142,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.benchmark.warmup_steps = 3  # Untimed steps after compilation.
   config.benchmark.steps = 10  # Timed steps.
   config.benchmark.eval_image_hw = (1024, 2048)  # Evaluation step measured on one such image per device.
+  config.benchmark.data_workers = (1, 2, 4)  # --mode=data_benchmark: grain worker counts to time (after one core in process).
+  config.benchmark.data_warmup_batches = 2  # --mode=data_benchmark: untimed batches per setting.
+  config.benchmark.data_batches = 10  # --mode=data_benchmark: timed batches per setting.
 
   config.lock()
   return config

@@ -3,7 +3,9 @@
 Modes: train (trains, evaluating along the way; resumes from the latest checkpoint in the
 workdir), eval (restores a checkpoint and evaluates it), predict (label maps of
 config.predict.inputs with a checkpoint), benchmark (parameters, GFLOPs, compile
-time and images/s at the config's crop). Config fields are overridden with
+time and images/s at the config's crop), data_benchmark (input-pipeline images/s per worker
+count and per core), check_data (every example of a split read and checked; class
+frequencies and weights). Config fields are overridden with
 --config.<field>=<value>; an unknown field is an error that names it.
 """
 
@@ -20,8 +22,8 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:variant]).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and metrics.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict', 'benchmark'],
-                          'What to run.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict', 'benchmark',
+                                           'data_benchmark', 'check_data'], 'What to run.')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
                                    'host:port of process 0, for multi-process runs.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.')
@@ -48,6 +50,8 @@ def main(argv):
   from semseg_jax import benchmark  # pylint: disable=g-import-not-at-top
   from semseg_jax import predict  # pylint: disable=g-import-not-at-top
   from semseg_jax import train  # pylint: disable=g-import-not-at-top
+  from semseg_jax.data import benchmark as data_benchmark  # pylint: disable=g-import-not-at-top
+  from semseg_jax.data import check  # pylint: disable=g-import-not-at-top
   config, workdir = _CONFIG.value, _WORKDIR.value
   logging.info('semseg_jax %s on %d devices (%d processes); workdir %s; config:\n%s',
                _MODE.value, jax.device_count(), jax.process_count(), workdir, config)
@@ -57,8 +61,12 @@ def main(argv):
     train.evaluate_checkpoint(config, workdir)
   elif _MODE.value == 'predict':
     predict.run(config, workdir)
-  else:
+  elif _MODE.value == 'benchmark':
     benchmark.run(config, workdir)
+  elif _MODE.value == 'data_benchmark':
+    data_benchmark.run(config, workdir)
+  else:
+    check.run(config, workdir)
 
 
 if __name__ == '__main__':

@@ -16,6 +16,7 @@ import math
 from typing import Any, Sequence
 
 from absl import logging
+import cv2
 import grain
 import ml_collections
 import numpy as np
@@ -24,6 +25,10 @@ from semseg_jax import losses
 from semseg_jax.data import distance_maps
 from semseg_jax.data import transforms
 from semseg_jax.data.datasets import files
+
+# One OpenCV thread per process: parallelism comes from grain's threads and worker processes,
+# which would otherwise each start a thread per core.
+cv2.setNumThreads(1)
 
 # (source index or -1 for padding, label canvas (h, w), image canvas (h, w) per test scale)
 EvalEntry = tuple[int, tuple[int, int], tuple[tuple[int, int], ...]]

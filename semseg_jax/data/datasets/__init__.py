@@ -18,8 +18,10 @@ from semseg_jax.data.datasets import ade20k
 from semseg_jax.data.datasets import arrayrecord
 from semseg_jax.data.datasets import camvid
 from semseg_jax.data.datasets import cityscapes
+from semseg_jax.data.datasets import coco_stuff
 from semseg_jax.data.datasets import folder
 from semseg_jax.data.datasets import mapillary
+from semseg_jax.data.datasets import pascal_context
 from semseg_jax.data.datasets import synthetic
 from semseg_jax.data.datasets import tfds_source
 from semseg_jax.data.datasets import voc
@@ -49,6 +51,8 @@ DATASETS: dict[str, Callable[[Data, str, int], Any]] = {
     'cityscapes': _without_seed(cityscapes.from_config),
     'camvid': _without_seed(camvid.from_config),
     'voc2012': _without_seed(voc.from_config),
+    'pascal_context': _without_seed(pascal_context.from_config),
+    'coco_stuff': _without_seed(coco_stuff.from_config),
     'mapillary': _without_seed(mapillary.from_config),
     'folder': _without_seed(folder.from_config),
     'tfds': _without_seed(tfds_source.from_config),
@@ -67,6 +71,8 @@ CLASSES: dict[str, Callable[[Data], tuple[tuple[str, ...], np.ndarray]]] = {
     'cityscapes': _fixed(cityscapes.CLASS_NAMES, cityscapes.PALETTE),
     'camvid': _fixed(camvid.CLASS_NAMES, camvid.PALETTE),
     'voc2012': _fixed(voc.CLASS_NAMES, voc.PALETTE),
+    'pascal_context': pascal_context.class_names_and_palette,
+    'coco_stuff': coco_stuff.class_names_and_palette,
     'mapillary': _fixed(mapillary.CLASS_NAMES, mapillary.PALETTE),
     'folder': folder.class_names_and_palette,
     'tfds': tfds_source.class_names_and_palette,

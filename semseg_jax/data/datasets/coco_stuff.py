@@ -28,7 +28,8 @@ annotations/<name>.mat and imageLists/{train,test}.txt into it):
       annotations/{train2014,test2014}/<name>_labelTrainIds.png      8-bit, 0..171
 
   Splits: 'train' -> train2014 (9000 images); 'test' and 'val' -> test2014 (1000): the release
-  has no separate validation set, so evaluation uses its test split (as mmseg's config does).
+  splits 9k/1k only (imageLists/test.txt, which its README calls val), so evaluation uses that
+  split under either name, as mmseg's config does.
   A label holds 1..171 for classes 0..170 and 0 for unlabeled (mmseg's reduce_zero_label
   convention): k -> k - 1, 0 and 255 -> ignore_index. The original .mat files are not read.
 
@@ -223,5 +224,4 @@ def make_source(root: str, split: str, ignore_index: int = 255,
 
 def from_config(data: Any, split: str) -> files.FileSource:
   """The source of `split` for config.data (root, ignore_index, variant)."""
-  return make_source(files.optional_str(data.root), split, data.ignore_index,
-                     check_variant(data.variant))
+  return make_source(files.optional_str(data.root), split, data.ignore_index, data.variant)
