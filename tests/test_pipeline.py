@@ -154,3 +154,32 @@ def test_worker_processes_give_the_same_batches_and_resume():
   for a, b in zip(expected, got):
     np.testing.assert_array_equal(a['image'], b['image'])
     np.testing.assert_array_equal(a['label'], b['label'])
+
+
+def test_skipped_examples_are_replaced_counted_and_bounded():
+  from semseg_jax.data.datasets import files  # pylint: disable=g-import-not-at-top
+
+  class Source:
+    num_classes = 2
+
+    def __len__(self):
+      return 10
+
+    def __getitem__(self, i):
+      if i in (3, 4, 7):
+        raise files.DataError(f'file_{i}.png: cannot be decoded')
+      return {'image': np.full((2, 2, 3), i, np.uint8), 'label': np.zeros((2, 2), np.uint8),
+              'index': i}
+
+  source = pipeline.SkipBadExamples(Source())
+  assert source[2]['skipped'] == 0 and source[2]['index'] == 2
+  assert source[3]['skipped'] == 2 and source[3]['index'] == 5  # 3 and 4 are bad.
+  assert source[7]['index'] == 8
+  with pytest.raises(files.DataError, match='2 consecutive examples are bad'):
+    pipeline.SkipBadExamples(Source(), max_consecutive=2)[3]
+  counter = pipeline.BadExampleCounter(split_size=10, process_count=1, max_fraction=0.25,
+                                       split='train')
+  counter.update(np.array([0, 2]))  # 2 bad of the split's 10: 20% <= 25%.
+  counter.update(np.array([0, 0, 0, 0]))
+  with pytest.raises(files.DataError, match='max_bad_fraction=0.25'):
+    counter.update(np.array([1, 0]))  # 3 of 10 examples so far.
