@@ -1,5 +1,39 @@
-"""Shared test setup: grain reads absl flags, which pytest never parses."""
+"""Shared test setup: grain reads absl flags, which pytest never parses; shared fixtures."""
+
+import pathlib
 
 from absl import flags
+import numpy as np
+import pytest
 
 flags.FLAGS.mark_as_parsed()
+
+
+@pytest.fixture(scope='session')
+def tfds_dir(tmp_path_factory) -> pathlib.Path:
+  """A tiny TFDS dataset (image + segmentation_mask with values 1..3, 0 = unlabelled) prepared
+  in the array_record format, the way `tfds build` writes any dataset."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  class TinySegmentation(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version('1.0.0')
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          'picture': tfds.features.Image(shape=(None, None, 3)),
+          'mask': tfds.features.Image(shape=(None, None, 1)),
+      }))
+
+    def _split_generators(self, dl_manager):
+      return {'train': self._generate_examples(4, 0), 'test': self._generate_examples(2, 1)}
+
+    def _generate_examples(self, count, seed):
+      rng = np.random.default_rng(seed)
+      for k in range(count):
+        h, w = 9 + k, 12
+        yield k, {'picture': rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+                  'mask': rng.integers(0, 4, (h, w, 1), dtype=np.uint8)}
+
+  data_dir = tmp_path_factory.mktemp('tfds')
+  TinySegmentation(data_dir=str(data_dir), file_format='array_record').download_and_prepare()
+  return data_dir

@@ -12,7 +12,6 @@ from PIL import Image
 from configs import default
 from semseg_jax.data import convert
 from tests import e2e_config
-from tests.test_sources import tfds_dir  # pylint: disable=unused-import
 from tests.test_train import _records
 from tests.test_train import _run
 

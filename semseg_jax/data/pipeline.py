@@ -12,6 +12,7 @@ is padded with empty examples to a multiple of the global batch, so every batch 
 every host runs the same number of steps, and padded pixels and examples are masked out.
 """
 
+import json
 import math
 from typing import Any, Sequence
 
@@ -140,8 +141,43 @@ def _iter_dataset(ds: grain.MapDataset, data: ml_collections.ConfigDict) -> grai
   return it
 
 
+class TrainBatches:
+  """The endless stream of training batches, resumable under any worker count.
+
+  Batch k is a pure function of (seed, k), so the iterator's state is just the number of
+  batches read; restoring it rebuilds the grain pipeline from that batch on. (grain's own
+  iterator states differ between in-process and multi-process pipelines.) Follows the
+  interface of grain's orbax checkpoint handler: get_state / set_state as bytes, and
+  start_prefetch.
+  """
+
+  def __init__(self, batches: grain.MapDataset, data: ml_collections.ConfigDict):
+    self._batches, self._data = batches, data
+    self._next_batch, self._iterator = 0, None
+
+  def __iter__(self) -> 'TrainBatches':
+    return self
+
+  def __next__(self) -> dict:
+    if self._iterator is None:
+      self.start_prefetch()
+    batch = next(self._iterator)
+    self._next_batch += 1
+    return batch
+
+  def start_prefetch(self) -> None:
+    self._iterator = iter(_iter_dataset(self._batches[self._next_batch:], self._data))
+
+  def get_state(self) -> bytes:
+    return json.dumps({'next_batch': self._next_batch}).encode()
+
+  def set_state(self, state: bytes) -> None:
+    self._next_batch = int(json.loads(state)['next_batch'])
+    self._iterator = None
+
+
 def train_dataset(config: ml_collections.ConfigDict, source: Any, process_index: int = 0,
-                  process_count: int = 1) -> grain.IterDataset:
+                  process_count: int = 1) -> TrainBatches:
   """Endless host-local training batches {'image': f32 [b, h, w, 3], 'label': i32 [b, h, w]},
   plus 'distance_classes' i32 [b, K] and 'boundary_distance' f32 [b, h, w, K] when a
   configured loss needs them (K = config.loss.distance_max_classes, or all classes), and
@@ -157,7 +193,7 @@ def train_dataset(config: ml_collections.ConfigDict, source: Any, process_index:
   ds = ds.random_map(TrainPreprocess(config.augment, config.data, distance_max_classes),
                      seed=config.seed + 1)
   ds = ds[process_index::process_count].batch(local_batch, drop_remainder=True)
-  return _iter_dataset(ds, config.data)
+  return TrainBatches(ds, config.data)
 
 
 def round_up(x: int, multiple: int) -> int:
