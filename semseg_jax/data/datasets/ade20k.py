@@ -20,7 +20,7 @@ of each objectInfo150 entry), so predictions coloured here look like mmseg's.
 import operator
 import os
 import pathlib
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 from PIL import Image
@@ -88,7 +88,6 @@ SPLITS = {'train': 'training', 'val': 'validation'}
 DIRNAME = 'ADEChallengeData2016'
 IMAGE_SUFFIX = '.jpg'
 LABEL_SUFFIX = '.png'
-_LIST_AT_MOST = 5  # Offending files named in an error message.
 # PIL modes whose pixels are one integer each; anything else is not an ADE20K annotation.
 _SINGLE_CHANNEL_MODES = ('L', 'P', 'I', 'I;16', 'I;16B', 'I;16L')
 
@@ -134,13 +133,6 @@ def reduce_zero_label(label: np.ndarray, ignore_index: int = 255) -> np.ndarray:
   return table[label]
 
 
-def _first_names(paths: Sequence[str]) -> str:
-  shown = ', '.join(paths[:_LIST_AT_MOST])
-  if len(paths) > _LIST_AT_MOST:
-    shown += f', ... ({len(paths) - _LIST_AT_MOST} more)'
-  return shown
-
-
 def _layout_error(message: str) -> ValueError:
   return ValueError(f'ADE20K: {message}\n{LAYOUT}')
 
@@ -158,16 +150,6 @@ def _hint_for_wrong_root(root: pathlib.Path) -> Optional[str]:
   if root.name in SPLITS.values() and root.parent.name in ('images', 'annotations'):
     return f'{root} is inside the dataset: root should point at {root.parent.parent}.'
   return None
-
-
-def _list_files(directory: pathlib.Path, suffix: str) -> dict[str, str]:
-  """Stem -> file name of the regular files in `directory` whose name ends with `suffix`."""
-  found = {}
-  with os.scandir(directory) as entries:
-    for entry in entries:
-      if entry.name.endswith(suffix) and not entry.name.startswith('.') and entry.is_file():
-        found[entry.name[:-len(suffix)]] = entry.name
-  return found
 
 
 class ADE20KSource:
@@ -208,21 +190,14 @@ class ADE20KSource:
                  f'(needed for split {split!r}).')
       raise _layout_error(f'{hint} ({message})' if hint else message)
 
-    images = _list_files(image_dir, IMAGE_SUFFIX)
-    labels = _list_files(label_dir, LABEL_SUFFIX)
+    images = files.list_files(str(image_dir), IMAGE_SUFFIX)
+    labels = files.list_files(str(label_dir), LABEL_SUFFIX)
     if not images:
       raise _layout_error(f'no {IMAGE_SUFFIX} images found in {image_dir} (split {split!r}).')
-    unlabelled = sorted(images[s] for s in images.keys() - labels.keys())
-    orphans = sorted(labels[s] for s in labels.keys() - images.keys())
-    problems = []
-    if unlabelled:
-      problems.append(f'{len(unlabelled)} image(s) in {image_dir} have no annotation '
-                      f'<same name>{LABEL_SUFFIX} in {label_dir}: {_first_names(unlabelled)}')
-    if orphans:
-      problems.append(f'{len(orphans)} annotation(s) in {label_dir} have no image '
-                      f'<same name>{IMAGE_SUFFIX} in {image_dir}: {_first_names(orphans)}')
-    if problems:
-      raise _layout_error('images and annotations do not pair up: ' + '; '.join(problems) + '.')
+    try:
+      files.pair_files('ADE20K', images, labels, str(image_dir), str(label_dir), 'annotation')
+    except ValueError as e:
+      raise _layout_error(str(e).removeprefix('ADE20K: ')) from None
 
     self.root = str(root_path)
     self.image_dir = str(image_dir)

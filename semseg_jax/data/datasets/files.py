@@ -244,21 +244,22 @@ def require_dirs(dataset: str, split: str, *directories: str, hint: str = '') ->
 
 
 def pair_files(dataset: str, images: dict[str, str], labels: dict[str, str], image_dir: str,
-               label_dir: str) -> list[str]:
+               label_dir: str, label_noun: str = 'label') -> list[str]:
   """The sorted keys found in both listings; ValueError listing images without a label and
-  labels without an image (nothing is silently dropped)."""
+  labels without an image (nothing is silently dropped). `label_noun` names labels in the
+  message ('annotation' for ADE20K)."""
   unlabelled = sorted(images.keys() - labels.keys())
   orphans = sorted(labels.keys() - images.keys())
   problems = []
   if unlabelled:
-    problems.append(f'{len(unlabelled)} image(s) in {image_dir} have no label in {label_dir}: '
-                    f'{first_names([images[k] for k in unlabelled])}')
+    problems.append(f'{len(unlabelled)} image(s) in {image_dir} have no {label_noun} in '
+                    f'{label_dir}: {first_names([images[k] for k in unlabelled])}')
   if orphans:
-    problems.append(f'{len(orphans)} label(s) in {label_dir} have no image in {image_dir}: '
-                    f'{first_names([labels[k] for k in orphans])}')
+    problems.append(f'{len(orphans)} {label_noun}(s) in {label_dir} have no image in '
+                    f'{image_dir}: {first_names([labels[k] for k in orphans])}')
   if problems:
-    raise ValueError(f'{dataset}: images and labels do not pair up: ' + '; '.join(problems)
-                     + '.')
+    raise ValueError(f'{dataset}: images and {label_noun}s do not pair up: '
+                     + '; '.join(problems) + '.')
   return sorted(images)
 
 

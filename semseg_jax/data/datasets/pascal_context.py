@@ -33,6 +33,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from semseg_jax.data.datasets import ade20k
 from semseg_jax.data.datasets import files
 
 # mmseg's PascalContextDataset classes: the value in a SegmentationClassContext PNG indexes it.
@@ -44,20 +45,8 @@ CLASS_NAMES_60: tuple[str, ...] = (
     'plate', 'platform', 'pottedplant', 'road', 'rock', 'sheep', 'shelves', 'sidewalk', 'sign',
     'sky', 'snow', 'sofa', 'table', 'track', 'train', 'tree', 'truck', 'tvmonitor', 'wall',
     'water', 'window', 'wood')
-PALETTE_60: np.ndarray = np.array([
-    [120, 120, 120], [180, 120, 120], [6, 230, 230], [80, 50, 50], [4, 200, 3],
-    [120, 120, 80], [140, 140, 140], [204, 5, 255], [230, 230, 230], [4, 250, 7],
-    [224, 5, 255], [235, 255, 7], [150, 5, 61], [120, 120, 70], [8, 255, 51],
-    [255, 6, 82], [143, 255, 140], [204, 255, 4], [255, 51, 7], [204, 70, 3],
-    [0, 102, 200], [61, 230, 250], [255, 6, 51], [11, 102, 255], [255, 7, 71],
-    [255, 9, 224], [9, 7, 230], [220, 220, 220], [255, 9, 92], [112, 9, 255],
-    [8, 255, 214], [7, 255, 224], [255, 184, 6], [10, 255, 71], [255, 41, 10],
-    [7, 255, 255], [224, 255, 8], [102, 8, 255], [255, 61, 6], [255, 194, 7],
-    [255, 122, 8], [0, 255, 20], [255, 8, 41], [255, 5, 153], [6, 51, 255],
-    [235, 12, 255], [160, 150, 20], [0, 163, 255], [140, 140, 140], [250, 10, 15],
-    [20, 255, 0], [31, 255, 0], [255, 31, 0], [255, 224, 0], [153, 255, 0],
-    [0, 0, 255], [255, 71, 0], [0, 235, 255], [0, 173, 255], [31, 0, 255]], np.uint8)
-PALETTE_60.setflags(write=False)
+# mmseg's Pascal Context palette is ADE20K's first 60 colours.
+PALETTE_60: np.ndarray = ade20k.PALETTE[:60]
 
 # mmseg's PascalContextDataset59: the same lists without background.
 CLASS_NAMES_59: tuple[str, ...] = CLASS_NAMES_60[1:]
