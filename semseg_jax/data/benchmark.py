@@ -4,8 +4,8 @@ config's settings, on one core and with several worker-process counts.
 The single-core figure runs the pipeline in this process with one read thread (and OpenCV on
 one thread): images/s per CPU core, the number to compare with the goal of 10 Cityscapes-size
 images/s per core. Then for each N in config.benchmark.data_workers the real pipeline with N
-grain worker processes (config.data.num_workers = N), whose per-core figure divides by
-min(N, CPU cores). Each measurement skips config.benchmark.data_warmup_batches batches, then
+grain worker processes (config.data.num_workers = N), whose per-core figure divides by the
+cores it can keep busy: min(CPU cores, N x config.data.prefetch_batches read threads). Each measurement skips config.benchmark.data_warmup_batches batches, then
 times config.benchmark.data_batches.
 """
 
@@ -64,7 +64,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       rate = images_per_second(run_config, source, bench.data_warmup_batches, bench.data_batches)
     finally:
       cv2.setNumThreads(threads)
-    used = 1 if workers == 0 else min(workers, cores)
+    # Cores a run can keep busy: each worker reads with prefetch_batches threads.
+    used = 1 if workers == 0 else min(cores, workers * max(1, config.data.prefetch_batches))
     results['runs'].append({'setting': label, 'workers': workers, 'images_per_s': rate,
                             'images_per_s_per_core': rate / used})
     logging.info('%s: %.2f images/s (%.2f per core).', label, rate, rate / used)

@@ -72,8 +72,13 @@ def _crop_box(shape: tuple[int, ...], crop_hw: tuple[int, int],
 def crop_acceptable(label_crop: Array, cat_max_ratio: float, ignore_index: int = 255) -> bool:
   """mmseg's test for a crop: more than one non-ignore class present, and the most frequent
   one covers strictly less than cat_max_ratio of the non-ignore pixels."""
-  values, counts = np.unique(label_crop, return_counts=True)
-  counts = counts[values != ignore_index]
+  if label_crop.dtype == np.uint8:  # A histogram: much faster than sorting the crop.
+    counts = np.bincount(label_crop.ravel(), minlength=256)
+    counts[ignore_index] = 0
+    counts = counts[counts > 0]
+  else:
+    values, counts = np.unique(label_crop, return_counts=True)
+    counts = counts[values != ignore_index]
   return len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio
 
 
