@@ -75,6 +75,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.num_steps = 160_000  # Optimizer steps.
   config.train.log_every = 50  # Steps between training-metric logs.
   config.train.eval_every = 16_000  # Steps between evaluations (and at the last step).
+  config.train.grad_accum_steps = 1  # Micro-batches per step (gradients combined; batch_size must divide by it).
+  config.train.max_bad_steps = 10  # Consecutive non-finite steps (each skipped) before training stops; checked every log_every steps.
 
   # Losses: (name, weight, options) terms, names from semseg_jax.losses.LOSSES.
   config.loss = ml_collections.ConfigDict()

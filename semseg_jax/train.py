@@ -33,10 +33,12 @@ from semseg_jax.data import pipeline
 
 @flax.struct.dataclass
 class TrainState:
-  step: jax.Array
+  step: jax.Array  # Batches consumed (skipped non-finite steps included).
   params: Any
   batch_stats: Any
   opt_state: Any
+  skipped_steps: jax.Array  # Steps whose loss or gradient was not finite (state kept).
+  bad_streak: jax.Array  # Consecutive such steps up to now.
 
   def variables(self) -> dict:
     """The model variables for `model.apply`."""
@@ -54,37 +56,89 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
     variables = model.init({'params': param_rng, 'dropout': dropout_rng}, images, train=False)
     params = variables['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
+                      batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
+                      skipped_steps=jnp.zeros((), jnp.int32), bad_streak=jnp.zeros((), jnp.int32))
   abstract = jax.eval_shape(init)
   shardings = sharding.state_shardings(abstract, mesh)
   return jax.jit(init, out_shardings=shardings)(), shardings
 
 
+def _micro_batches(batch: dict, count: int) -> dict:
+  """[B, ...] arrays -> [count, B / count, ...]: micro-batch k is rows k, k + count, ...
+  (a strided split keeps every micro-batch spread over all data shards)."""
+  def split(x):
+    return jnp.swapaxes(x.reshape(x.shape[0] // count, count, *x.shape[1:]), 0, 1)
+  return jax.tree.map(split, batch)
+
+
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, config: ml_collections.ConfigDict,
                     state_shardings: Any, mesh: Mesh) -> Callable:
-  """jit(state, batch) -> (new state, metrics); the state's buffers are donated."""
+  """jit(state, batch) -> (new state, metrics); the state's buffers are donated.
+
+  With config.train.grad_accum_steps = A > 1 the batch is split into A micro-batches whose
+  gradients are combined, each weighted by its share of the batch's labelled pixels (exact for
+  per-pixel losses such as cross-entropy; BatchNorm statistics then come from micro-batches).
+  A step whose loss or gradient is not finite changes nothing but the step count and the
+  skipped-step counters.
+  """
   base_rng = jax.random.key(config.seed)
   ignore_index, loss_config = config.data.ignore_index, config.loss
+  accum_steps = int(config.train.grad_accum_steps)
+  if accum_steps < 1 or config.train.batch_size % accum_steps:
+    raise ValueError(f'config.train.grad_accum_steps={accum_steps} must be >= 1 and divide '
+                     f'config.train.batch_size={config.train.batch_size}.')
 
-  def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-    dropout_rng = jax.random.fold_in(jax.random.fold_in(base_rng, 1), state.step)
-
+  def loss_and_grads(params, batch_stats, batch, dropout_rng):
     def loss_fn(params):
-      variables = state.replace(params=params).variables()
+      variables = {'params': params, **({'batch_stats': batch_stats} if batch_stats else {})}
       outputs, updated = model.apply(variables, batch['image'], train=True,
                                      rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
       loss, parts = losses.total_loss(outputs, batch['label'], loss_config, ignore_index, batch)
       return loss, (updated.get('batch_stats', {}), parts)
+    return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
-    (loss, (batch_stats, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
+  def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    dropout_rng = jax.random.fold_in(jax.random.fold_in(base_rng, 1), state.step)
+    if accum_steps == 1:
+      (loss, (batch_stats, parts)), grads = loss_and_grads(state.params, state.batch_stats,
+                                                           batch, dropout_rng)
+    else:
+      micro = _micro_batches(batch, accum_steps)
+      labelled = jnp.sum(micro['label'] != ignore_index, axis=tuple(range(1, micro['label'].ndim)))
+      shares = labelled / jnp.maximum(jnp.sum(labelled), 1)
+
+      def accumulate(carry, inputs):
+        batch_stats, grads, loss, parts = carry
+        micro_batch, share, k = inputs
+        (micro_loss, (batch_stats, micro_parts)), micro_grads = loss_and_grads(
+            state.params, batch_stats, micro_batch, jax.random.fold_in(dropout_rng, k))
+        add = lambda total, x: total + share * x
+        return (batch_stats, jax.tree.map(add, grads, micro_grads), add(loss, micro_loss),
+                jax.tree.map(add, parts, micro_parts)), None
+
+      _, (_, first_parts) = jax.eval_shape(
+          loss_and_grads, state.params, state.batch_stats,
+          jax.tree.map(lambda x: x[0], micro), dropout_rng)[0]
+      zeros = lambda tree: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), tree)
+      carry = (state.batch_stats, zeros(state.params), jnp.zeros((), jnp.float32),
+               zeros(first_parts))
+      (batch_stats, grads, loss, parts), _ = jax.lax.scan(
+          accumulate, carry, (micro, shares, jnp.arange(accum_steps)))
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params,
-                                                                                updates),
-                              batch_stats=batch_stats, opt_state=opt_state)
-    step_metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads),
-                    'learning_rate': schedule(state.step), **parts}
+    updated = (optax.apply_updates(state.params, updates), batch_stats, opt_state)
+    kept = (state.params, state.batch_stats, state.opt_state)
+    params, batch_stats, opt_state = jax.tree.map(
+        lambda new, old: jnp.where(finite, new, old), updated, kept)
+    new_state = state.replace(
+        step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
+        skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32),
+        bad_streak=jnp.where(finite, 0, state.bad_streak + 1))
+    step_metrics = {'loss': loss, 'grad_norm': grad_norm,
+                    'learning_rate': schedule(state.step), **parts,
+                    'skipped_steps': new_state.skipped_steps, 'bad_streak': new_state.bad_streak}
     return new_state, step_metrics
 
   return jax.jit(train_step,
@@ -250,6 +304,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
   hooks = [report] if jax.process_index() == 0 else []
   pending_metrics, last_metrics = [], {}
+  skipped = int(jax.device_get(state.skipped_steps))
   try:
     for step in range(start_step + 1, num_steps + 1):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
@@ -263,11 +318,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         hook(step)
       if step % config.train.log_every == 0 or step == num_steps:
         fetched = jax.device_get(pending_metrics)  # The only host sync in the loop.
-        means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-        if not np.isfinite(means['loss']):
-          raise FloatingPointError(f'Non-finite training loss at step {step}: {means}.')
-        writer.write_scalars(step, {f'train/{k}': v for k, v in means.items()})
         pending_metrics = []
+        skipped_before = skipped
+        skipped, bad_streak = int(fetched[-1]['skipped_steps']), int(fetched[-1]['bad_streak'])
+        if skipped > skipped_before:
+          logging.warning('Step %d: %d step(s) with a non-finite loss or gradient skipped so '
+                          'far (state unchanged by them); %d in a row now.', step, skipped,
+                          bad_streak)
+        if bad_streak >= config.train.max_bad_steps:
+          raise FloatingPointError(
+              f'{bad_streak} consecutive steps up to step {step} had a non-finite loss or '
+              f'gradient (limit config.train.max_bad_steps={config.train.max_bad_steps}); '
+              f'last metrics: {fetched[-1]}.')
+        good = [m for m in fetched if m['bad_streak'] == 0] or fetched
+        means = {k: float(np.mean([m[k] for m in good])) for k in good[0]
+                 if k not in ('skipped_steps', 'bad_streak')}
+        writer.write_scalars(step, {**{f'train/{k}': v for k, v in means.items()},
+                                    'train/skipped_steps': skipped})
       if step % config.checkpoint.every_steps == 0 or step == num_steps:
         checkpointing.save(manager, step, state, train_iter)
       if step % config.train.eval_every == 0 or step == num_steps:
