@@ -3,6 +3,7 @@ orbax checkpoints and clu logs. Read top to bottom."""
 
 import json
 import os
+import signal
 import time
 from typing import Any, Callable
 
@@ -17,6 +18,7 @@ from absl import logging
 from clu import metric_writers
 from clu import parameter_overview
 from clu import periodic_actions
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from semseg_jax import checkpointing
@@ -69,6 +71,34 @@ def _micro_batches(batch: dict, count: int) -> dict:
   def split(x):
     return jnp.swapaxes(x.reshape(x.shape[0] // count, count, *x.shape[1:]), 0, 1)
   return jax.tree.map(split, batch)
+
+
+class Preemption:
+  """Whether to save and stop at this step boundary: after a SIGTERM to this process (one
+  process), or at JAX's preemption sync point, which every process of a multi-process run
+  reaches at the same step once any of them was told of a preemption."""
+
+  def __init__(self):
+    self._signalled = False
+    self._multi_process = jax.process_count() > 1
+    self._previous = None
+    if not self._multi_process:  # Multi-process: JAX's coordination service watches SIGTERM.
+      self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+  def _on_sigterm(self, signum, frame) -> None:
+    del signum, frame
+    logging.warning('SIGTERM: saving a checkpoint at the next step boundary, then stopping.')
+    self._signalled = True
+
+  def requested(self, step: int) -> bool:
+    if self._multi_process:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self._signalled
+
+  def close(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
@@ -304,6 +334,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
   hooks = [report] if jax.process_index() == 0 else []
   pending_metrics, last_metrics = [], {}
+  preemption = Preemption()
   skipped = int(jax.device_get(state.skipped_steps))
   try:
     for step in range(start_step + 1, num_steps + 1):
@@ -335,8 +366,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  if k not in ('skipped_steps', 'bad_streak')}
         writer.write_scalars(step, {**{f'train/{k}': v for k, v in means.items()},
                                     'train/skipped_steps': skipped})
-      if step % config.checkpoint.every_steps == 0 or step == num_steps:
+      preempted = preemption.requested(step)
+      if step % config.checkpoint.every_steps == 0 or step == num_steps or preempted:
         checkpointing.save(manager, step, state, train_iter)
+      if preempted:
+        manager.wait_until_finished()
+        logging.warning('Preemption: saved the checkpoint of step %d and stopped; rerun the '
+                        'same command to resume from it.', step)
+        break
       if step % config.train.eval_every == 0 or step == num_steps:
         with report.timed('eval'):
           last_metrics = run_evaluation(eval_step, state, config, eval_source, mesh, workdir,
@@ -344,6 +381,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   finally:
     manager.wait_until_finished()  # An in-flight save completes even if training crashed.
     writer.flush()
+    preemption.close()
   if start_step >= num_steps:
     logging.info('Checkpoint is already at step %d >= train.num_steps.', start_step)
   return last_metrics

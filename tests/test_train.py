@@ -142,23 +142,42 @@ def test_predict_mode_names_bad_inputs(tmp_path, inputs, expected):
   assert result.returncode != 0 and expected in result.stderr
 
 
-def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
+def _start_and_wait_for_checkpoint(workdir, flags, step):
+  proc = subprocess.Popen(_main_command(workdir, *flags), cwd=REPO, env=_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while not (workdir / 'checkpoints' / str(step)).exists():
+    assert proc.poll() is None, 'the run ended before it could be interrupted'
+    assert time.time() < deadline
+    time.sleep(0.02)
+  return proc
+
+
+def _steps(workdir):
+  return sorted(int(s) for s in os.listdir(workdir / 'checkpoints') if s.isdigit())
+
+
+def test_sigterm_then_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
+  """SIGTERM (preemption) saves at the next step boundary and exits 0; SIGKILL loses only what
+  came after the last checkpoint; the same command resumes; the end is bit-exact."""
   flags = _flags(40, **{'train.eval_every': 20, 'checkpoint.every_steps': 5})
   straight = tmp_path / 'straight'
   _run(straight, *flags)
 
   killed = tmp_path / 'killed'
-  proc = subprocess.Popen(_main_command(killed, *flags), cwd=REPO, env=_env(),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 300
-  while not (killed / 'checkpoints' / '10').exists():
-    assert proc.poll() is None, 'the run ended before it could be killed'
-    assert time.time() < deadline
-    time.sleep(0.02)
+  proc = _start_and_wait_for_checkpoint(killed, flags, 5)
+  proc.send_signal(signal.SIGTERM)
+  _, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == 0, stderr[-3000:]
+  assert 'Preemption: saved the checkpoint of step' in stderr
+  preempted_at = _steps(killed)[-1]
+  assert 5 <= preempted_at < 40
+  assert f'checkpoint of step {preempted_at} and stopped' in stderr
+
+  proc = _start_and_wait_for_checkpoint(killed, flags, (preempted_at // 5 + 2) * 5)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  steps_left = sorted(int(s) for s in os.listdir(killed / 'checkpoints') if s.isdigit())
-  assert steps_left and steps_left[-1] < 40, steps_left  # Killed mid-training.
+  assert _steps(killed)[-1] < 40, _steps(killed)  # Killed mid-training.
   _run(killed, *flags)  # The same command resumes.
 
   step_a, state_a = _final_params(straight)
