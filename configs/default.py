@@ -137,6 +137,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.mesh.shape = (-1,)  # Devices per mesh axis.
   config.mesh.axes = ('data',)  # Mesh axis names.
   config.mesh.data_axes = ('data',)  # Axes the batch dimension is sharded over.
+  config.mesh.partition_rules = ()  # (regex on the state path, spec): spec an axis name (FSDP: largest divisible dim) or one entry per dim; first match wins; unmatched = replicated.
 
   # --mode=benchmark.
   config.benchmark = ml_collections.ConfigDict()

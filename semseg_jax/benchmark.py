@@ -104,7 +104,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   bench = config.benchmark
   crop_h, crop_w = config.augment.crop_size
   state, state_shardings = train.create_train_state(model, tx, jax.random.key(config.seed),
-                                                    (crop_h, crop_w), mesh)
+                                                    (crop_h, crop_w), mesh,
+                                                    config.mesh.partition_rules)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   batch_sharding = sharding.batch_sharding(mesh, tuple(config.mesh.data_axes))
   rng = np.random.default_rng(config.seed)

@@ -1,7 +1,8 @@
 """The device mesh, shardings of the train state and batches, and host <-> global arrays."""
 
 import math
-from typing import Any
+import re
+from typing import Any, Sequence
 
 import jax
 import ml_collections
@@ -40,9 +41,59 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
-def state_shardings(abstract_state: Any, mesh: Mesh) -> Any:
-  """Shardings of every train-state leaf: replicated (pure data parallelism)."""
-  return jax.tree.map(lambda _: replicated(mesh), abstract_state)
+def leaf_spec(path: str, shape: tuple[int, ...], rules: Sequence[tuple[str, Any]],
+              mesh: Mesh) -> PartitionSpec:
+  """The PartitionSpec of one state leaf from the first rule whose regex is found in its
+  '/'-joined path (replicated when none is).
+
+  A rule's spec is either a mesh axis name, meaning FSDP: the largest dimension divisible by
+  that axis's size is split over it (a leaf with none stays replicated), or a tuple with one
+  entry per dimension: an axis name, a tuple of names, or None.
+  """
+  for pattern, spec in rules:
+    if not re.search(pattern, path):
+      continue
+    if isinstance(spec, str):
+      size = mesh.shape[spec]
+      dims = sorted((d for d in range(len(shape)) if shape[d] % size == 0 and shape[d] >= size),
+                    key=lambda d: (-shape[d], d))
+      if not dims:
+        return PartitionSpec()
+      parts = [None] * len(shape)
+      parts[dims[0]] = spec
+      return PartitionSpec(*parts)
+    spec = tuple(spec)
+    if len(spec) != len(shape):
+      raise ValueError(f'config.mesh.partition_rules: {pattern!r} -> {spec} has {len(spec)} '
+                       f'entries but {path} has shape {shape}.')
+    for dim, axes in zip(shape, spec):
+      names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+      split = math.prod(mesh.shape[a] for a in names)
+      if dim % split:
+        raise ValueError(f'config.mesh.partition_rules: {pattern!r} -> {spec} splits a '
+                         f'dimension of {dim} of {path} {shape} into {split} parts.')
+    return PartitionSpec(*spec)
+  return PartitionSpec()
+
+
+def _path_string(path) -> str:
+  return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
+
+
+def state_shardings(abstract_state: Any, mesh: Mesh,
+                    rules: Sequence[tuple[str, Any]] = ()) -> Any:
+  """Shardings of every train-state leaf by `rules` (config.mesh.partition_rules; see
+  leaf_spec). Optimizer state leaves carry their parameter's path inside theirs (e.g.
+  'opt_state/.../mu/encoder/.../kernel'), so the same rules shard them like the parameters.
+  Without rules everything is replicated (pure data parallelism)."""
+  for axis in {spec for _, spec in rules if isinstance(spec, str)}:
+    if axis not in mesh.shape:
+      raise ValueError(f'config.mesh.partition_rules names axis {axis!r}, which is not in '
+                       f'config.mesh.axes {tuple(mesh.shape)}.')
+  return jax.tree_util.tree_map_with_path(
+      lambda path, leaf: NamedSharding(mesh, leaf_spec(_path_string(path), tuple(leaf.shape),
+                                                       rules, mesh)),
+      abstract_state)
 
 
 def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:

@@ -50,8 +50,10 @@ class TrainState:
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
-                       input_hw: tuple[int, int], mesh: Mesh) -> tuple[TrainState, Any]:
-  """The initial state, created by a jitted init directly into its shardings."""
+                       input_hw: tuple[int, int], mesh: Mesh,
+                       partition_rules: Any = ()) -> tuple[TrainState, Any]:
+  """The initial state, created by a jitted init directly into its shardings (replicated, or
+  by config.mesh.partition_rules: see sharding.leaf_spec)."""
   def init():
     param_rng, dropout_rng = jax.random.split(rng)
     images = jnp.zeros((1, *input_hw, 3), jnp.float32)
@@ -61,7 +63,7 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
                       batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
                       skipped_steps=jnp.zeros((), jnp.int32), bad_streak=jnp.zeros((), jnp.int32))
   abstract = jax.eval_shape(init)
-  shardings = sharding.state_shardings(abstract, mesh)
+  shardings = sharding.state_shardings(abstract, mesh, partition_rules)
   return jax.jit(init, out_shardings=shardings)(), shardings
 
 
@@ -282,7 +284,8 @@ def restore_checkpoint(config: ml_collections.ConfigDict, workdir: str, model: n
   if step < 0:
     step = manager.latest_step()
   state, shardings = create_train_state(model, tx, jax.random.key(config.seed),
-                                        tuple(config.augment.crop_size), mesh)
+                                        tuple(config.augment.crop_size), mesh,
+                                        config.mesh.partition_rules)
   if step is None and config.model.pretrained:
     logging.info('No checkpoint in %s: using config.model.pretrained=%s.', workdir,
                  config.model.pretrained)
@@ -303,7 +306,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh, train_source, eval_source, model, tx, schedule = setup(config, workdir)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   state, state_shardings = create_train_state(model, tx, jax.random.key(config.seed),
-                                              tuple(config.augment.crop_size), mesh)
+                                              tuple(config.augment.crop_size), mesh,
+                                              config.mesh.partition_rules)
   parameter_overview.log_parameter_overview(state.params)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info('Model %s-%s: %d parameters.', config.model.name, config.model.variant,

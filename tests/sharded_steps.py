@@ -1,10 +1,12 @@
 """Runs a few train steps and one evaluation on however many devices this process has, and
 saves losses, parameters and the confusion matrix (used by test_train's device comparison).
 
-python -m tests.sharded_steps OUT.npz [REFERENCE.npz]
+python -m tests.sharded_steps OUT.npz [REFERENCE.npz|-] [data|fsdp]
 
 With REFERENCE (another run's output), also evaluates that run's final variables here, so the
-confusion matrices of the same parameters on different device counts can be compared.
+confusion matrices of the same parameters on different device counts can be compared. `fsdp`
+trains on a data x fsdp = (devices / 2) x 2 mesh with every state leaf split over `fsdp`
+(config.mesh.partition_rules = (('.*', 'fsdp'),)); `data` (default) is pure data parallelism.
 """
 
 import sys
@@ -23,12 +25,17 @@ from semseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 from tests import e2e_config  # pylint: disable=g-import-not-at-top
 
 
-def main(out_path: str, reference_path: str | None = None) -> None:
+def main(out_path: str, reference_path: str = '-', parallelism: str = 'data') -> None:
   config = e2e_config.tiny_quickstart()
   config.train.num_steps = 3
+  if parallelism == 'fsdp':
+    config.mesh.shape, config.mesh.axes = (-1, 2), ('data', 'fsdp')
+    config.mesh.data_axes = ('data', 'fsdp')
+    config.mesh.partition_rules = (('.*', 'fsdp'),)
   mesh, train_source, eval_source, model, tx, schedule = train.setup(config, '')
   state, state_shardings = train.create_train_state(
-      model, tx, jax.random.key(config.seed), tuple(config.augment.crop_size), mesh)
+      model, tx, jax.random.key(config.seed), tuple(config.augment.crop_size), mesh,
+      config.mesh.partition_rules)
   step_fn = train.make_train_step(model, tx, schedule, config, state_shardings, mesh)
   batch_sharding = sharding.batch_sharding(mesh, tuple(config.mesh.data_axes))
   it = iter(pipeline.train_dataset(config, train_source))
@@ -39,10 +46,13 @@ def main(out_path: str, reference_path: str | None = None) -> None:
   eval_step = evaluate.make_eval_step(model, config.eval, mesh, tuple(config.mesh.data_axes),
                                       eval_source.num_classes, config.data.ignore_index)
   variables = state.variables()
+  sharded = [leaf for leaf in jax.tree.leaves(state)
+             if not leaf.sharding.is_fully_replicated]
   outputs = {'losses': np.array(losses), 'num_devices': jax.device_count(),
+             'num_sharded_leaves': len(sharded),
              'confusion': evaluate.evaluate(eval_step, variables, config, eval_source,
                                             mesh).confusion}
-  if reference_path:
+  if reference_path != '-':
     with np.load(reference_path) as reference:
       paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(variables)]
       leaves = [jax.device_put(reference[p], leaf.sharding)

@@ -192,19 +192,26 @@ def test_sigterm_then_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
 
 
 def test_eight_devices_match_one(tmp_path):
-  """Train steps on 8 devices give the 1-device losses and parameters to float tolerance;
-  evaluating the same parameters gives the identical confusion matrix."""
-  one_path, eight_path = tmp_path / '1.npz', tmp_path / '8.npz'
-  for n, args in ((1, [one_path]), (8, [eight_path, one_path])):
+  """Train steps on 8 devices, data parallel or data x fsdp = 4 x 2 with every state leaf
+  split over fsdp, give the 1-device losses and parameters to float tolerance; evaluating the
+  same parameters gives the identical confusion matrix."""
+  one_path, eight_path, fsdp_path = tmp_path / '1.npz', tmp_path / '8.npz', tmp_path / 'f.npz'
+  for n, args in ((1, [one_path]), (8, [eight_path, one_path]), (8, [fsdp_path, '-', 'fsdp'])):
     subprocess.run([sys.executable, '-m', 'tests.sharded_steps', *map(str, args)], cwd=REPO,
                    env=_env(n), check=True, timeout=600, capture_output=True)
   one, eight = dict(np.load(one_path)), dict(np.load(eight_path))
+  fsdp = dict(np.load(fsdp_path))
   assert int(one['num_devices']) == 1 and int(eight['num_devices']) == 8
-  np.testing.assert_allclose(eight['losses'], one['losses'], rtol=1e-5)
+  assert int(eight['num_sharded_leaves']) == 0 and int(fsdp['num_sharded_leaves']) > 100
   param_keys = [k for k in one if k.startswith("['params']")]
   assert len(param_keys) > 50
-  for key in param_keys + [k for k in one if k.startswith("['batch_stats']")]:
-    np.testing.assert_allclose(eight[key], one[key], rtol=1e-4, atol=1e-5, err_msg=key)
+  # Biases followed by BatchNorm have a zero true gradient: Adam turns its rounding noise into
+  # steps of about lr (1e-3) x 3 steps, whose sign differs with the reduction order. 5e-5 still
+  # catches any real difference, which would be of that 1e-3 scale.
+  for other, atol in ((eight, 1e-5), (fsdp, 5e-5)):
+    np.testing.assert_allclose(other['losses'], one['losses'], rtol=1e-5)
+    for key in param_keys + [k for k in one if k.startswith("['batch_stats']")]:
+      np.testing.assert_allclose(other[key], one[key], rtol=1e-4, atol=atol, err_msg=key)
   # Every labelled pixel of the eval set is counted once: nothing lost across devices.
   config = e2e_config.tiny_quickstart()
   source = datasets.make_source(config.data, 'val')
