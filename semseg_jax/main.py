@@ -19,6 +19,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from semseg_jax import sharding  # pylint: disable=g-import-not-at-top
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:variant]).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and metrics.')
@@ -42,10 +44,10 @@ class _QuietLibraries:
 def main(argv):
   del argv
   logging.get_absl_logger().addFilter(_QuietLibraries())
-  if _NUM_PROCESSES.value and _NUM_PROCESSES.value > 1:
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                               num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
+  arguments = sharding.distributed_arguments(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                             _PROCESS_ID.value, os.environ)
+  if arguments is not None:
+    jax.distributed.initialize(**arguments)
   # Imported after jax.distributed so that no backend is touched before it.
   from semseg_jax import benchmark  # pylint: disable=g-import-not-at-top
   from semseg_jax import predict  # pylint: disable=g-import-not-at-top

@@ -2,7 +2,7 @@
 
 import math
 import re
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import ml_collections
@@ -108,3 +108,28 @@ def local_rows(array: jax.Array) -> np.ndarray:
     start = shard.index[0].start or 0
     shards.setdefault(start, shard.data)
   return np.concatenate([np.asarray(shards[k]) for k in sorted(shards)], axis=0)
+
+
+def distributed_arguments(coordinator_address: str | None, num_processes: int | None,
+                          process_id: int | None, environ: Mapping[str, str]) -> dict | None:
+  """Arguments for jax.distributed.initialize, or None for a single-process run.
+
+  In order: main's --coordinator_address / --num_processes / --process_id flags (the
+  arguments); the environment variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
+  JAX_PROCESS_ID (what launch/slurm.sh sets); a SLURM job of several tasks or a multi-host TPU
+  VM slice, which JAX detects by itself (empty arguments).
+  """
+  if num_processes and num_processes > 1:
+    return {'coordinator_address': coordinator_address, 'num_processes': num_processes,
+            'process_id': process_id}
+  if int(environ.get('JAX_NUM_PROCESSES', '1')) > 1:
+    return {'coordinator_address': environ.get('JAX_COORDINATOR_ADDRESS'),
+            'num_processes': int(environ['JAX_NUM_PROCESSES']),
+            'process_id': int(environ.get('JAX_PROCESS_ID', '0'))}
+  if int(environ.get('SLURM_NTASKS', '1')) > 1 and 'SLURM_JOB_ID' in environ:
+    return {}
+  tpu_hosts = environ.get('TPU_WORKER_HOSTNAMES', '')
+  if len([h for h in tpu_hosts.split(',') if h]) > 1 or environ.get(
+      'MEGASCALE_COORDINATOR_ADDRESS'):
+    return {}
+  return None

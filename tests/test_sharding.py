@@ -47,3 +47,18 @@ def test_optimizer_state_follows_its_parameter(mesh):
   assert shardings['opt_state'][0]['mu']['conv']['kernel'].spec == P(None, None, None, 'fsdp')
   with pytest.raises(ValueError, match="names axis 'model'"):
     sharding.state_shardings(state, mesh, (('.*', 'model'),))
+
+
+def test_multi_process_runs_are_recognised_from_flags_or_environment():
+  args = sharding.distributed_arguments
+  assert args(None, None, None, {}) is None  # One process: no jax.distributed.
+  assert args(None, 1, 0, {'SLURM_NTASKS': '1', 'SLURM_JOB_ID': '7'}) is None
+  assert args('h:1', 2, 1, {}) == {'coordinator_address': 'h:1', 'num_processes': 2,
+                                   'process_id': 1}
+  environ = {'JAX_COORDINATOR_ADDRESS': 'n0:12345', 'JAX_NUM_PROCESSES': '4',
+             'JAX_PROCESS_ID': '3'}
+  assert args(None, None, None, environ) == {'coordinator_address': 'n0:12345',
+                                             'num_processes': 4, 'process_id': 3}
+  assert args(None, None, None, {'SLURM_NTASKS': '8', 'SLURM_JOB_ID': '7'}) == {}
+  assert args(None, None, None, {'TPU_WORKER_HOSTNAMES': 'w0,w1,w2,w3'}) == {}
+  assert args(None, None, None, {'TPU_WORKER_HOSTNAMES': 'w0'}) is None  # A single-host VM.
