@@ -226,6 +226,13 @@ def run_evaluation(eval_step: Callable, state: TrainState, config: ml_collection
   return result.metrics
 
 
+def make_writer(workdir: str) -> metric_writers.MetricWriter:
+  """TensorBoard and log output on process 0; a writer that writes nothing elsewhere."""
+  if jax.process_index() == 0:
+    return metric_writers.create_default_writer(workdir)
+  return metric_writers.MultiWriter([])
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Fails early, naming the field, on loss and evaluation settings that cannot work."""
   losses.check_loss_terms(config.loss.main, 'config.loss.main')
@@ -304,7 +311,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   evaluating every config.train.eval_every steps and at the end. Returns the last metrics."""
   os.makedirs(workdir, exist_ok=True)
   mesh, train_source, eval_source, model, tx, schedule = setup(config, workdir)
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  writer = make_writer(workdir)
   state, state_shardings = create_train_state(model, tx, jax.random.key(config.seed),
                                               tuple(config.augment.crop_size), mesh,
                                               config.mesh.partition_rules)
@@ -395,7 +402,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   """--mode=eval: restores config.eval.checkpoint_step (or the latest) and evaluates it."""
   mesh, _, eval_source, model, tx, _ = setup(config, workdir)
   state, step = restore_checkpoint(config, workdir, model, tx, mesh)
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  writer = make_writer(workdir)
   eval_step = evaluate.make_eval_step(model, config.eval, mesh, tuple(config.mesh.data_axes),
                                       eval_source.num_classes, config.data.ignore_index)
   return run_evaluation(eval_step, state, config, eval_source, mesh, workdir, writer, step)

@@ -1,6 +1,14 @@
-"""Shared test setup: grain reads absl flags, which pytest never parses; shared fixtures."""
+"""Shared test setup: grain reads absl flags, which pytest never parses; a persistent XLA
+compilation cache for this test session (the end-to-end tests start many processes that compile
+the same steps: with it, each compiles once); shared fixtures."""
 
+import os
 import pathlib
+import tempfile
+
+# Before anything imports jax; subprocesses inherit it through the environment.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      tempfile.mkdtemp(prefix='semseg_jax_test_xla_cache_'))
 
 from absl import flags
 import numpy as np

@@ -1,12 +1,13 @@
 """Runs a few train steps and one evaluation on however many devices this process has, and
 saves losses, parameters and the confusion matrix (used by test_train's device comparison).
 
-python -m tests.sharded_steps OUT.npz [REFERENCE.npz|-] [data|fsdp]
+python -m tests.sharded_steps OUT.npz [REFERENCE.npz|-] [data|fsdp] [CHECKPOINT_WORKDIR]
 
 With REFERENCE (another run's output), also evaluates that run's final variables here, so the
 confusion matrices of the same parameters on different device counts can be compared. `fsdp`
 trains on a data x fsdp = (devices / 2) x 2 mesh with every state leaf split over `fsdp`
 (config.mesh.partition_rules = (('.*', 'fsdp'),)); `data` (default) is pure data parallelism.
+With CHECKPOINT_WORKDIR the final state is also saved there (tests.mesh_restore reads it).
 """
 
 import sys
@@ -18,6 +19,7 @@ flags.FLAGS.mark_as_parsed()
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
+from semseg_jax import checkpointing  # pylint: disable=g-import-not-at-top
 from semseg_jax import evaluate  # pylint: disable=g-import-not-at-top
 from semseg_jax import sharding  # pylint: disable=g-import-not-at-top
 from semseg_jax import train  # pylint: disable=g-import-not-at-top
@@ -25,7 +27,8 @@ from semseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 from tests import e2e_config  # pylint: disable=g-import-not-at-top
 
 
-def main(out_path: str, reference_path: str = '-', parallelism: str = 'data') -> None:
+def main(out_path: str, reference_path: str = '-', parallelism: str = 'data',
+         checkpoint_workdir: str = '') -> None:
   config = e2e_config.tiny_quickstart()
   config.train.num_steps = 3
   if parallelism == 'fsdp':
@@ -60,6 +63,10 @@ def main(out_path: str, reference_path: str = '-', parallelism: str = 'data') ->
     reference_variables = jax.tree.unflatten(jax.tree.structure(variables), leaves)
     outputs['reference_confusion'] = evaluate.evaluate(
         eval_step, reference_variables, config, eval_source, mesh).confusion
+  if checkpoint_workdir:
+    manager = checkpointing.make_manager(checkpoint_workdir, config)
+    checkpointing.save(manager, config.train.num_steps, state, it)
+    manager.wait_until_finished()
   np.savez(out_path, **outputs, **e2e_config.flat_leaves(variables))
 
 

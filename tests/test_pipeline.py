@@ -39,16 +39,17 @@ def test_train_batches_are_deterministic_and_shaped():
   assert not np.array_equal(first[0]['image'], first[3]['image'])
 
 
-def test_process_shards_interleave_into_the_global_batch():
-  """Process p of P takes stream positions p, p + P, ...: the union of the hosts' batches is
-  the one-host batch, so data does not depend on the number of hosts."""
+def test_process_shards_concatenate_into_the_global_batch():
+  """Process p of P takes rows [p * b, (p + 1) * b) of every global batch: the hosts' batches
+  in process order are the one-host batch row for row, so data does not depend on the number
+  of hosts."""
   config = _config(batch_size=4)
   source = datasets.make_source(config.data, 'train', config.seed)
   single = _take(pipeline.train_dataset(config, source), 3)
   shards = [_take(pipeline.train_dataset(config, source, p, 2), 3) for p in range(2)]
   for k in range(3):
     for row in range(4):
-      host, local_row = row % 2, row // 2
+      host, local_row = row // 2, row % 2
       for key in ('image', 'label'):
         np.testing.assert_array_equal(single[k][key][row], shards[host][k][key][local_row])
 

@@ -57,29 +57,6 @@ def _flags(num_steps, **extra):
   return e2e_config.override_flags(overrides)
 
 
-def test_train_then_eval_mode_leaves_every_artifact(tmp_path):
-  workdir = tmp_path / 'run'
-  _run(workdir, *_flags(4, **{'train.eval_every': 2, 'checkpoint.every_steps': 2}))
-  records = _records(workdir)
-  assert [r['step'] for r in records] == [2, 4]
-  for key in ('aAcc', 'mAcc', 'mIoU', 'FWIoU', 'mDice'):
-    assert 0 <= records[-1][key] <= 100
-  assert set(records[-1]['IoU']) == {'background', 'disk', 'square', 'triangle', 'stripes',
-                                     'checkerboard'}
-  assert sorted(os.listdir(workdir / 'checkpoints')) == ['2', '4']
-  assert len(os.listdir(workdir / 'predictions' / 'step_0000004')) == 2
-  assert np.load(workdir / 'confusion_val_step_0000004.npy').shape == (6, 6)
-  assert any(name.startswith('events.out.tfevents') for name in os.listdir(workdir))
-
-  assert os.path.getsize(workdir / 'confusion_val_step_0000004.png') > 1000
-
-  # --mode=eval restores the latest checkpoint and reproduces the final evaluation.
-  _run(workdir, '--mode=eval', *_flags(4))
-  again = _records(workdir)[-1]
-  assert again['step'] == 4 and again['mIoU'] == records[-1]['mIoU']
-  assert again['IoU'] == records[-1]['IoU']
-
-
 def _write_images(folder, source):
   """Two synthetic validation images as PNG, and two other-size pictures (JPEG, greyscale)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
@@ -92,20 +69,40 @@ def _write_images(folder, source):
   (folder / 'notes.txt').write_text('not an image')
 
 
-def test_predict_mode_writes_labels_colours_and_overlays(tmp_path):
-  """--mode=predict on a folder: label PNGs at each input's size that match what --mode=eval
-  predicts for the same images, with slide + flip + two scales; then from pretrained weights."""
+def test_train_eval_and_predict_modes_leave_every_artifact(tmp_path):
+  """Training leaves metrics, checkpoints, overlays, confusion matrices and TensorBoard logs;
+  --mode=eval reproduces the final evaluation; --mode=predict on a folder writes label PNGs at
+  each input's size that match what --mode=eval predicts for the same images, with slide +
+  flip + two scales; then from pretrained weights."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / 'run'
-  _run(workdir, *_flags(2, **{'train.eval_every': 100}))
+  _run(workdir, *_flags(4, **{'train.eval_every': 2, 'checkpoint.every_steps': 2}))
+  records = _records(workdir)
+  assert [r['step'] for r in records] == [2, 4]
+  for key in ('aAcc', 'mAcc', 'mIoU', 'FWIoU', 'mDice'):
+    assert 0 <= records[-1][key] <= 100
+  assert set(records[-1]['IoU']) == {'background', 'disk', 'square', 'triangle', 'stripes',
+                                     'checkerboard'}
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['2', '4']
+  assert len(os.listdir(workdir / 'predictions' / 'step_0000004')) == 2
+  assert np.load(workdir / 'confusion_val_step_0000004.npy').shape == (6, 6)
+  assert any(name.startswith('events.out.tfevents') for name in os.listdir(workdir))
+  assert os.path.getsize(workdir / 'confusion_val_step_0000004.png') > 1000
+
+  # --mode=eval restores the latest checkpoint and reproduces the final evaluation.
+  _run(workdir, '--mode=eval', *_flags(4))
+  again = _records(workdir)[-1]
+  assert again['step'] == 4 and again['mIoU'] == records[-1]['mIoU']
+  assert again['IoU'] == records[-1]['IoU']
+
   modes = {'eval.mode': 'slide', 'eval.crop_size': (24, 24), 'eval.stride': (16, 16),
            'eval.flip': True, 'eval.scales': (0.75, 1.0), 'eval.num_overlays': 2}
-  _run(workdir, '--mode=eval', *_flags(2, **modes))
+  _run(workdir, '--mode=eval', *_flags(4, **modes))
   source = datasets.make_source(e2e_config.tiny_quickstart().data, 'val')
   inputs = tmp_path / 'images'
   _write_images(inputs, source)
   out = tmp_path / 'out'
-  _run(workdir, '--mode=predict', *_flags(2, **modes, **{'predict.inputs': str(inputs),
+  _run(workdir, '--mode=predict', *_flags(4, **modes, **{'predict.inputs': str(inputs),
                                                          'predict.output_dir': str(out)}))
   names = ['grey', source.name(0), source.name(1), 'wide']
   for kind in ('labels', 'colour', 'overlay'):
@@ -119,14 +116,14 @@ def test_predict_mode_writes_labels_colours_and_overlays(tmp_path):
     np.testing.assert_array_equal(colour, source.palette[label])
     assert np.asarray(Image.open(out / 'overlay' / f'{name}.png')).shape == (*hw, 3)
   for i in range(2):  # The eval overlay's third panel is the prediction in the palette.
-    panel = np.asarray(Image.open(workdir / 'predictions' / 'step_0000002' /
+    panel = np.asarray(Image.open(workdir / 'predictions' / 'step_0000004' /
                                   f'{source.name(i)}.png'))
     predicted = np.asarray(Image.open(out / 'colour' / f'{source.name(i)}.png'))
     np.testing.assert_array_equal(panel[:, 64:], predicted)
 
   # An empty workdir predicts with config.model.pretrained: the same weights, the same labels.
   other = tmp_path / 'out_pretrained'
-  _run(tmp_path / 'empty', '--mode=predict', *_flags(2, **modes, **{
+  _run(tmp_path / 'empty', '--mode=predict', *_flags(4, **modes, **{
       'predict.inputs': str(inputs), 'predict.output_dir': str(other),
       'model.pretrained': str(workdir)}))
   for name in sizes:
@@ -191,16 +188,26 @@ def test_sigterm_then_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
   assert final_a == final_b
 
 
-def test_eight_devices_match_one(tmp_path):
+def test_eight_devices_match_one_and_checkpoints_move_between_meshes(tmp_path):
   """Train steps on 8 devices, data parallel or data x fsdp = 4 x 2 with every state leaf
   split over fsdp, give the 1-device losses and parameters to float tolerance; evaluating the
-  same parameters gives the identical confusion matrix."""
+  same parameters gives the identical confusion matrix; the FSDP run's checkpoint restores
+  exactly onto a 4-device data-parallel mesh."""
   one_path, eight_path, fsdp_path = tmp_path / '1.npz', tmp_path / '8.npz', tmp_path / 'f.npz'
-  for n, args in ((1, [one_path]), (8, [eight_path, one_path]), (8, [fsdp_path, '-', 'fsdp'])):
-    subprocess.run([sys.executable, '-m', 'tests.sharded_steps', *map(str, args)], cwd=REPO,
+  restored_path, workdir = tmp_path / 'r.npz', tmp_path / 'fsdp_run'
+  for n, module, args in ((1, 'sharded_steps', [one_path]),
+                          (8, 'sharded_steps', [eight_path, one_path]),
+                          (8, 'sharded_steps', [fsdp_path, '-', 'fsdp', workdir]),
+                          (4, 'mesh_restore', [workdir, restored_path])):
+    subprocess.run([sys.executable, '-m', f'tests.{module}', *map(str, args)], cwd=REPO,
                    env=_env(n), check=True, timeout=600, capture_output=True)
   one, eight = dict(np.load(one_path)), dict(np.load(eight_path))
-  fsdp = dict(np.load(fsdp_path))
+  fsdp, restored = dict(np.load(fsdp_path)), dict(np.load(restored_path))
+  # The 4 x 2 FSDP checkpoint restores exactly onto 4 devices (replicated) and trains on.
+  assert int(restored['num_devices']) == 4 and int(restored['step']) == 4
+  assert np.isfinite(restored['loss'])
+  for key in [k for k in fsdp if k.startswith("['params']") or k.startswith("['batch_stats']")]:
+    np.testing.assert_array_equal(restored[key], fsdp[key], err_msg=key)
   assert int(one['num_devices']) == 1 and int(eight['num_devices']) == 8
   assert int(eight['num_sharded_leaves']) == 0 and int(fsdp['num_sharded_leaves']) > 100
   param_keys = [k for k in one if k.startswith("['params']")]

@@ -2,9 +2,9 @@
 
 Training: source -> per-epoch shuffle (config seed) -> repeat -> augment (random per example,
 seeded by config seed and the example's position in the global stream) -> this process's share
--> batch. Process p of P takes stream positions p, p + P, ..., so global batch k is stream
-positions [k * B, (k + 1) * B) whatever the number of hosts, and every example can be
-regenerated from (seed, position) alone.
+-> batch. Global batch k is stream positions [k * B, (k + 1) * B) in order whatever the number
+of hosts (process p of P reads its contiguous B / P of them, see ProcessShare), and every
+example can be regenerated from (seed, position) alone.
 
 Evaluation: every image is resized (keep ratio), normalised and padded to a canvas that is a
 multiple of `config.eval.pad_multiple`; images with the same canvas form a group, and each group
@@ -125,6 +125,32 @@ class BadExampleCounter:
                             f'logs name the files.')
 
 
+class ProcessShare(grain.MapDataset):
+  """This process's rows of every global batch: of global batch k (stream positions
+  [k * B, (k + 1) * B)), process p of P takes the contiguous positions
+  [k * B + p * b, k * B + (p + 1) * b) with b = B / P. The processes' local batches, placed
+  in process order along the mesh's data axis, form the one-process batch row for row (row
+  order matters: dropout and stochastic depth draw per row)."""
+
+  def __init__(self, parent: grain.MapDataset, process_index: int, process_count: int,
+               local_batch: int):
+    super().__init__(parent)
+    self._p, self._count, self._local = process_index, process_count, local_batch
+    self._length = len(parent) // process_count
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    batch, row = divmod(int(index), self._local)
+    return self._parent[(batch * self._count + self._p) * self._local + row]
+
+  def __str__(self) -> str:
+    return f'ProcessShare[{self._p} of {self._count}, {self._local} rows]'
+
+
 def _local_batch_size(global_batch: int, process_count: int, field: str) -> int:
   if global_batch % process_count:
     raise ValueError(f'{field}={global_batch} must be divisible by the number of processes '
@@ -192,8 +218,8 @@ def train_dataset(config: ml_collections.ConfigDict, source: Any, process_index:
   ds = grain.MapDataset.source(source).shuffle(seed=config.seed).repeat(None)
   ds = ds.random_map(TrainPreprocess(config.augment, config.data, distance_max_classes),
                      seed=config.seed + 1)
-  ds = ds[process_index::process_count].batch(local_batch, drop_remainder=True)
-  return TrainBatches(ds, config.data)
+  ds = ProcessShare(ds, process_index, process_count, local_batch)
+  return TrainBatches(ds.batch(local_batch, drop_remainder=True), config.data)
 
 
 def round_up(x: int, multiple: int) -> int:

@@ -1,0 +1,42 @@
+"""Restores the checkpoint tests.sharded_steps saved (on another mesh) onto a pure
+data-parallel mesh of this process's devices, runs one train step on it, and saves the restored
+variables (test_train compares them with the saved ones).
+
+python -m tests.mesh_restore CHECKPOINT_WORKDIR OUT.npz
+"""
+
+import sys
+
+from absl import flags
+
+flags.FLAGS.mark_as_parsed()
+
+import jax  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+from semseg_jax import checkpointing  # pylint: disable=g-import-not-at-top
+from semseg_jax import sharding  # pylint: disable=g-import-not-at-top
+from semseg_jax import train  # pylint: disable=g-import-not-at-top
+from semseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+from tests import e2e_config  # pylint: disable=g-import-not-at-top
+
+
+def main(workdir: str, out_path: str) -> None:
+  config = e2e_config.tiny_quickstart()
+  mesh, train_source, _, model, tx, schedule = train.setup(config, '')
+  target, state_shardings = train.create_train_state(
+      model, tx, jax.random.key(1), tuple(config.augment.crop_size), mesh)
+  manager = checkpointing.make_manager(workdir, config)
+  it = iter(pipeline.train_dataset(config, train_source))
+  state = checkpointing.restore(manager, manager.latest_step(), target, it)
+  restored = e2e_config.flat_leaves(state.variables())
+  assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(state))
+  step_fn = train.make_train_step(model, tx, schedule, config, state_shardings, mesh)
+  batch = sharding.to_global(next(it), sharding.batch_sharding(mesh, ('data',)))
+  state, metrics = step_fn(state, batch)
+  np.savez(out_path, num_devices=jax.device_count(), step=int(state.step),
+           loss=float(metrics['loss']), **restored)
+
+
+if __name__ == '__main__':
+  main(*sys.argv[1:])

@@ -1,0 +1,59 @@
+"""Checkpoints: a save cut off mid-write is never restored; the data stream resumes with them."""
+
+import os
+import shutil
+
+import jax
+import numpy as np
+
+from configs import default
+from semseg_jax import checkpointing
+from semseg_jax.data import datasets
+from semseg_jax.data import pipeline
+
+
+def _state(value: float) -> dict:
+  return {'params': {'w': np.full((4, 3), value, np.float32)}, 'step': np.int32(value)}
+
+
+def _iterator():
+  config = default.get_config()
+  config.data.synthetic_image_size, config.data.synthetic_train_size = (16, 16), 6
+  config.augment.resize_scale, config.augment.crop_size = (), (16, 16)
+  config.train.batch_size = 2
+  return pipeline.train_dataset(config, datasets.make_source(config.data, 'train'))
+
+
+def test_a_save_cut_off_mid_write_is_never_restored(tmp_path):
+  config = default.get_config()
+  manager = checkpointing.make_manager(str(tmp_path), config)
+  data = _iterator()
+  for step in (5, 10):
+    next(data)
+    checkpointing.save(manager, step, _state(step), data)
+  manager.wait_until_finished()
+  expected_next = next(data)  # What a run resumed from step 10 must read first.
+  # A process killed while writing step 15: orbax writes into a temporary directory and only
+  # renames it to 15/ once complete, so the kill leaves this behind.
+  checkpoints = tmp_path / 'checkpoints'
+  partial = checkpoints / '15.orbax-checkpoint-tmp-1763700000000000'
+  shutil.copytree(checkpoints / '10', partial)
+  for path in sorted(partial.rglob('*'))[::2]:
+    if path.is_file():
+      path.write_bytes(path.read_bytes()[:7])  # Torn files.
+  manager = checkpointing.make_manager(str(tmp_path), config)
+  assert manager.latest_step() == 10 and sorted(manager.all_steps()) == [5, 10]
+  resumed = _iterator()
+  restored = checkpointing.restore(manager, 10, jax.tree.map(np.zeros_like, _state(0)), resumed)
+  np.testing.assert_array_equal(restored['params']['w'], _state(10)['params']['w'])
+  batch = next(resumed)
+  for key in ('image', 'label'):
+    np.testing.assert_array_equal(batch[key], expected_next[key])
+  # The resumed run saves step 15 for real; the torn temporary is not taken for it.
+  checkpointing.save(manager, 15, _state(15), resumed)
+  manager.wait_until_finished()
+  manager = checkpointing.make_manager(str(tmp_path), config)
+  assert manager.latest_step() == 15
+  restored = checkpointing.restore(manager, 15, jax.tree.map(np.zeros_like, _state(0)))
+  assert int(restored['step']) == 15
+  assert os.path.isdir(checkpoints / '15' / 'state')

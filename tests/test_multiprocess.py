@@ -1,0 +1,84 @@
+"""Two processes on localhost (jax.distributed, CPU collectives over gloo, 2 devices each) run
+the real entry point and train exactly what one process with 4 devices trains."""
+
+import os
+import re
+import socket
+import subprocess
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from tests import e2e_config
+from tests.test_train import REPO
+from tests.test_train import _env
+from tests.test_train import _main_command
+from tests.test_train import _records
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def _final_state_on_host(workdir) -> tuple[int, dict]:
+  """(step, state) of the latest checkpoint as NumPy arrays, whatever devices saved it."""
+  steps = sorted(int(s) for s in os.listdir(workdir / 'checkpoints') if s.isdigit())
+  path = workdir / 'checkpoints' / str(steps[-1]) / 'state'
+  checkpointer = ocp.PyTreeCheckpointer()
+  tree = checkpointer.metadata(path).item_metadata.tree
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+  return steps[-1], checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+      restore_args=restore_args))
+
+
+def _losses(stderr: str) -> list[float]:
+  return [float(v) for v in re.findall(r'train/loss=([-+0-9.e]+)', stderr)]
+
+
+def test_two_processes_train_like_one(tmp_path):
+  overrides = {**e2e_config.TINY, 'train.num_steps': 4, 'train.eval_every': 4,
+               'train.log_every': 1, 'checkpoint.every_steps': 4}
+  flags = e2e_config.override_flags(overrides)
+  port = _free_port()
+  two = tmp_path / 'two'
+  procs = []
+  for process_id in (0, 1):
+    env = _env(2)
+    env['JAX_CPU_COLLECTIVES_IMPLEMENTATION'] = 'gloo'
+    command = _main_command(two, *flags, f'--coordinator_address=localhost:{port}',
+                            '--num_processes=2', f'--process_id={process_id}')
+    procs.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True))
+  one = tmp_path / 'one'  # The reference: one process, 4 devices; run alongside (compiling
+  # is mostly single-threaded, so three processes share the two cores well).
+  procs.append(subprocess.Popen(_main_command(one, *flags), cwd=REPO, env=_env(4),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+  outputs = [p.communicate(timeout=600) for p in procs]
+  for p, (_, stderr) in zip(procs, outputs):
+    assert p.returncode == 0, stderr[-4000:]
+  assert 'on 4 devices (2 processes)' in outputs[0][1]
+  assert 'on 4 devices (1 processes)' in outputs[2][1]
+  single_stderr = outputs[2][1]
+
+  losses_two, losses_one = _losses(outputs[0][1]), _losses(single_stderr)
+  assert len(losses_one) == 4 and len(losses_two) == 4
+  np.testing.assert_allclose(losses_two, losses_one, rtol=1e-5)
+  assert not _losses(outputs[1][1])  # Only process 0 logs.
+  step_two, state_two = _final_state_on_host(two)
+  step_one, state_one = _final_state_on_host(one)
+  assert step_two == step_one == 4
+  leaves_two, leaves_one = (e2e_config.flat_leaves(s) for s in (state_two, state_one))
+  for key in leaves_one:
+    np.testing.assert_allclose(leaves_two[key], leaves_one[key], rtol=1e-4, atol=5e-5,
+                               err_msg=key)
+  # The two hosts evaluated every image once between them: the same pixels counted, and
+  # (parameters equal to float tolerance) nearly the same predictions.
+  confusion_two = np.load(two / 'confusion_val_step_0000004.npy')
+  confusion_one = np.load(one / 'confusion_val_step_0000004.npy')
+  np.testing.assert_array_equal(confusion_two.sum(axis=1), confusion_one.sum(axis=1))
+  assert np.abs(confusion_two - confusion_one).sum() <= 1e-3 * confusion_one.sum()
+  record_two, record_one = _records(two)[-1], _records(one)[-1]
+  np.testing.assert_allclose(record_two['mIoU'], record_one['mIoU'], rtol=1e-3)
