@@ -1,7 +1,11 @@
 """Checkpoints: a save cut off mid-write is never restored; the data stream resumes with them."""
 
 import os
+import pathlib
 import shutil
+import signal
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -16,7 +20,7 @@ def _state(value: float) -> dict:
   return {'params': {'w': np.full((4, 3), value, np.float32)}, 'step': np.int32(value)}
 
 
-def _iterator():
+def make_iterator():
   config = default.get_config()
   config.data.synthetic_image_size, config.data.synthetic_train_size = (16, 16), 6
   config.augment.resize_scale, config.augment.crop_size = (), (16, 16)
@@ -27,7 +31,7 @@ def _iterator():
 def test_a_save_cut_off_mid_write_is_never_restored(tmp_path):
   config = default.get_config()
   manager = checkpointing.make_manager(str(tmp_path), config)
-  data = _iterator()
+  data = make_iterator()
   for step in (5, 10):
     next(data)
     checkpointing.save(manager, step, _state(step), data)
@@ -43,7 +47,7 @@ def test_a_save_cut_off_mid_write_is_never_restored(tmp_path):
       path.write_bytes(path.read_bytes()[:7])  # Torn files.
   manager = checkpointing.make_manager(str(tmp_path), config)
   assert manager.latest_step() == 10 and sorted(manager.all_steps()) == [5, 10]
-  resumed = _iterator()
+  resumed = make_iterator()
   restored = checkpointing.restore(manager, 10, jax.tree.map(np.zeros_like, _state(0)), resumed)
   np.testing.assert_array_equal(restored['params']['w'], _state(10)['params']['w'])
   batch = next(resumed)
@@ -57,3 +61,19 @@ def test_a_save_cut_off_mid_write_is_never_restored(tmp_path):
   restored = checkpointing.restore(manager, 15, jax.tree.map(np.zeros_like, _state(0)))
   assert int(restored['step']) == 15
   assert os.path.isdir(checkpoints / '15' / 'state')
+
+
+def test_a_process_killed_during_a_save_restores_the_previous_checkpoint(tmp_path):
+  """A real SIGKILL while checkpoint 2 (256 MB) is being written: checkpoint 1 is restored."""
+  result = subprocess.run([sys.executable, '-m', 'tests.killed_save', str(tmp_path)],
+                          cwd=pathlib.Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == -signal.SIGKILL, result.stdout + result.stderr[-3000:]
+  left = os.listdir(tmp_path / 'checkpoints')
+  assert '1' in left and '2' not in left, left
+  manager = checkpointing.make_manager(str(tmp_path), default.get_config())
+  assert manager.latest_step() == 1
+  target = {'params': {'w': np.zeros((64, 1024, 1024), np.float32)},
+            'step': np.zeros((), np.int32)}
+  restored = checkpointing.restore(manager, 1, target, make_iterator())
+  assert int(restored['step']) == 1 and float(restored['params']['w'].min()) == 1.0

@@ -5,8 +5,9 @@ The single-core figure runs the pipeline in this process with one read thread (a
 one thread): images/s per CPU core, the number to compare with the goal of 10 Cityscapes-size
 images/s per core. Then for each N in config.benchmark.data_workers the real pipeline with N
 grain worker processes (config.data.num_workers = N), whose per-core figure divides by the
-cores it can keep busy: min(CPU cores, N x config.data.prefetch_batches read threads). Each measurement skips config.benchmark.data_warmup_batches batches, then
-times config.benchmark.data_batches.
+cores it can keep busy: min(CPU cores, N x config.data.prefetch_batches read threads). Each
+measurement skips config.benchmark.data_warmup_batches batches, then times
+config.benchmark.data_batches.
 """
 
 import json
