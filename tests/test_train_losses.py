@@ -33,13 +33,8 @@ class SmallNet(nn.Module):
     return {'logits': nn.Conv(self.num_classes, (1, 1))(x)}
 
 
-@pytest.mark.parametrize('name', sorted(losses.LOSSES))
-def test_training_with_the_loss_lowers_it(name):
-  config = e2e_config.tiny_quickstart()
-  config.loss.main = ((name, 1.0, {}),)
-  config.train.batch_size = 4
-  config.schedule.name, config.schedule.warmup_steps = 'constant', 0
-  config.optimizer.lr = 3e-3
+def small_net_setup(config):
+  """(mesh, train state, jitted train step, one host batch) for SmallNet under `config`."""
   mesh, source, _, _, _, _ = train.setup(config, '')
   model = SmallNet(source.num_classes)
   params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
@@ -47,6 +42,17 @@ def test_training_with_the_loss_lowers_it(name):
   state, shardings = train.create_train_state(model, tx, jax.random.key(0), (32, 32), mesh)
   step_fn = train.make_train_step(model, tx, schedule, config, shardings, mesh)
   local = next(iter(pipeline.train_dataset(config, source)))
+  return mesh, state, step_fn, local
+
+
+@pytest.mark.parametrize('name', sorted(losses.LOSSES))
+def test_training_with_the_loss_lowers_it(name):
+  config = e2e_config.tiny_quickstart()
+  config.loss.main = ((name, 1.0, {}),)
+  config.train.batch_size = 4
+  config.schedule.name, config.schedule.warmup_steps = 'constant', 0
+  config.optimizer.lr = 3e-3
+  mesh, state, step_fn, local = small_net_setup(config)
   assert ('boundary_distance' in local) == (name in losses.DISTANCE_LOSSES)
   batch = sharding.to_global(local, sharding.batch_sharding(mesh, ('data',)))
   values = []

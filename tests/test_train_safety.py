@@ -6,23 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from semseg_jax import optimizers
 from semseg_jax import sharding
 from semseg_jax import train
 from semseg_jax.data import pipeline
 from tests import e2e_config
 from tests.test_train_losses import SmallNet
-
-
-def _setup(config):
-  mesh, source, _, _, _, _ = train.setup(config, '')
-  model = SmallNet(source.num_classes)
-  params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
-  tx, schedule = optimizers.make_optimizer(config, params['params'])
-  state, shardings = train.create_train_state(model, tx, jax.random.key(0), (32, 32), mesh)
-  step_fn = train.make_train_step(model, tx, schedule, config, shardings, mesh)
-  local = next(iter(pipeline.train_dataset(config, source)))
-  return mesh, state, step_fn, local
+from tests.test_train_losses import small_net_setup
 
 
 def _config(batch_size=4):
@@ -38,7 +27,7 @@ def _host(tree):
 
 
 def test_a_nan_step_changes_nothing_but_the_counters():
-  mesh, state, step_fn, local = _setup(_config())
+  mesh, state, step_fn, local = small_net_setup(_config())
   to_global = lambda b: sharding.to_global(b, sharding.batch_sharding(mesh, ('data',)))
   poisoned = dict(local, image=local['image'].copy())
   poisoned['image'][1, 3, 4, 0] = np.nan
@@ -59,11 +48,11 @@ def test_a_nan_step_changes_nothing_but_the_counters():
 @pytest.mark.parametrize('accum_steps', [2, 4])
 def test_gradient_accumulation_equals_the_full_batch(accum_steps):
   config = _config(batch_size=4)
-  mesh, state, full_step, local = _setup(config)
+  mesh, state, full_step, local = small_net_setup(config)
   local['label'][0, :20] = config.data.ignore_index  # Micro-batches of unequal weight.
   batch = sharding.to_global(local, sharding.batch_sharding(mesh, ('data',)))
   config.train.grad_accum_steps = accum_steps
-  _, _, accum_step, _ = _setup(config)
+  _, _, accum_step, _ = small_net_setup(config)
   copy = lambda s: jax.tree.map(jnp.copy, s)
   full_state, full_metrics = full_step(copy(state), batch)
   accum_state, accum_metrics = accum_step(copy(state), batch)
@@ -80,7 +69,7 @@ def test_batch_must_divide_into_micro_batches():
   config = _config(batch_size=4)
   config.train.grad_accum_steps = 3
   with pytest.raises(ValueError, match='config.train.grad_accum_steps=3'):
-    _setup(config)
+    small_net_setup(config)
 
 
 def test_training_stops_after_max_bad_steps(tmp_path, monkeypatch):

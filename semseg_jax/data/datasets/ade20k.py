@@ -103,15 +103,6 @@ LAYOUT = f"""Expected layout (root is the {DIRNAME} directory itself):
       validation/ADE_val_00000001.png ..."""
 
 
-def _check_ignore_index(ignore_index: Any) -> int:
-  if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-    raise ValueError(f'ignore_index must be an integer, got {ignore_index!r}.')
-  if not NUM_CLASSES <= int(ignore_index) <= 255:
-    raise ValueError(f'ignore_index={ignore_index} must lie in [{NUM_CLASSES}, 255]: labels are '
-                     f'uint8 and 0..{NUM_CLASSES - 1} are ADE20K classes.')
-  return int(ignore_index)
-
-
 def reduce_zero_label(label: np.ndarray, ignore_index: int = 255) -> np.ndarray:
   """Raw ADE20K label -> training label: 0 -> ignore_index, k -> k - 1 for k in 1..150.
 
@@ -119,7 +110,7 @@ def reduce_zero_label(label: np.ndarray, ignore_index: int = 255) -> np.ndarray:
   uint8 array of the same shape; the input is not modified. Values are not range-checked here:
   the source rejects raw values above 150 before calling this.
   """
-  ignore_index = _check_ignore_index(ignore_index)
+  ignore_index = files.check_ignore_index(ignore_index, NUM_CLASSES, 'ADE20K')
   label = np.asarray(label)
   if label.dtype != np.uint8:
     if not np.issubdtype(label.dtype, np.integer):
@@ -168,7 +159,7 @@ class ADE20KSource:
     if split not in SPLITS:
       raise ValueError(f'ADE20K: unknown split {split!r}; expected one of {sorted(SPLITS)}.')
     self.split = split
-    self.ignore_index = _check_ignore_index(ignore_index)
+    self.ignore_index = files.check_ignore_index(ignore_index, NUM_CLASSES, 'ADE20K')
     if root is None or not str(root).strip():
       raise _layout_error(f'no dataset root given (root={root!r}); set it to the path of the '
                           f'{DIRNAME} directory.')
