@@ -113,9 +113,7 @@ def convert_split(config: ml_collections.ConfigDict, split: str, out: str,
     raise files.DataError(f'{len(errors)} of {n} examples are bad, more than '
                           f'config.data.max_bad_fraction={config.data.max_bad_fraction}; the '
                           f'first: {errors[0]}')
-  used = shards[:shard + 1]
-  for unused in shards[shard + 1:]:  # Fewer examples than planned (skipped): no empty files.
-    logging.info('No records for %s.', unused)
+  used = shards[:shard + 1]  # Skipped examples may leave planned shards unwritten.
   metadata = {
       'format_version': arrayrecord.FORMAT_VERSION, 'dataset': config.data.name,
       'variant': config.data.variant, 'split': split, 'num_examples': len(names),
