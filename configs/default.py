@@ -17,10 +17,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Model: `name` is a key of semseg_jax.models.MODELS.
   config.model = ml_collections.ConfigDict()
   config.model.name = 'segformer'  # Architecture.
-  config.model.variant = 'b0'  # Size within the architecture (segformer: b0..b5).
+  config.model.variant = 'b0'  # Size / backbone within the architecture (segformer: b0..b5; ResNet nets: r50-d8, r101-d16...).
   config.model.dtype = 'float32'  # Compute dtype: float32 or bfloat16 (parameters stay float32).
   config.model.drop_path_rate = 0.1  # Stochastic depth rate (rises linearly over blocks).
   config.model.dropout_rate = 0.1  # Dropout before the classifier.
+  config.model.aux_head = True  # Attach the reference's auxiliary head(s), where the model has any (trained with config.loss.aux).
+  config.model.multi_grid = ()  # ResNet backbones: unit rates of the last stage's blocks (DeepLabV3's multi-grid, e.g. (1, 2, 4)); () = off.
   config.model.pretrained = ''  # Weights to start training from, and to evaluate / predict with when the workdir has no checkpoint: a semseg_jax checkpoint (a workdir, its checkpoints/, or checkpoints/<step>).
 
   # Data: the source, its label conventions and the input pipeline.

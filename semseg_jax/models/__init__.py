@@ -1,10 +1,17 @@
 """The model zoo: one dict from model name to constructor.
 
 A constructor takes (variant, num_classes, **options) and returns a linen Module called as
-`model.apply(variables, images, train=...)` that returns {'logits': [N, h, w, C], 'aux': [...]}.
+`model.apply(variables, images, train=...)` that returns {'logits': [N, h, w, C], 'aux': [...]}
+(`aux`: logits of auxiliary heads, computed when training only).
+
+Options come from config.model and are passed to a constructor only if its signature names
+them: dtype always; dropout_rate, drop_path_rate, aux_head, multi_grid where the model has such
+a thing. Setting an option that a model does not have (non-zero, non-empty) is an error, except
+aux_head, which means "the reference's auxiliary heads, where the model has any".
 """
 
-from typing import Callable
+import inspect
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -17,16 +24,31 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+OPTIONS = ('dropout_rate', 'drop_path_rate', 'aux_head', 'multi_grid')
+
+
+def model_options(model_config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The keyword arguments that config.model gives its model's constructor."""
+  name = model_config.name
+  if name not in MODELS:
+    raise ValueError(f'config.model.name={name!r} is not a known model; expected one of '
+                     f'{sorted(MODELS)}.')
+  if model_config.dtype not in _DTYPES:
+    raise ValueError(f'config.model.dtype={model_config.dtype!r}; expected one of '
+                     f'{sorted(_DTYPES)}.')
+  accepted = inspect.signature(MODELS[name]).parameters
+  options = {'dtype': _DTYPES[model_config.dtype]}
+  for option in OPTIONS:
+    value = model_config[option]
+    if option in accepted:
+      options[option] = tuple(value) if isinstance(value, (list, tuple)) else value
+    elif value and option != 'aux_head':
+      raise ValueError(f'config.model.{option}={value!r}, but model {name!r} has no such '
+                       f'option; set it to {0.0 if isinstance(value, float) else ()!r}.')
+  return options
 
 
 def build_model(model_config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
   """The model named by config.model, with num_classes outputs."""
-  if model_config.name not in MODELS:
-    raise ValueError(f'config.model.name={model_config.name!r} is not a known model; expected '
-                     f'one of {sorted(MODELS)}.')
-  if model_config.dtype not in _DTYPES:
-    raise ValueError(f'config.model.dtype={model_config.dtype!r}; expected one of '
-                     f'{sorted(_DTYPES)}.')
-  return MODELS[model_config.name](
-      model_config.variant, num_classes, dtype=_DTYPES[model_config.dtype],
-      drop_path_rate=model_config.drop_path_rate, dropout_rate=model_config.dropout_rate)
+  return MODELS[model_config.name](model_config.variant, num_classes,
+                                   **model_options(model_config))

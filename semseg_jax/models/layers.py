@@ -56,3 +56,114 @@ def bilinear_resize(x: jax.Array, size: tuple[int, int]) -> jax.Array:
   if (h, w) == tuple(size):
     return x
   return jax.image.resize(x, (n, *size, c), method='bilinear', antialias=False)
+
+
+# --- Convolutional building blocks (the CNN models; PyTorch/mmcv conventions) ---------------
+
+def kaiming_normal_fan_out() -> Initializer:
+  """PyTorch's `kaiming_normal_(mode='fan_out', nonlinearity='relu')`: N(0, 2 / fan_out), the
+  init of torchvision's ResNet convs and of mmcv's ConvModule."""
+  return nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+
+
+def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
+  return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def conv2d(features: int, kernel_size: int | tuple[int, int], stride: int = 1,
+           dilation: int = 1, padding: int | tuple[int, int] | None = None, groups: int = 1,
+           use_bias: bool = False, kernel_init: Initializer | None = None,
+           dtype: Any = jnp.float32, name: str | None = None) -> nn.Conv:
+  """A PyTorch `nn.Conv2d`: explicit symmetric zero padding (default dilation * (k - 1) // 2 per
+  side, which keeps the size at stride 1), no bias by default (a norm follows), He init."""
+  kh, kw = _pair(kernel_size)
+  if padding is None:
+    padding = (dilation * (kh - 1) // 2, dilation * (kw - 1) // 2)
+  ph, pw = _pair(padding)
+  return nn.Conv(features, (kh, kw), strides=stride, padding=((ph, ph), (pw, pw)),
+                 kernel_dilation=dilation, feature_group_count=groups, use_bias=use_bias,
+                 kernel_init=kernel_init or kaiming_normal_fan_out(),
+                 bias_init=nn.initializers.zeros, dtype=dtype, name=name)
+
+
+def batch_norm(train: bool, dtype: Any = jnp.float32, zero_init: bool = False,
+               epsilon: float = 1e-5, name: str | None = None) -> nn.BatchNorm:
+  """PyTorch's BatchNorm2d (momentum 0.1 = flax 0.9, eps 1e-5). Under jit over a sharded batch
+  its statistics are those of the global batch (SyncBN). `zero_init` starts gamma at 0."""
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=epsilon,
+                      dtype=dtype, scale_init=nn.initializers.zeros if zero_init else
+                      nn.initializers.ones, name=name)
+
+
+class ConvBNAct(nn.Module):
+  """mmcv's ConvModule: conv (no bias) -> BatchNorm -> activation (None: linear)."""
+  features: int
+  kernel_size: int | tuple[int, int] = 3
+  stride: int = 1
+  dilation: int = 1
+  groups: int = 1
+  activation: Callable[[jax.Array], jax.Array] | None = nn.relu
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    x = conv2d(self.features, self.kernel_size, self.stride, self.dilation, groups=self.groups,
+               dtype=self.dtype, name='conv')(x)
+    x = batch_norm(train, self.dtype, name='bn')(x)
+    return x if self.activation is None else self.activation(x)
+
+
+class SegClassifier(nn.Module):
+  """mmseg's BaseDecodeHead.cls_seg: channel dropout (Dropout2d) then a 1x1 conv with bias,
+  weights N(0, 0.01^2)."""
+  num_classes: int
+  dropout_rate: float = 0.1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2), deterministic=not train)(x)
+    return conv2d(self.num_classes, 1, use_bias=True, kernel_init=nn.initializers.normal(0.01),
+                  dtype=self.dtype, name='conv_seg')(x)
+
+
+def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0,
+             ceil_mode: bool = False) -> jax.Array:
+  """PyTorch's MaxPool2d: padding counts as -inf; ceil_mode adds the partial last window."""
+  pads = []
+  for size in x.shape[1:3]:
+    extra = 0
+    if ceil_mode:
+      out = -(-(size + 2 * padding - window) // stride) + 1
+      if (out - 1) * stride >= size + padding:  # PyTorch drops a window starting in the padding.
+        out -= 1
+      extra = max((out - 1) * stride + window - (size + 2 * padding), 0)
+    pads.append((padding, padding + extra))
+  return nn.max_pool(x, (window, window), strides=(stride, stride), padding=pads)
+
+
+def max_pool_2x2_with_indices(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """2x2 max pooling at stride 2 that also returns where each maximum was (0..3 within its
+  window, row-major; the first maximum on ties), for max-unpooling (SegNet, ENet).
+
+  Odd sizes are padded with -inf to the next even size (Caffe's and ceil_mode's rounding), so no
+  row or column is dropped; `max_unpool_2x2` crops back to the input size.
+  """
+  n, h, w, c = x.shape
+  x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), constant_values=-jnp.inf)
+  windows = x.reshape(n, (h + 1) // 2, 2, (w + 1) // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+  windows = windows.reshape(n, (h + 1) // 2, (w + 1) // 2, 4, c)
+  indices = jnp.argmax(windows, axis=3).astype(jnp.int8)
+  pooled = jnp.take_along_axis(windows, indices[:, :, :, None].astype(jnp.int32), axis=3)
+  return pooled[:, :, :, 0], indices
+
+
+def max_unpool_2x2(x: jax.Array, indices: jax.Array, output_hw: tuple[int, int]) -> jax.Array:
+  """Inverse of `max_pool_2x2_with_indices`: each value goes back to where its maximum was, the
+  other three places of its window are zero (PyTorch's MaxUnpool2d); output cropped to
+  `output_hw`."""
+  n, hp, wp, c = x.shape
+  onehot = jax.nn.one_hot(indices, 4, axis=3, dtype=x.dtype)  # [n, hp, wp, 4, c]
+  windows = (onehot * x[:, :, :, None]).reshape(n, hp, wp, 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+  full = windows.reshape(n, 2 * hp, 2 * wp, c)
+  return full[:, :output_hw[0], :output_hw[1]]

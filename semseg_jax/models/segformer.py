@@ -224,9 +224,12 @@ class SegFormer(nn.Module):
     return {'logits': logits.astype(jnp.float32), 'aux': []}
 
 
-def segformer(variant: str, num_classes: int, **overrides: Any) -> SegFormer:
+def segformer(variant: str, num_classes: int, *, dtype: Any = jnp.float32,
+              drop_path_rate: float = 0.1, dropout_rate: float = 0.1,
+              **overrides: Any) -> SegFormer:
   """SegFormer-B0..B5 ('b0'..'b5') with `num_classes` outputs; `overrides` replace fields."""
   if variant not in SEGFORMER_VARIANTS:
     raise ValueError(f'Unknown SegFormer variant {variant!r}; expected one of '
                      f'{sorted(SEGFORMER_VARIANTS)}.')
-  return SegFormer(num_classes=num_classes, **{**SEGFORMER_VARIANTS[variant], **overrides})
+  return SegFormer(num_classes=num_classes, dtype=dtype, drop_path_rate=drop_path_rate,
+                   dropout_rate=dropout_rate, **{**SEGFORMER_VARIANTS[variant], **overrides})

@@ -1,0 +1,1 @@
+"""Backbones: modules that map images to a list of feature maps, finest first."""
