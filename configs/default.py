@@ -85,6 +85,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.main = (('cross_entropy', 1.0, {}),)  # Terms on the main head's logits.
   config.loss.aux = (('cross_entropy', 0.4, {}),)  # Terms on each auxiliary head's logits.
   config.loss.class_weights = ()  # Per-class weights for every term (() = all equal).
+  config.loss.class_weighting = ''  # Per-class weights computed from the training split's labels at start: 'median_frequency' (SegNet) | 'enet' (ENet's 1 / ln(1.02 + p)) | '' (use class_weights).
   config.loss.distance_max_classes = 0  # Distance losses: classes per crop with a map (0 = all; lower it for many-class datasets).
 
   # Optimizer (optax); per-parameter multipliers are regexes on the '/'-joined parameter path.

@@ -29,6 +29,7 @@ from semseg_jax import models
 from semseg_jax import optimizers
 from semseg_jax import sharding
 from semseg_jax import visualize
+from semseg_jax.data import check
 from semseg_jax.data import datasets
 from semseg_jax.data import pipeline
 
@@ -238,6 +239,29 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   losses.check_loss_terms(config.loss.main, 'config.loss.main')
   losses.check_loss_terms(config.loss.aux, 'config.loss.aux')
   evaluate.check_eval_config(config.eval)
+  weighting = config.loss.class_weighting
+  if weighting not in ('', 'median_frequency', 'enet'):
+    raise ValueError(f'config.loss.class_weighting={weighting!r}; expected median_frequency, '
+                     "enet or ''.")
+  if weighting and config.loss.class_weights:
+    raise ValueError('config.loss.class_weighting and config.loss.class_weights are both set; '
+                     'give one of them.')
+
+
+def resolve_class_weighting(config: ml_collections.ConfigDict) -> None:
+  """With config.loss.class_weighting, sets config.loss.class_weights from the pixel counts of
+  the training split (read once, here, on every process alike)."""
+  weighting = config.loss.class_weighting
+  if not weighting:
+    return
+  report = check.check_split(config, config.data.train_split, workers=config.data.num_workers)
+  if report['problems'] and not config.data.skip_bad_examples:
+    raise ValueError(f'config.loss.class_weighting={weighting!r}: the training split has bad '
+                     f'examples, e.g. {report["problems"][0]}')
+  weights = tuple(float(w) for w in report['class_weights'][weighting])
+  logging.info('Class weights (%s) from %d training labels: %s', weighting, report['examples'],
+               ', '.join(f'{n}={w:.4f}' for n, w in zip(report['class_names'], weights)))
+  config.loss.class_weights = weights
 
 
 def build_model_and_optimizer(config: ml_collections.ConfigDict, num_classes: int):
@@ -311,6 +335,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   evaluating every config.train.eval_every steps and at the end. Returns the last metrics."""
   os.makedirs(workdir, exist_ok=True)
   mesh, train_source, eval_source, model, tx, schedule = setup(config, workdir)
+  resolve_class_weighting(config)
   writer = make_writer(workdir)
   state, state_shardings = create_train_state(model, tx, jax.random.key(config.seed),
                                               tuple(config.augment.crop_size), mesh,

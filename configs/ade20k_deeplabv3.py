@@ -1,0 +1,18 @@
+"""DeepLabV3 on ADE20K with mmsegmentation's CNN recipe (configs/cnn_recipes.py): mmseg's
+deeplabv3_<backbone>-d8_4xb4-160k_ade20k-512x512. DeepLabV3 (Chen et al. 2017): ResNet-D8 + ASPP
+(rates 12, 24, 36 at output stride 8; 6, 12, 18 at 16) with image pooling, auxiliary FCN head.
+
+--config=configs/ade20k_deeplabv3.py:<backbone>, <backbone> one of {r50: r50-d8, r101: r101-d8,
+r50-d16: r50-d16, r101-d16: r101-d16} (argument: model variant).
+"""
+
+import ml_collections
+
+from configs import cnn_recipes
+
+BACKBONES = {'r50': 'r50-d8', 'r101': 'r101-d8', 'r50-d16': 'r50-d16', 'r101-d16': 'r101-d16'}
+
+
+def get_config(arguments: str = 'r50') -> ml_collections.ConfigDict:
+  variant = cnn_recipes.variant_of('configs/ade20k_deeplabv3.py', arguments, BACKBONES)
+  return cnn_recipes.mmseg_cnn('ade20k', 'deeplabv3', variant)

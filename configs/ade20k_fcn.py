@@ -1,0 +1,18 @@
+"""FCN on ADE20K with mmsegmentation's CNN recipe (configs/cnn_recipes.py): mmseg's
+fcn_<backbone>-d8_4xb4-160k_ade20k-512x512. FCN (Long et al. 2015) in mmsegmentation's dilated
+form: ResNet-D8 + FCNHead (two 3x3 convs of 512, input concatenated), auxiliary FCN head.
+
+--config=configs/ade20k_fcn.py:<backbone>, <backbone> one of {r50: r50-d8, r101: r101-d8}
+(argument: model variant).
+"""
+
+import ml_collections
+
+from configs import cnn_recipes
+
+BACKBONES = {'r50': 'r50-d8', 'r101': 'r101-d8'}
+
+
+def get_config(arguments: str = 'r50') -> ml_collections.ConfigDict:
+  variant = cnn_recipes.variant_of('configs/ade20k_fcn.py', arguments, BACKBONES)
+  return cnn_recipes.mmseg_cnn('ade20k', 'fcn', variant)

@@ -1,0 +1,18 @@
+"""PSPNet on ADE20K with mmsegmentation's CNN recipe (configs/cnn_recipes.py): mmseg's
+pspnet_<backbone>-d8_4xb4-160k_ade20k-512x512. PSPNet (Zhao et al. 2017): ResNet-D8 + pyramid
+pooling (bins 1, 2, 3, 6), auxiliary FCN head.
+
+--config=configs/ade20k_pspnet.py:<backbone>, <backbone> one of {r50: r50-d8, r101: r101-d8}
+(argument: model variant).
+"""
+
+import ml_collections
+
+from configs import cnn_recipes
+
+BACKBONES = {'r50': 'r50-d8', 'r101': 'r101-d8'}
+
+
+def get_config(arguments: str = 'r50') -> ml_collections.ConfigDict:
+  variant = cnn_recipes.variant_of('configs/ade20k_pspnet.py', arguments, BACKBONES)
+  return cnn_recipes.mmseg_cnn('ade20k', 'pspnet', variant)

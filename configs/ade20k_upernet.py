@@ -1,0 +1,18 @@
+"""UPerNet on ADE20K with mmsegmentation's CNN recipe (configs/cnn_recipes.py): mmseg's
+upernet_<backbone>_4xb4-160k_ade20k-512x512. UPerNet (Xiao et al. 2018): ResNet (output stride
+32) + pyramid pooling and FPN fused at 1/4, auxiliary FCN head.
+
+--config=configs/ade20k_upernet.py:<backbone>, <backbone> one of {r50: r50, r101: r101}
+(argument: model variant).
+"""
+
+import ml_collections
+
+from configs import cnn_recipes
+
+BACKBONES = {'r50': 'r50', 'r101': 'r101'}
+
+
+def get_config(arguments: str = 'r50') -> ml_collections.ConfigDict:
+  variant = cnn_recipes.variant_of('configs/ade20k_upernet.py', arguments, BACKBONES)
+  return cnn_recipes.mmseg_cnn('ade20k', 'upernet', variant)

@@ -1,0 +1,38 @@
+"""ENet (Paszke et al. 2016) on CamVid, the paper's setting: `--config=configs/camvid_enet.py`.
+
+11 classes on full 360x480 frames (flip and photometric distortion), Adam with lr 5e-4 and
+weight decay 2e-4, mini-batches of 10, cross-entropy weighted by ENet's 1 / ln(1.02 + p_class)
+computed from the training labels. Differences: the paper trains the encoder first on
+downsampled labels and then the whole network; this trains the whole network at once, for 30k
+steps (about 820 epochs of the 367 training frames). Weight decay here is AdamW's decoupled
+form (the paper's Torch Adam added it to the gradient).
+"""
+
+import ml_collections
+
+from configs import datasets
+from configs import default
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = default.get_config()
+  datasets.camvid(config)
+  config.model.name = 'enet'
+  config.model.variant = 'enet'
+  config.model.dropout_rate = 0.1  # Stages 2+; stage 1 uses a tenth of it (0.01), as the paper.
+  config.model.drop_path_rate = 0.0
+  config.loss.class_weighting = 'enet'
+  config.optimizer.name = 'adamw'
+  config.optimizer.lr = 5e-4
+  config.optimizer.weight_decay = 2e-4
+  config.optimizer.no_decay_patterns = ()
+  config.optimizer.lr_multipliers = ()
+  config.schedule.name = 'constant'
+  config.schedule.warmup_steps = 0
+  config.train.batch_size = 10
+  config.train.num_steps = 30_000
+  config.train.eval_every = 3_000
+  config.checkpoint.every_steps = 3_000
+  config.eval.batch_size = 8
+  config.data.num_workers = 4
+  return config

@@ -1,0 +1,19 @@
+"""DUC-HDC on Cityscapes with mmsegmentation's CNN recipe (configs/cnn_recipes.py). DUC-HDC (Wang
+et al. 2018): ResNet with hybrid dilated convolution + dense upsampling convolution; no
+auxiliary head. The paper trains with its own crops and schedule; the common recipe here makes
+it comparable with the other CNNs.
+
+--config=configs/cityscapes_duc_hdc.py:<backbone>, <backbone> one of {r50: r50-hdc, r101:
+r101-hdc} (argument: model variant).
+"""
+
+import ml_collections
+
+from configs import cnn_recipes
+
+BACKBONES = {'r50': 'r50-hdc', 'r101': 'r101-hdc'}
+
+
+def get_config(arguments: str = 'r50') -> ml_collections.ConfigDict:
+  variant = cnn_recipes.variant_of('configs/cityscapes_duc_hdc.py', arguments, BACKBONES)
+  return cnn_recipes.mmseg_cnn('cityscapes', 'duc_hdc', variant)

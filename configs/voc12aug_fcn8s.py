@@ -1,0 +1,41 @@
+"""FCN-8s / 16s / 32s on VGG16 (Long, Shelhamer, Darrell, CVPR 2015) on Pascal VOC 2012 + SBD:
+`--config=configs/voc12aug_fcn8s.py` (FCN-8s) or `:16s` / `:32s`.
+
+The paper's optimisation (Sec. 4.3): SGD with momentum 0.9, weight decay 5e-4, a fixed learning
+rate of 1e-4 with biases at twice the rate, mini-batches of 20, dropout 0.5 after fc6 and fc7,
+class scores zero-initialised, upsampling initialised to bilinear. Differences: the paper fed
+whole images one at a time (batch 20 by gradient accumulation) and trained the 32s -> 16s -> 8s
+nets in stages; this trains the chosen net at once on 512x512 crops of the standard VOC
+augmentation (configs/datasets.py), 40k steps (about 75 epochs of train_aug's 10582 images).
+The paper's per-pixel loss was summed over pixels; ours is the mean over labelled pixels, hence
+a learning rate per mean-loss unit rather than the Caffe nets' 1e-10 per summed pixel.
+"""
+
+import ml_collections
+
+from configs import cnn_recipes
+from configs import datasets
+from configs import default
+
+VARIANTS = {'8s': 'vgg16-8s', '16s': 'vgg16-16s', '32s': 'vgg16-32s'}
+
+
+def get_config(arguments: str = '8s') -> ml_collections.ConfigDict:
+  variant = cnn_recipes.variant_of('configs/voc12aug_fcn8s.py', arguments, VARIANTS)
+  config = default.get_config()
+  datasets.voc12aug(config)
+  config.model.name = 'fcn'
+  config.model.variant = variant
+  config.model.dropout_rate = 0.5
+  config.model.drop_path_rate = 0.0
+  cnn_recipes.sgd(config, lr=1e-4, momentum=0.9, weight_decay=5e-4)
+  config.optimizer.lr_multipliers = (('/bias$', 2.0),)
+  config.schedule.name = 'constant'
+  config.schedule.warmup_steps = 0
+  config.train.batch_size = 20
+  config.train.num_steps = 40_000
+  config.train.eval_every = 4_000
+  config.checkpoint.every_steps = 4_000
+  config.eval.batch_size = 8
+  config.data.num_workers = 8
+  return config

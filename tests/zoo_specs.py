@@ -1,0 +1,21 @@
+"""Tiny instances of every model of the zoo, shared by the zoo tests: (model name, variant,
+constructor overrides, input (h, w), expected logits (h, w), number of aux outputs in training).
+"""
+
+import flax.linen as nn
+
+from semseg_jax import models
+
+NUM_CLASSES = 5
+
+# name -> (model, variant, overrides, input hw, logits hw, aux count)
+TINY = {
+    'segformer': ('segformer', 'b0', {'depths': (1, 1, 1, 1), 'widths': (16, 32, 40, 64),
+                                      'decoder_dim': 32}, (32, 32), (8, 8), 0),
+    'fcn_r18': ('fcn', 'r18-d8', {'channels': 16}, (33, 47), (5, 6), 1),
+}
+
+
+def build(key: str) -> nn.Module:
+  model, variant, overrides, *_ = TINY[key]
+  return models.MODELS[model](variant, NUM_CLASSES, **overrides)
