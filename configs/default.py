@@ -121,6 +121,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.flip = False  # Also infer on the horizontally flipped image; probabilities averaged.
   config.eval.align_multiple = 0  # Resize each side up to a multiple of this (SegFormer's aligned resize: 32); 0 = off.
   config.eval.batch_size = 8  # Global eval batch size (padded examples count nowhere).
+  config.eval.mc_dropout_samples = 0  # Monte-Carlo dropout test (Bayesian SegNet): dropout samples per view, mean probabilities predict; predict mode also writes uncertainty/ maps; 0 = off.
   config.eval.pad_multiple = 32  # Images are padded to a multiple of this (one compile per shape).
   config.eval.num_overlays = 4  # Prediction overlays written per evaluation.
   config.eval.checkpoint_step = -1  # --mode=eval restores this step (-1: the latest).

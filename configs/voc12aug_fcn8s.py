@@ -29,7 +29,8 @@ def get_config(arguments: str = '8s') -> ml_collections.ConfigDict:
   config.model.dropout_rate = 0.5
   config.model.drop_path_rate = 0.0
   cnn_recipes.sgd(config, lr=1e-4, momentum=0.9, weight_decay=5e-4)
-  config.optimizer.lr_multipliers = (('/bias$', 2.0),)
+  # The reference freezes the bilinear upsampling (Caffe lr_mult 0); biases learn twice as fast.
+  config.optimizer.lr_multipliers = (('^decode_head/upscore', 0.0), ('/bias$', 2.0))
   config.schedule.name = 'constant'
   config.schedule.warmup_steps = 0
   config.train.batch_size = 20

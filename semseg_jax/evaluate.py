@@ -26,6 +26,7 @@ from semseg_jax import metrics
 from semseg_jax import sharding
 from semseg_jax.data import pipeline
 from semseg_jax.data.datasets import files
+from semseg_jax.models import mc_dropout
 
 _INT32_MAX = 2**31 - 1
 
@@ -57,9 +58,16 @@ def flip_valid(x: jax.Array, widths: jax.Array) -> jax.Array:
 
 
 def infer_whole(model: nn.Module, variables: Any, images: jax.Array) -> jax.Array:
-  """float32 logits [N, H, W, C] of padded images [N, H, W, 3], resized to the input."""
+  """float32 logits [N, H, W, C] of padded images [N, H, W, 3], resized to the input.
+
+  A model that also returns an 'uncertainty' map (Monte-Carlo dropout) gets it as one more
+  channel, C + 1, so that windows, flips and resizing treat it like the logits.
+  """
   outputs = model.apply(variables, images, train=False)
-  return losses.resize_logits(outputs['logits'], images.shape[1:3])
+  logits = outputs['logits']
+  if 'uncertainty' in outputs:
+    logits = jnp.concatenate([logits, outputs['uncertainty'][..., None]], axis=-1)
+  return losses.resize_logits(logits, images.shape[1:3])
 
 
 def _num_windows(size, window: int, stride: int):
@@ -134,11 +142,27 @@ def predict_scores(model: nn.Module, variables: Any, batch: dict[str, Any],
 
   One view (single scale, no flip): the logits. Several views (config.eval.scales, flip): the
   softmax probabilities of every view, each resized to the label, averaged (mmseg's TTA).
+  With Monte-Carlo dropout (config.eval.mc_dropout_samples), see `predict_with_uncertainty`.
   """
+  return predict_with_uncertainty(model, variables, batch, eval_config)[0]
+
+
+def predict_with_uncertainty(model: Any, variables: Any, batch: dict[str, Any],
+                             eval_config: ml_collections.ConfigDict
+                             ) -> tuple[jax.Array, jax.Array | None]:
+  """(scores as predict_scores, per-pixel uncertainty [N, Hl, Wl] or None).
+
+  With config.eval.mc_dropout_samples = S > 0 the model runs S times per view with dropout on
+  (models.mc_dropout): its scores are the log of the mean probabilities, and the uncertainty,
+  the samples' variance averaged over classes, is averaged over the views like the scores.
+  """
+  if eval_config.mc_dropout_samples > 0 and not isinstance(model, mc_dropout.MonteCarloDropout):
+    model = mc_dropout.MonteCarloDropout(model, eval_config.mc_dropout_samples)
+  with_uncertainty = isinstance(model, mc_dropout.MonteCarloDropout)
   out_hw = batch['label'].shape[1:3]
   flips = (False, True) if eval_config.flip else (False,)
   views = [(s, f) for s in range(len(batch['images'])) for f in flips]
-  total = None
+  total, total_uncertainty = None, None
   for scale, flip in views:
     images, image_hw = batch['images'][scale], batch['image_hws'][scale]
     if flip:
@@ -152,11 +176,18 @@ def predict_scores(model: nn.Module, variables: Any, batch: dict[str, Any],
       logits = flip_valid(logits, image_hw[:, 1])
     at_label = jax.vmap(lambda l, i, t: resize_to_label(l, i, t, out_hw))(
         logits, image_hw, batch['label_hw'])
+    uncertainty = None
+    if with_uncertainty:
+      at_label, uncertainty = at_label[..., :-1], at_label[..., -1]
+      total_uncertainty = uncertainty if total_uncertainty is None else (
+          total_uncertainty + uncertainty)
     if len(views) == 1:
-      return at_label
+      return at_label, uncertainty
     probs = jax.nn.softmax(at_label, axis=-1)
     total = probs if total is None else total + probs
-  return total / len(views)
+  if with_uncertainty:
+    total_uncertainty = total_uncertainty / len(views)
+  return total / len(views), total_uncertainty
 
 
 EVAL_MODES = ('whole', 'slide')
@@ -176,22 +207,34 @@ def check_eval_config(eval_config: ml_collections.ConfigDict) -> None:
     raise ValueError(f'config.eval.scales={tuple(eval_config.scales)}; ratios must be > 0.')
   if eval_config.align_multiple < 0 or eval_config.pad_multiple < 1:
     raise ValueError('config.eval.align_multiple must be >= 0 and config.eval.pad_multiple >= 1.')
+  if eval_config.mc_dropout_samples < 0:
+    raise ValueError(f'config.eval.mc_dropout_samples={eval_config.mc_dropout_samples}; '
+                     'expected >= 0.')
 
 
 def make_eval_step(model: nn.Module, eval_config: ml_collections.ConfigDict, mesh: Mesh,
                    data_axes: tuple[str, ...], num_classes: int, ignore_index: int) -> Callable:
-  """jit(variables, batch) -> (ConfusionMatrix replicated, predictions [N, Hl, Wl] int32)."""
+  """jit(variables, batch) -> (ConfusionMatrix replicated, predictions [N, Hl, Wl] int32), or
+  with Monte-Carlo dropout (config.eval.mc_dropout_samples > 0) -> (ConfusionMatrix,
+  {'pred': predictions, 'uncertainty': [N, Hl, Wl] float32})."""
   check_eval_config(eval_config)
+  if eval_config.mc_dropout_samples > 0 and not hasattr(model, 'mc_dropout'):
+    raise ValueError(f'config.eval.mc_dropout_samples={eval_config.mc_dropout_samples}, but '
+                     f'{type(model).__name__} has no Monte-Carlo dropout (only models with an '
+                     '`mc_dropout` field, e.g. segnet:bayesian); set it to 0.')
 
   def eval_step(variables, batch):
-    scores = predict_scores(model, variables, batch, eval_config)
+    scores, uncertainty = predict_with_uncertainty(model, variables, batch, eval_config)
     pred = jnp.argmax(scores, axis=-1).astype(jnp.int32)
     confusion = metrics.ConfusionMatrix.from_model_output(
         labels=batch['label'], preds=pred, mask=batch['mask'], num_classes=num_classes,
         ignore_index=ignore_index)
-    return confusion, pred
-  return jax.jit(eval_step, out_shardings=(sharding.replicated(mesh),
-                                           sharding.batch_sharding(mesh, data_axes)))
+    if uncertainty is None:
+      return confusion, pred
+    return confusion, {'pred': pred, 'uncertainty': uncertainty}
+  rows = sharding.batch_sharding(mesh, data_axes)
+  outputs = {'pred': rows, 'uncertainty': rows} if eval_config.mc_dropout_samples > 0 else rows
+  return jax.jit(eval_step, out_shardings=(sharding.replicated(mesh), outputs))
 
 
 @dataclasses.dataclass
@@ -206,8 +249,9 @@ def evaluate(eval_step: Callable, variables: Any, config: ml_collections.ConfigD
              on_prediction: Callable[[int, np.ndarray], None] | None = None) -> EvalResult:
   """Evaluates `variables` on `source`; every host returns the same confusion matrix.
 
-  on_prediction(source index, prediction at the label's size) is called on each host for each
-  of its examples (prediction mode writes files there).
+  on_prediction(source index, prediction at the label's size, extras) is called on each host
+  for each of its examples (prediction mode writes files there); extras holds 'uncertainty' at
+  the label's size with Monte-Carlo dropout, else nothing.
   """
   num_classes = source.num_classes
   batch_sharding = sharding.batch_sharding(mesh, tuple(config.mesh.data_axes))
@@ -223,15 +267,21 @@ def evaluate(eval_step: Callable, variables: Any, config: ml_collections.ConfigD
     if running is not None and running_pixels + pixels > _INT32_MAX:
       total, running, running_pixels = total.merge(running.to_host()), None, 0
     confusion, pred = eval_step(variables, sharding.to_global(batch, batch_sharding))
+    uncertainty = None
+    if isinstance(pred, dict):  # Monte-Carlo dropout.
+      pred, uncertainty = pred['pred'], sharding.local_rows(pred['uncertainty'])
     running = confusion if running is None else running.merge(confusion)
     running_pixels += pixels
     wanted = on_prediction is not None or len(examples) < config.eval.num_overlays
     if wanted and np.any(indices >= 0):
-      for index, p, hw in zip(indices, sharding.local_rows(pred), batch['label_hw']):
+      for row, (index, p, hw) in enumerate(zip(indices, sharding.local_rows(pred),
+                                               batch['label_hw'])):
         if index < 0:
           continue
         if on_prediction is not None:
-          on_prediction(int(index), p[:hw[0], :hw[1]])
+          extras = {} if uncertainty is None else {
+              'uncertainty': uncertainty[row, :hw[0], :hw[1]]}
+          on_prediction(int(index), p[:hw[0], :hw[1]], extras)
         if len(examples) < config.eval.num_overlays:
           examples.append((int(index), p[:hw[0], :hw[1]]))
   if running is not None:

@@ -110,6 +110,16 @@ def write_prediction(output_dir: str, name: str, image: np.ndarray, pred: np.nda
     picture.save(os.path.join(output_dir, kind, f'{name}.png'))
 
 
+def write_uncertainty(output_dir: str, name: str, uncertainty: np.ndarray) -> None:
+  """uncertainty/<name>.png: Monte-Carlo dropout's per-pixel variance as 16-bit greyscale,
+  65535 = 0.25 (the largest variance a probability can have), and <name>.npy with the floats."""
+  os.makedirs(os.path.join(output_dir, 'uncertainty'), exist_ok=True)
+  path = os.path.join(output_dir, 'uncertainty', name)
+  np.save(path + '.npy', uncertainty.astype(np.float32))
+  scaled = np.clip(uncertainty / 0.25, 0.0, 1.0) * 65535.0
+  Image.fromarray(scaled.round().astype(np.uint16), mode='I;16').save(path + '.png')
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
   """Predicts every image of config.predict.inputs; returns the label PNG paths written here."""
   paths = list_images(config.predict.inputs)
@@ -122,9 +132,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
                                       len(class_names), config.data.ignore_index)
   written = []
 
-  def on_prediction(index: int, pred: np.ndarray) -> None:
+  def on_prediction(index: int, pred: np.ndarray, extras: dict) -> None:
     write_prediction(output_dir, source.name(index), source.read_image(index), pred, palette,
                      len(class_names))
+    if 'uncertainty' in extras:
+      write_uncertainty(output_dir, source.name(index), extras['uncertainty'])
     written.append(os.path.join(output_dir, 'labels', f'{source.name(index)}.png'))
 
   logging.info('Predicting %d images with the weights of step %d into %s.', len(paths), step,

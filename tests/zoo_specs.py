@@ -12,6 +12,13 @@ NUM_CLASSES = 5
 TINY = {
     'segformer': ('segformer', 'b0', {'depths': (1, 1, 1, 1), 'widths': (16, 32, 40, 64),
                                       'decoder_dim': 32}, (32, 32), (8, 8), 0),
+    'unet': ('unet', 'bn', {'base_width': 8, 'depth': 3}, (45, 61), (45, 61), 0),
+    'unet_paper': ('unet', 'paper', {'base_width': 8, 'depth': 3}, (32, 40), (32, 40), 0),
+    'enet': ('enet', 'enet', {}, (45, 61), (45, 61), 0),
+    'fcn8s': ('fcn', 'vgg16-8s', {'widths': (8, 16, 16, 32, 32), 'fc_features': 32}, (45, 61),
+              (45, 61), 0),
+    'bayesian_segnet': ('segnet', 'bayesian', {'widths': (8, 16, 16, 32, 32)}, (21, 27),
+                        (21, 27), 0),
     'fcn_r18': ('fcn', 'r18-d8', {'channels': 16}, (33, 47), (5, 6), 1),
 }
 

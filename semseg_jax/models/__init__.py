@@ -17,10 +17,18 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from semseg_jax.models import enet
+from semseg_jax.models import fcn
 from semseg_jax.models import segformer
+from semseg_jax.models import segnet
+from semseg_jax.models import unet
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     'segformer': segformer.segformer,
+    'fcn': fcn.fcn,
+    'segnet': segnet.segnet,
+    'unet': unet.unet,
+    'enet': enet.enet,
 }
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}

@@ -26,6 +26,7 @@ class EncoderDecoder(nn.Module):
   def __call__(self, images: jax.Array, train: bool = False) -> dict[str, Any]:
     features = self.backbone(images, train=train)
     logits = self.decode_head(features, train=train)
-    aux = [head(features, train=train).astype(jnp.float32) for head in self.auxiliary_heads] \
-        if train else []
-    return {'logits': logits.astype(jnp.float32), 'aux': aux}
+    aux = []
+    if train or self.is_initializing():  # Their parameters exist whatever mode init runs in.
+      aux = [head(features, train=train).astype(jnp.float32) for head in self.auxiliary_heads]
+    return {'logits': logits.astype(jnp.float32), 'aux': aux if train else []}

@@ -1,0 +1,249 @@
+"""U-Net and ENet: shapes at odd sizes, BatchNorm and dropout behaviour, PReLU, transposed convs
+and max unpooling against brute force, parameter counts."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from semseg_jax.models import layers
+from semseg_jax.models.enet import PReLU, conv_transpose, enet
+from semseg_jax.models.unet import unet, up_conv
+
+UNET_TINY = dict(base_width=8, depth=3)
+HW = (45, 61)
+NUM_CLASSES = 5
+
+
+def _count(tree) -> int:
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
+
+
+def _abstract_init(model, hw, dtype=jnp.float32):
+  images = jax.ShapeDtypeStruct((1, *hw, 3), dtype)
+  return jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images), images
+
+
+def _abstract_logits(model, hw, train):
+  variables, images = _abstract_init(model, hw)
+  out = jax.eval_shape(
+      lambda v, x: model.apply(v, x, train=train, rngs={'dropout': jax.random.key(1)},
+                               mutable=['batch_stats'])[0], variables, images)
+  return out
+
+
+def _run(model):
+  """Initialises `model` on 2 x 45 x 61 images; one jitted function (two compiles in all) gives
+  the train outputs, the updated batch_stats and the eval outputs for a dropout key."""
+  images = jax.random.normal(jax.random.key(0), (2, *HW, 3))
+  # An 'unsafe_rbg' key compiles the ~200 initialisers several times faster than threefry.
+  params_key = jax.random.key(1, impl='unsafe_rbg')
+  variables = jax.jit(lambda x: model.init({'params': params_key}, x))(images)
+
+  @jax.jit
+  def apply(key):
+    train_out, updated = model.apply(variables, images, train=True, rngs={'dropout': key},
+                                     mutable=['batch_stats'])
+    return train_out, updated, model.apply(variables, images, train=False, rngs={'dropout': key})
+
+  return variables, apply
+
+
+def _check_contract(variables, apply, bn_path):
+  out_a, updated, eval_a = apply(jax.random.key(2))
+  out_b, _, eval_b = apply(jax.random.key(3))
+  for out in (out_a, eval_a):
+    assert out['logits'].shape == (2, *HW, NUM_CLASSES)
+    assert out['logits'].dtype == jnp.float32
+    assert out['aux'] == []
+    assert bool(jnp.isfinite(out['logits']).all())
+  # Dropout draws from the 'dropout' rng in training only.
+  assert not np.allclose(out_a['logits'], out_b['logits'])
+  np.testing.assert_array_equal(eval_a['logits'], eval_b['logits'])
+  old, new = variables['batch_stats'], updated['batch_stats']
+  for key in bn_path:
+    old, new = old[key], new[key]
+  assert not np.allclose(old['mean'], new['mean'])
+  assert not np.allclose(old['var'], new['var'])
+
+
+def _torch_conv_transpose(x, weight, stride, padding, output_padding):
+  """PyTorch's ConvTranspose2d by definition: out[i*s + a - p] += x[i] * W[c, o, a]; NHWC x,
+  weight (C_in, C_out, kh, kw)."""
+  n, h, w, _ = x.shape
+  _, c_out, kh, kw = weight.shape
+  oh = (h - 1) * stride - 2 * padding + kh + output_padding
+  ow = (w - 1) * stride - 2 * padding + kw + output_padding
+  full = np.zeros((n, (h - 1) * stride + kh + output_padding,
+                   (w - 1) * stride + kw + output_padding, c_out))
+  for i in range(h):
+    for j in range(w):
+      full[:, i * stride:i * stride + kh, j * stride:j * stride + kw] += np.einsum(
+          'nc,coab->nabo', x[:, i, j], weight)
+  return full[:, padding:padding + oh, padding:padding + ow]
+
+
+# --- U-Net ---------------------------------------------------------------------------------
+
+def test_unet_bn_contract_at_odd_size():
+  """'bn' variant, base 8, depth 3: 45x61 is padded to 48x64 inside and cropped back."""
+  model = unet('bn', NUM_CLASSES, **UNET_TINY)
+  variables, apply = _run(model)
+  _check_contract(variables, apply, ('down1', 'bn1'))
+  params = variables['params']
+  assert set(params) == {'down1', 'down2', 'down3', 'upconv2', 'up2', 'upconv1', 'up1',
+                         'classifier'}
+  assert 'bias' not in params['down1']['conv1']  # BN follows
+  assert params['upconv2']['kernel'].shape == (2, 2, 16, 32)  # (kh, kw, out, in)
+  # The paper's init: N(0, 2 / N), N = 9 * C_in (3x3 conv, 8 * 16 * 9 = 1152 samples).
+  kernel = np.asarray(params['down2']['conv1']['kernel'])
+  assert abs(kernel.std() / math.sqrt(2 / (9 * 8)) - 1) < 0.1
+
+
+@pytest.mark.parametrize('hw', [(45, 61), (16, 16), (33, 17), (7, 5)])
+@pytest.mark.parametrize('train', [False, True])
+def test_unet_logits_cover_the_input(hw, train):
+  out = _abstract_logits(unet('paper', NUM_CLASSES, **UNET_TINY), hw, train)
+  assert out['logits'].shape == (1, *hw, NUM_CLASSES)
+  assert out['aux'] == []
+
+
+def test_unet_paper_variant_has_no_batch_norm():
+  variables, _ = _abstract_init(unet('paper', NUM_CLASSES, **UNET_TINY), HW)
+  assert set(variables) == {'params'}
+  assert variables['params']['down1']['conv1']['bias'].shape == (8,)
+
+
+def test_unet_up_conv_is_pytorch_conv_transpose():
+  x = np.random.default_rng(0).normal(size=(1, 3, 4, 6))
+  module = up_conv(5, 6, jnp.float32, name=None)
+  variables = module.init(jax.random.key(0), x)
+  kernel, bias = variables['params']['kernel'], variables['params']['bias']
+  weight = np.asarray(kernel).transpose(3, 2, 0, 1)  # (kh, kw, out, in) -> (in, out, kh, kw)
+  expected = _torch_conv_transpose(x, weight, 2, 0, 0) + np.asarray(bias)
+  with jax.default_matmul_precision('highest'):  # no TF32 on GPUs
+    out = module.apply(variables, x)
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+# Paper U-Net, base 64, depth 5, "same" 3x3 convs with bias (k*k*C_in*C_out + C_out):
+#   contracting 3->64: 1,792 + 36,928;  64->128: 73,856 + 147,584;  128->256: 295,168 + 590,080;
+#     256->512: 1,180,160 + 2,359,808;  512->1024: 4,719,616 + 9,438,208        = 18,843,200
+#   expanding, up-conv 2x2 (4*C_in*C_out + C_out) then two 3x3 convs:
+#     1024->512: 2,097,664 + 4,719,104 + 2,359,808 = 9,176,576
+#     512->256:    524,544 + 1,179,904 +   590,080 = 2,294,528
+#     256->128:    131,200 +   295,040 +   147,584 =   573,824
+#     128->64:      32,832 +    73,792 +    36,928 =   143,552                 = 12,188,480
+#   classifier 1x1: 64 * C + C = 65 C
+#   => 31,031,680 + 65 C: 31,031,810 at 2 classes, 31,032,395 at 11.
+# 'bn': the 18 3x3 convs lose C_out biases and gain 2 * C_out BN params: + sum(C_out) =
+#   2 * (64 + 128 + 256 + 512 + 1024) + 2 * (512 + 256 + 128 + 64) = 5,888.
+@pytest.mark.parametrize('variant, num_classes, expected', [
+    ('paper', 2, 31_031_810), ('paper', 11, 31_032_395),
+    ('bn', 2, 31_037_698), ('bn', 11, 31_038_283)])
+def test_unet_parameter_count(variant, num_classes, expected):
+  variables, _ = _abstract_init(unet(variant, num_classes), (16, 16))
+  assert _count(variables['params']) == expected
+
+
+# --- ENet ----------------------------------------------------------------------------------
+
+def test_enet_contract_at_odd_size():
+  variables, apply = _run(enet('enet', NUM_CLASSES))
+  _check_contract(variables, apply, ('bottleneck2_1', 'conv_bn'))
+
+
+@pytest.mark.parametrize('hw', [(45, 61), (64, 96), (33, 17), (360, 480)])
+@pytest.mark.parametrize('train', [False, True])
+def test_enet_logits_cover_the_input(hw, train):
+  out = _abstract_logits(enet('enet', NUM_CLASSES), hw, train)
+  assert out['logits'].shape == (1, *hw, NUM_CLASSES)
+  assert out['aux'] == []
+
+
+def test_enet_prelu_is_per_channel():
+  params = _abstract_init(enet('enet', NUM_CLASSES), HW)[0]['params']
+  assert params['initial']['prelu']['slope'].shape == (16,)
+  assert params['bottleneck1_0']['projection_prelu']['slope'].shape == (16,)
+  assert params['bottleneck2_3']['output_prelu']['slope'].shape == (128,)
+  assert 'output_prelu' not in params['bottleneck4_1']  # ReLU in the decoder
+  x = np.random.default_rng(0).normal(size=(2, 3, 4, 6)).astype(np.float32)
+  slope = np.linspace(-0.5, 0.7, 6).astype(np.float32)
+  out = PReLU().apply({'params': {'slope': slope}}, x)
+  np.testing.assert_allclose(out, np.where(x >= 0, x, slope * x), rtol=1e-6)
+  init = PReLU().init(jax.random.key(0), x)['params']['slope']
+  np.testing.assert_array_equal(init, np.full(6, 0.25, np.float32))
+
+
+@pytest.mark.parametrize('hw', [(6, 8), (5, 7)])
+def test_max_unpool_round_trip(hw):
+  """Unpooling puts each window's maximum back in place and zeros elsewhere; odd sizes keep
+  their last row/column (their windows are partial)."""
+  x = np.random.default_rng(1).normal(size=(2, *hw, 3)).astype(np.float32)
+  pooled, indices = layers.max_pool_2x2_with_indices(x)
+  unpooled = np.asarray(layers.max_unpool_2x2(pooled, indices, hw))
+  expected = np.zeros_like(x)
+  for i in range(0, hw[0], 2):
+    for j in range(0, hw[1], 2):
+      window = x[:, i:i + 2, j:j + 2]
+      top = window.max(axis=(1, 2), keepdims=True)
+      expected[:, i:i + 2, j:j + 2] = np.where(window == top, window, 0)
+      np.testing.assert_array_equal(pooled[:, i // 2, j // 2], top[:, 0, 0])
+  np.testing.assert_array_equal(unpooled, expected)
+
+
+@pytest.mark.parametrize('kernel, padding, output_padding', [(3, 1, 1), (2, 0, 0)])
+def test_enet_conv_transpose_is_pytorch(kernel, padding, output_padding):
+  x = np.random.default_rng(2).normal(size=(1, 3, 4, 6))
+  module = conv_transpose(5, kernel, 6, stride=2, padding=padding, output_padding=output_padding)
+  variables = module.init(jax.random.key(0), x)
+  kernel_, bias = variables['params']['kernel'], variables['params']['bias']
+  weight = np.asarray(kernel_).transpose(3, 2, 0, 1)
+  expected = _torch_conv_transpose(x, weight, 2, padding, output_padding) + np.asarray(bias)
+  assert expected.shape[1:3] == (6, 8)
+  with jax.default_matmul_precision('highest'):  # no TF32 on GPUs
+    out = module.apply(variables, x)
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+# ENet as the Torch7 code builds it (e-lab/ENet-training encoder.lua + decoder.lua); C = width,
+# m = C / 4 internal channels; BN = 2 params per channel, PReLU = 1 per channel:
+#   initial: 3x3 conv 3->13 with bias 364, BN 32, PReLU 16                         =     412
+#   encoder regular/dilated (C, m): projection C*m, 3x3 conv 9m^2 + m, expansion m*C,
+#     BN 2m + 2m + 2C, PReLU m + m + C  => 2Cm + 9m^2 + 7m + 3C: C=64: 4,656; C=128: 18,016
+#   asymmetric 5 (C=128, m=32): 1x5 5m^2 (no bias) + 5x1 5m^2 + m instead of the 3x3 => 19,040
+#   downsampling (in, out, m=out/4): 2x2 proj 4*in*m, 3x3 9m^2 + m, expansion m*out,
+#     BN 4m + 2out, PReLU 2m + out: 16->64: 4,656; 64->128: 22,112
+#   stage 1: 4,656 + 4 * 4,656 = 23,280; stage 2: 22,112 + 6 * 18,016 + 2 * 19,040 = 168,288;
+#   stage 3: 146,176                                                    encoder = 338,156
+#   upsampling (in, out, m=out/4): main 1x1 in*out + BN 2out; projection in*m + BN 2m;
+#     3x3 transposed 9m^2 + m + BN 2m; expansion m*out + BN 2out: 128->64: 13,904; 64->16: 1,572
+#   decoder regular (ReLU): 2Cm + 9m^2 + m + 4m + 2C: C=64: 4,560; C=16: 324
+#   decoder: 13,904 + 2 * 4,560 + 1,572 + 324 = 24,920;  fullconv 2x2: 16*4*C + C = 65 C
+#   => 363,076 + 65 C: 363,791 at 11 classes (CamVid), 364,311 at 19 (Cityscapes).
+#   (The paper quotes 0.37M. PyTorch-ENet, by the same arithmetic: 348,924 + 144 C.)
+@pytest.mark.parametrize('num_classes, expected', [(11, 363_791), (19, 364_311)])
+def test_enet_parameter_count(num_classes, expected):
+  variables, _ = _abstract_init(enet('enet', num_classes), (64, 64))
+  assert _count(variables['params']) == expected
+
+
+def test_bfloat16_logits_are_float32():
+  for model in (enet('enet', NUM_CLASSES, dtype=jnp.bfloat16),
+                unet('bn', NUM_CLASSES, dtype=jnp.bfloat16, **UNET_TINY)):
+    variables, images = _abstract_init(model, HW)
+    out = jax.eval_shape(lambda v, x, m=model: m.apply(v, x), variables, images)
+    assert out['logits'].dtype == jnp.float32
+    assert out['logits'].shape == (1, *HW, NUM_CLASSES)
+
+
+def test_unknown_variants_raise():
+  with pytest.raises(ValueError, match='paper'):
+    unet('r50', NUM_CLASSES)
+  with pytest.raises(ValueError, match='enet'):
+    enet('enet-small', NUM_CLASSES)
+  with pytest.raises(ValueError, match='depth'):
+    jax.eval_shape(lambda: unet('paper', 2, depth=1).init(
+        jax.random.key(0), jnp.zeros((1, 8, 8, 3))))

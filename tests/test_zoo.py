@@ -1,0 +1,76 @@
+"""Every model of the zoo at a tiny size (shapes, output stride, auxiliary outputs, a jitted
+train step on 8 devices), and every zoo config building its model at full size with the
+parameter count of the README's model table."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from semseg_jax import models
+from semseg_jax.models import stats
+from semseg_jax.models import table
+from tests import zoo_specs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize('key', sorted(zoo_specs.TINY))
+def test_tiny_model_outputs(key):
+  _, _, _, input_hw, logits_hw, num_aux = zoo_specs.TINY[key]
+  model = zoo_specs.build(key)
+  images = jax.ShapeDtypeStruct((2, *input_hw, 3), jnp.float32)
+  variables = jax.eval_shape(
+      lambda x: model.init({'params': jax.random.key(0), 'dropout': jax.random.key(1)}, x),
+      images)
+  rngs = {'dropout': jax.random.key(2)}
+  train_out = jax.eval_shape(lambda v, x: model.apply(v, x, train=True, rngs=rngs,
+                                                      mutable=['batch_stats'])[0],
+                             variables, images)
+  eval_out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False, rngs=rngs),
+                            variables, images)
+  expected = (2, *logits_hw, zoo_specs.NUM_CLASSES)
+  for out in (train_out, eval_out):
+    assert out['logits'].shape == expected and out['logits'].dtype == jnp.float32
+  assert len(train_out['aux']) == num_aux
+  for aux in train_out['aux']:
+    assert aux.shape[0] == 2 and aux.shape[-1] == zoo_specs.NUM_CLASSES
+    assert aux.dtype == jnp.float32
+  assert eval_out['aux'] == []
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables['params']))
+
+
+def test_train_step_of_every_model_on_8_devices(tmp_path):
+  out = tmp_path / 'zoo.json'
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu')
+  subprocess.run([sys.executable, '-m', 'tests.zoo_steps', str(out)], cwd=ROOT, env=env,
+                 check=True, timeout=1200)
+  results = json.loads(out.read_text())
+  assert sorted(results) == sorted(zoo_specs.TINY)
+  for key, result in results.items():
+    assert result['num_devices'] == 8, key
+    assert result['finite'] and result['step'] == 1, (key, result)
+    assert result['aux'] == zoo_specs.TINY[key][5], (key, result)
+    assert result['moved'] > 0.9, (key, result)  # Nearly every parameter array is trained.
+
+
+@pytest.mark.parametrize('row', table.ROWS, ids=lambda row: f'{row.config}:{row.argument}')
+def test_config_builds_its_model_with_the_table_parameter_count(row):
+  config = table.load_config(row.config, row.argument)
+  model = models.build_model(config.model, row.num_classes)
+  count = stats.count_params(stats.abstract_variables(model, (64, 64))['params'])
+  assert count == row.params, (row, count)
+  if row.reference and not row.explanation:
+    assert count == row.reference, row
+
+
+def test_readme_model_table_is_the_generated_one():
+  with open(os.path.join(ROOT, 'README.md')) as f:
+    readme = f.read()
+  for line in table.markdown_rows(with_macs=False):
+    assert line.rsplit('|', 2)[0] in readme, line
