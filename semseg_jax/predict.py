@@ -95,7 +95,7 @@ def label_picture(pred: np.ndarray, num_classes: int) -> Image.Image:
   """Raw class indices as an 8-bit (up to 256 classes) or 16-bit greyscale PNG image."""
   if num_classes <= 256:
     return Image.fromarray(pred.astype(np.uint8), mode='L')
-  return Image.fromarray(pred.astype(np.uint16), mode='I;16')
+  return Image.fromarray(pred.astype(np.uint16))  # Mode I;16.
 
 
 def write_prediction(output_dir: str, name: str, image: np.ndarray, pred: np.ndarray,
@@ -117,7 +117,7 @@ def write_uncertainty(output_dir: str, name: str, uncertainty: np.ndarray) -> No
   path = os.path.join(output_dir, 'uncertainty', name)
   np.save(path + '.npy', uncertainty.astype(np.float32))
   scaled = np.clip(uncertainty / 0.25, 0.0, 1.0) * 65535.0
-  Image.fromarray(scaled.round().astype(np.uint16), mode='I;16').save(path + '.png')
+  Image.fromarray(scaled.round().astype(np.uint16)).save(path + '.png')
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[str]:

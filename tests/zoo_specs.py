@@ -20,6 +20,12 @@ TINY = {
     'bayesian_segnet': ('segnet', 'bayesian', {'widths': (8, 16, 16, 32, 32)}, (21, 27),
                         (21, 27), 0),
     'fcn_r18': ('fcn', 'r18-d8', {'channels': 16}, (33, 47), (5, 6), 1),
+    'pspnet': ('pspnet', 'r18-d8', {'channels': 16}, (33, 47), (5, 6), 1),
+    'deeplabv3': ('deeplabv3', 'r18-d16', {'channels': 16}, (33, 47), (3, 3), 1),
+    'deeplabv3plus': ('deeplabv3plus', 'r18-d8', {'channels': 16, 'c1_channels': 8}, (33, 47),
+                      (9, 12), 1),
+    'deeplabv3plus_mv2': ('deeplabv3plus', 'mv2-d8', {'channels': 16, 'c1_channels': 8},
+                          (33, 47), (9, 12), 1),
 }
 
 

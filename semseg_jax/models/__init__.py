@@ -17,8 +17,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from semseg_jax.models import deeplabv3
+from semseg_jax.models import deeplabv3plus
 from semseg_jax.models import enet
 from semseg_jax.models import fcn
+from semseg_jax.models import pspnet
 from semseg_jax.models import segformer
 from semseg_jax.models import segnet
 from semseg_jax.models import unet
@@ -29,6 +32,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     'segnet': segnet.segnet,
     'unet': unet.unet,
     'enet': enet.enet,
+    'pspnet': pspnet.pspnet,
+    'deeplabv3': deeplabv3.deeplabv3,
+    'deeplabv3plus': deeplabv3plus.deeplabv3plus,
 }
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}

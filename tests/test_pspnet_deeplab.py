@@ -1,0 +1,359 @@
+"""PSPNet, DeepLabV3, DeepLabV3+ and the MobileNetV2 backbone: adaptive pooling bins, shapes and
+output strides, ASPP rates, parameter counts, randomness and BatchNorm updates."""
+
+import math
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from semseg_jax.models.backbones.mobilenet_v2 import MobileNetV2
+from semseg_jax.models.deeplabv3 import deeplabv3
+from semseg_jax.models.deeplabv3plus import deeplabv3plus
+from semseg_jax.models.heads.aspp_head import ASPPHead, DepthwiseSeparableASPPHead
+from semseg_jax.models.heads.psp_head import adaptive_avg_pool, adaptive_bin_edges
+from semseg_jax.models.pspnet import pspnet
+
+NUM_CLASSES = 5
+CONSTRUCTORS = {'pspnet': pspnet, 'deeplabv3': deeplabv3, 'deeplabv3plus': deeplabv3plus}
+# Tiny models (small head widths) for anything that runs; the backbones are the real ones. Two
+# run (compiling is what costs): PSPNet on ResNet-18 and DeepLabV3+ on MobileNetV2 cover both
+# backbones and both head families; the rest is checked abstractly.
+TINY = {
+    'pspnet': ('r18-d8', dict(channels=16)),
+    'deeplabv3plus': ('mv2-d8', dict(channels=16, c1_channels=8)),
+}
+
+
+def _count(tree) -> int:
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
+
+
+def _down(n: int, times: int) -> int:
+  """`times` PyTorch 3x3 stride-2 padding-1 convs/poolings: floor((n + 2 - 3) / 2) + 1 each."""
+  for _ in range(times):
+    n = (n + 2 - 3) // 2 + 1
+  return n
+
+
+def _abstract_variables(model, hw=(64, 64)):
+  """Variable shapes, initialised in eval mode as train.py does."""
+  return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *hw, 3))))
+
+
+def _train_output_shapes(model, hw, batch=1):
+  rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
+  out, _ = jax.eval_shape(
+      lambda: model.init_with_output(rngs, jnp.zeros((batch, *hw, 3)), train=True))
+  return out
+
+
+# --- Adaptive average pooling ----------------------------------------------------------------
+
+def _torch_adaptive_avg_pool_numpy(x: np.ndarray, bins: int) -> np.ndarray:
+  """AdaptiveAvgPool2d bin by bin: bin i spans [floor(i * n / b), ceil((i + 1) * n / b))."""
+  n, h, w, c = x.shape
+  out = np.zeros((n, bins, bins, c), np.float64)
+  for i in range(bins):
+    h0, h1 = math.floor(i * h / bins), math.ceil((i + 1) * h / bins)
+    for j in range(bins):
+      w0, w1 = math.floor(j * w / bins), math.ceil((j + 1) * w / bins)
+      out[:, i, j] = x[:, h0:h1, w0:w1].mean(axis=(1, 2))
+  return out
+
+
+@pytest.mark.parametrize('hw', [(7, 11), (13, 5), (12, 18), (4, 9)])
+def test_adaptive_avg_pool_matches_pytorch_bins(hw):
+  x = np.random.default_rng(0).normal(size=(2, *hw, 3)).astype(np.float32)
+  for bins in (1, 2, 3, 6):
+    np.testing.assert_allclose(adaptive_avg_pool(jnp.asarray(x), bins),
+                               _torch_adaptive_avg_pool_numpy(x, bins), rtol=1e-5, atol=1e-6)
+
+
+def test_adaptive_bin_edges_overlap_like_pytorch():
+  assert adaptive_bin_edges(7, 3) == [(0, 3), (2, 5), (4, 7)]
+  assert adaptive_bin_edges(10, 6) == [(0, 2), (1, 4), (3, 5), (5, 7), (6, 9), (8, 10)]
+  assert adaptive_bin_edges(60, 6) == [(10 * i, 10 * i + 10) for i in range(6)]
+  x = jnp.ones((1, 9, 7, 2), jnp.bfloat16)
+  assert adaptive_avg_pool(x, 3).dtype == jnp.bfloat16
+
+
+# --- Tiny models that run ---------------------------------------------------------------------
+
+@pytest.fixture(scope='module', params=sorted(TINY))
+def tiny(request):
+  name = request.param
+  variant, overrides = TINY[name]
+  model = CONSTRUCTORS[name](variant, NUM_CLASSES, **overrides)
+  images = jax.random.normal(jax.random.key(0), (2, 33, 45, 3))
+  # The 'rbg' generator: the same initialisers, but a jitted init compiles several times faster.
+  rngs = {'params': jax.random.key(1, impl='rbg'), 'dropout': jax.random.key(2, impl='rbg')}
+  variables = jax.jit(lambda x: model.init(rngs, x))(images)
+
+  @jax.jit
+  def train_apply(x, key):
+    return model.apply(variables, x, train=True, rngs={'dropout': key}, mutable=['batch_stats'])
+
+  @jax.jit
+  def eval_apply(x, key):
+    return model.apply(variables, x, train=False, rngs={'dropout': key})
+
+  return name, variables, images, train_apply, eval_apply
+
+
+def test_tiny_forward_train_and_eval(tiny):
+  name, variables, images, train_apply, eval_apply = tiny
+  # 33 x 45 input: stride 8 -> 5 x 6, stride 4 -> 9 x 12.
+  logits_hw, aux_hw = {'pspnet': ((5, 6), (5, 6)), 'deeplabv3plus': ((9, 12), (5, 6))}[name]
+  out, updated = train_apply(images, jax.random.key(3))
+  assert out['logits'].shape == (2, *logits_hw, NUM_CLASSES)
+  assert out['logits'].dtype == jnp.float32
+  assert [a.shape for a in out['aux']] == [(2, *aux_hw, NUM_CLASSES)]
+  assert bool(jnp.isfinite(out['logits']).all()) and bool(jnp.isfinite(out['aux'][0]).all())
+  assert set(updated) == {'batch_stats'}
+  bn = lambda v: v['batch_stats']['decode_head']['bottleneck']['bn']['mean']  # noqa: E731
+  assert not np.allclose(bn(updated), bn(variables))
+  # Dropout draws from the 'dropout' rng in training only.
+  other, _ = train_apply(images, jax.random.key(4))
+  assert not np.allclose(out['logits'], other['logits'])
+  evaluated = eval_apply(images, jax.random.key(3))
+  assert evaluated['aux'] == []
+  assert evaluated['logits'].shape == (2, *logits_hw, NUM_CLASSES)
+  assert bool(jnp.isfinite(evaluated['logits']).all())
+  np.testing.assert_array_equal(evaluated['logits'],
+                                eval_apply(images, jax.random.key(4))['logits'])
+
+
+# --- Shapes and output strides (abstract evaluation only) -------------------------------------
+
+@pytest.mark.parametrize('hw', [(64, 64), (37, 53), (33, 95)])
+@pytest.mark.parametrize('name,variant,overrides,logits_downs,aux_downs', [
+    ('pspnet', 'r18-d8', dict(channels=16), 3, 3),
+    ('pspnet', 'mv2-d8', dict(channels=16), 3, 3),
+    ('deeplabv3', 'r18-d8', dict(channels=16), 3, 3),
+    ('deeplabv3', 'r18-d16', dict(channels=16), 4, 4),
+    ('deeplabv3', 'r18v1-d16', dict(channels=16), 4, 4),
+    ('deeplabv3plus', 'r18-d8', dict(channels=16, c1_channels=8), 2, 3),
+    ('deeplabv3plus', 'r18-d16', dict(channels=16, c1_channels=8), 2, 4),
+    ('deeplabv3plus', 'mv2-d8', dict(channels=16, c1_channels=8), 2, 3),
+])
+def test_output_strides_follow_pytorch_conv_arithmetic(hw, name, variant, overrides,
+                                                       logits_downs, aux_downs):
+  """Logits at the head's input stride (2^downs: each halving rounds up like PyTorch's 3x3/2
+  convs): stride 8 / 16 for PSPNet and DeepLabV3, 4 for DeepLabV3+; aux on stage 3."""
+  model = CONSTRUCTORS[name](variant, NUM_CLASSES, **overrides)
+  out = _train_output_shapes(model, hw)
+  h, w = hw
+  assert out['logits'].shape == (1, _down(h, logits_downs), _down(w, logits_downs),
+                                 NUM_CLASSES)
+  assert [a.shape for a in out['aux']] == [(1, _down(h, aux_downs), _down(w, aux_downs),
+                                            NUM_CLASSES)]
+
+
+def test_no_aux_head_and_bfloat16():
+  model = deeplabv3plus('r18-d8', NUM_CLASSES, aux_head=False, dtype=jnp.bfloat16, channels=16,
+                        c1_channels=8)
+  out = _train_output_shapes(model, (40, 40))
+  assert out['aux'] == []
+  assert out['logits'].dtype == jnp.float32
+  variables = _abstract_variables(model, (40, 40))
+  assert set(variables['params']) == {'backbone', 'decode_head'}
+  assert {x.dtype for x in jax.tree.leaves(variables['params'])} == {jnp.dtype(jnp.float32)}
+
+
+def test_eval_mode_init_creates_aux_params():
+  """train.py initialises with train=False; the auxiliary heads' parameters must exist then too
+  (needs EncoderDecoder to run its auxiliary heads while initialising)."""
+  model = pspnet('r18-d8', NUM_CLASSES, channels=16)
+  variables = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, 33, 33, 3)), train=False))
+  assert set(variables['params']) == {'backbone', 'decode_head', 'auxiliary_heads_0'}
+
+
+# --- ASPP rates -------------------------------------------------------------------------------
+
+def _conv_dilations(module, features) -> list[int]:
+  """The rhs_dilation of every convolution `module` runs, in order (from its jaxpr)."""
+  variables = jax.eval_shape(lambda: module.init(jax.random.key(0), features))
+  jaxpr = str(jax.make_jaxpr(lambda v: module.apply(v, features))(variables))
+  return [int(d) for d in re.findall(r'rhs_dilation=\((\d+), \d+\)', jaxpr)]
+
+
+@pytest.mark.parametrize('constructor', [deeplabv3, deeplabv3plus])
+def test_aspp_rates_follow_output_stride(constructor):
+  assert constructor('r50-d8', 19).decode_head.dilations == (1, 12, 24, 36)
+  assert constructor('r101-d16', 19).decode_head.dilations == (1, 6, 12, 18)
+  assert constructor('mv2-d8', 19).decode_head.dilations == (1, 12, 24, 36)
+  assert constructor('r50-d16', 19, dilations=(1, 3, 6)).decode_head.dilations == (1, 3, 6)
+  with pytest.raises(ValueError, match='output stride 32'):
+    constructor('r50', 19)
+
+
+def test_aspp_branches_use_the_rates():
+  features = [jnp.zeros((1, 20, 20, 16))]
+  # image pool 1x1, rate-1 1x1, three 3x3 at the rates, 3x3 bottleneck, classifier.
+  assert _conv_dilations(ASPPHead(NUM_CLASSES, channels=8, dilations=(1, 6, 12, 18)),
+                         features) == [1, 1, 6, 12, 18, 1, 1]
+  # Separable: each rate is a depthwise 3x3 (dilated) + pointwise 1x1; then c1 1x1, two
+  # separable 3x3 (depthwise + pointwise each) and the classifier.
+  head = DepthwiseSeparableASPPHead(NUM_CLASSES, channels=8, c1_channels=4,
+                                    dilations=(1, 12, 24, 36))
+  assert _conv_dilations(head, features * 2) == [1, 1, 12, 1, 24, 1, 36, 1, 1, 1, 1, 1, 1, 1,
+                                                 1]
+
+
+# --- MobileNetV2 ------------------------------------------------------------------------------
+
+# torchvision's mobilenet_v2 has 3,504,872 parameters; without its final 1x1 conv 320 -> 1280
+# (409,600 + BN 2 * 1280) and classifier Linear(1280, 1000) (1,280,000 + 1,000), which mmseg
+# does not build: 3,504,872 - 412,160 - 1,281,000 = 1,811,712.
+MOBILENET_V2_TRUNK = 3_504_872 - (320 * 1280 + 2 * 1280) - (1280 * 1000 + 1000)
+
+
+def _mobilenet_v2_count_by_hand() -> int:
+  """Stem conv + BN, then per block: expand 1x1 + BN (if t > 1), depthwise 3x3 + BN, project
+  1x1 + BN."""
+  total, c_in = 3 * 9 * 32 + 2 * 32, 32
+  for t, c, n, _ in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                     (6, 160, 3, 2), (6, 320, 1, 1)):
+    for _ in range(n):
+      hidden = c_in * t
+      total += (c_in * hidden + 2 * hidden if t > 1 else 0) + 9 * hidden + 2 * hidden
+      total += hidden * c + 2 * c
+      c_in = c
+  return total
+
+
+def test_mobilenet_v2_trunk_matches_torchvision_and_strides():
+  assert MOBILENET_V2_TRUNK == _mobilenet_v2_count_by_hand() == 1_811_712
+  images = jnp.zeros((1, 37, 53, 3))
+  for output_stride, downs in ((8, (2, 3, 3, 3)), (16, (2, 3, 4, 4)), (32, (2, 3, 4, 5))):
+    backbone = MobileNetV2(output_stride=output_stride)
+    feats, variables = jax.eval_shape(
+        lambda: backbone.init_with_output(jax.random.key(0), images))
+    assert _count(variables['params']) == MOBILENET_V2_TRUNK
+    assert [f.shape for f in feats] == [(1, _down(37, d), _down(53, d), c)
+                                        for d, c in zip(downs, (24, 32, 96, 320))]
+  half = MobileNetV2(widen_factor=0.5, out_indices=(0, 6))
+  feats = jax.eval_shape(lambda: half.init_with_output(jax.random.key(0), images)[0])
+  assert [f.shape[-1] for f in feats] == [8, 160]
+
+
+def test_mobilenet_v2_dilates_first_block_of_each_layer_only():
+  """mmseg's M-V2-D8: dilations (1, 1, 1, 2, 2, 4, 4) go to the first block of layers 4-7."""
+  dilations = _conv_dilations(MobileNetV2(output_stride=8), jnp.zeros((1, 32, 32, 3)))
+  assert len(dilations) == 1 + 2 + 3 * 16  # stem, the t = 1 block, 16 blocks with expansion
+  assert sorted(d for d in dilations if d > 1) == [2, 2, 4, 4]
+
+
+# --- Parameter counts of the full-size models --------------------------------------------------
+
+# ResNet trunks (torchvision's total minus its fc, plus V1c's deep stem: 3x3 convs 3->32->32->64
+# with BN = 28,768 instead of the 7x7 conv + BN's 9,536, i.e. + 19,232):
+RESNET50_V1C = 25_557_032 - (2048 * 1000 + 1000) + 19_232    # 23,527,264
+RESNET101_V1C = 44_549_160 - (2048 * 1000 + 1000) + 19_232   # 42,519,392
+BACKBONES = {'r50-d8': RESNET50_V1C, 'r101-d8': RESNET101_V1C, 'r101-d16': RESNET101_V1C,
+             'mv2-d8': MOBILENET_V2_TRUNK}
+
+
+def _conv_module(c_in: int, c_out: int, k: int) -> int:
+  return c_in * c_out * k * k + 2 * c_out
+
+
+def _separable(c_in: int, c_out: int) -> int:
+  # depthwise 3x3 (9 weights per channel) + BN, pointwise 1x1 ConvModule.
+  return 9 * c_in + 2 * c_in + _conv_module(c_in, c_out, 1)
+
+
+def _psp_head(c_in: int, channels: int = 512) -> int:
+  # 4 pooled 1x1 ConvModules; 3x3 bottleneck on the input + 4 levels.
+  return 4 * _conv_module(c_in, channels, 1) + _conv_module(c_in + 4 * channels, channels, 3)
+
+
+def _aspp_head(c_in: int, channels: int = 512) -> int:
+  # image pool 1x1, rate-1 1x1, three 3x3, 3x3 bottleneck on 5 * channels.
+  return (2 * _conv_module(c_in, channels, 1) + 3 * _conv_module(c_in, channels, 3)
+          + _conv_module(5 * channels, channels, 3))
+
+
+def _sep_aspp_head(c_in: int, c1_in: int, channels: int = 512, c1: int = 48) -> int:
+  # image pool, rate-1 1x1, three separable branches, 3x3 bottleneck, c1 1x1, two separable.
+  return (2 * _conv_module(c_in, channels, 1) + 3 * _separable(c_in, channels)
+          + _conv_module(5 * channels, channels, 3) + _conv_module(c1_in, c1, 1)
+          + _separable(channels + c1, channels) + _separable(channels, channels))
+
+
+HEADS = {  # (decode head without classifier, auxiliary head without classifier)
+    ('pspnet', 'resnet'): (_psp_head(2048), _conv_module(1024, 256, 3)),
+    ('pspnet', 'mv2'): (_psp_head(320), _conv_module(96, 256, 3)),
+    ('deeplabv3', 'resnet'): (_aspp_head(2048), _conv_module(1024, 256, 3)),
+    ('deeplabv3', 'mv2'): (_aspp_head(320), _conv_module(96, 256, 3)),
+    ('deeplabv3plus', 'resnet'): (_sep_aspp_head(2048, 256), _conv_module(1024, 256, 3)),
+    ('deeplabv3plus', 'mv2'): (_sep_aspp_head(320, 24), _conv_module(96, 256, 3)),
+}
+
+# Totals with the auxiliary head at 19 / 150 classes (classifiers: 513 C decode, 257 C aux).
+EXPECTED_WITH_AUX = {
+    ('pspnet', 'r50-d8', 19): 48_975_494,
+    ('pspnet', 'r101-d8', 19): 67_967_622,
+    ('pspnet', 'mv2-d8', 150): 13_721_132,
+    ('deeplabv3', 'r50-d8', 19): 68_113_030,
+    ('deeplabv3', 'r101-d16', 150): 87_206_028,
+    ('deeplabv3', 'mv2-d8', 19): 18_602_022,
+    ('deeplabv3plus', 'r50-d8', 150): 43_690_748,
+    ('deeplabv3plus', 'r101-d8', 19): 62_582_006,
+    ('deeplabv3plus', 'mv2-d8', 19): 15_244_374,
+}
+
+
+@pytest.mark.parametrize('name,variant,classes', sorted(EXPECTED_WITH_AUX))
+def test_full_size_param_counts(name, variant, classes):
+  model = CONSTRUCTORS[name](variant, classes)
+  params = _abstract_variables(model)['params']
+  kind = 'mv2' if variant.startswith('mv2') else 'resnet'
+  decode, aux = HEADS[(name, kind)]
+  assert _count(params['backbone']) == BACKBONES[variant]
+  assert _count(params['decode_head']) == decode + 513 * classes
+  assert _count(params['auxiliary_heads_0']) == aux + 257 * classes
+  assert _count(params) == EXPECTED_WITH_AUX[(name, variant, classes)]
+  assert (BACKBONES[variant] + decode + aux + 770 * classes
+          == EXPECTED_WITH_AUX[(name, variant, classes)])
+
+
+def test_param_names():
+  def tree(name, variant):
+    return _abstract_variables(CONSTRUCTORS[name](variant, NUM_CLASSES, channels=16))['params']
+  psp = tree('pspnet', 'r18-d8')
+  assert set(psp) == {'backbone', 'decode_head', 'auxiliary_heads_0'}
+  assert set(psp['decode_head']) == {'psp_modules_0', 'psp_modules_1', 'psp_modules_2',
+                                     'psp_modules_3', 'bottleneck', 'classifier'}
+  assert set(psp['auxiliary_heads_0']) == {'convs_0', 'classifier'}
+  aspp = tree('deeplabv3', 'r18-d8')['decode_head']
+  assert set(aspp) == {'image_pool', 'aspp_modules_0', 'aspp_modules_1', 'aspp_modules_2',
+                       'aspp_modules_3', 'bottleneck', 'classifier'}
+  assert aspp['aspp_modules_0']['conv']['kernel'].shape == (1, 1, 512, 16)
+  sep = tree('deeplabv3plus', 'mv2-d8')
+  assert set(sep['decode_head']) == {'image_pool', 'aspp_modules_0', 'aspp_modules_1',
+                                     'aspp_modules_2', 'aspp_modules_3', 'bottleneck',
+                                     'c1_bottleneck', 'sep_bottleneck_0', 'sep_bottleneck_1',
+                                     'classifier'}
+  branch = sep['decode_head']['aspp_modules_1']
+  assert branch['depthwise_conv']['conv']['kernel'].shape == (3, 3, 1, 320)
+  assert branch['pointwise_conv']['conv']['kernel'].shape == (1, 1, 320, 16)
+  assert sep['decode_head']['c1_bottleneck']['conv']['kernel'].shape == (1, 1, 24, 48)
+  mv2 = sep['backbone']
+  assert set(mv2) == {'conv1'} | {f'layer{i + 1}_block{j}' for i, n in
+                                  enumerate((1, 2, 3, 4, 3, 3, 1)) for j in range(n)}
+  assert set(mv2['layer1_block0']) == {'depthwise_conv', 'linear_conv'}
+  assert set(mv2['layer2_block0']) == {'expand_conv', 'depthwise_conv', 'linear_conv'}
+
+
+def test_invalid_options():
+  with pytest.raises(ValueError, match="'r50-x8'.*mv2"):
+    pspnet('r50-x8', 19)
+  with pytest.raises(ValueError, match="'mv3-d8'"):
+    deeplabv3('mv3-d8', 19)
+  with pytest.raises(ValueError, match='multi_grid'):
+    deeplabv3plus('mv2-d8', 19, multi_grid=(1, 2, 4))
