@@ -4,14 +4,15 @@ no auxiliary head. The paper trains with its own crops and schedule; the common 
 makes it comparable with the other CNNs.
 
 --config=configs/cityscapes_gcn.py:<backbone>, <backbone> one of {r50: r50, r101: r101, r152:
-r152} (argument: model variant).
+r152, r152v1: r152v1} (argument: model variant); r152v1 is the paper's ResNet-152 (torchvision
+stem), the others the v1c deep stem.
 """
 
 import ml_collections
 
 from configs import cnn_recipes
 
-BACKBONES = {'r50': 'r50', 'r101': 'r101', 'r152': 'r152'}
+BACKBONES = {'r50': 'r50', 'r101': 'r101', 'r152': 'r152', 'r152v1': 'r152v1'}
 
 
 def get_config(arguments: str = 'r50') -> ml_collections.ConfigDict:

@@ -3,8 +3,9 @@
 `mmseg_cnn(dataset, model, variant)` is mmsegmentation's schedule for its CNN results (PSPNet,
 DeepLabV3/V3+, FCN, UPerNet... on ResNet-D8): SGD lr 0.01, momentum 0.9, weight decay 5e-4 on
 every parameter (norms included), poly decay with power 0.9 to a minimum lr of 1e-4, no
-warm-up, auxiliary FCN head with loss weight 0.4, dropout 0.1 before the classifier, and per
-dataset the batch and length of its schedules:
+warm-up, auxiliary FCN head with loss weight 0.4, dropout 0.1 before the classifier (none for
+GCN and DUC-HDC, whose references have none), and per dataset the batch and length of its
+schedules:
   cityscapes: 512x1024 crops, global batch 8, 80k steps (mmseg's *_4xb2-80k_cityscapes-512x1024)
   ade20k:     512x512 crops, global batch 16, 160k steps (*_4xb4-160k_ade20k-512x512)
   voc12aug:   512x512 crops, global batch 16, 40k steps (*_4xb4-40k_voc12aug-512x512)
@@ -15,6 +16,9 @@ import ml_collections
 
 from configs import datasets
 from configs import default
+
+# Models whose papers and references have no dropout before the classifier.
+NO_DROPOUT = ('gcn', 'duc_hdc')
 
 # dataset -> (global batch, steps, steps between evaluations)
 SCHEDULES = {
@@ -31,7 +35,7 @@ def mmseg_cnn(dataset: str, model: str, variant: str) -> ml_collections.ConfigDi
   datasets.SETTINGS[dataset](config)
   config.model.name = model
   config.model.variant = variant
-  config.model.dropout_rate = 0.1
+  config.model.dropout_rate = 0.0 if model in NO_DROPOUT else 0.1
   config.model.drop_path_rate = 0.0
   config.model.aux_head = True
   config.loss.main = (('cross_entropy', 1.0, {}),)

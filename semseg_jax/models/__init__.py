@@ -19,12 +19,15 @@ import ml_collections
 
 from semseg_jax.models import deeplabv3
 from semseg_jax.models import deeplabv3plus
+from semseg_jax.models import duc_hdc
 from semseg_jax.models import enet
 from semseg_jax.models import fcn
+from semseg_jax.models import gcn
 from semseg_jax.models import pspnet
 from semseg_jax.models import segformer
 from semseg_jax.models import segnet
 from semseg_jax.models import unet
+from semseg_jax.models import upernet
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     'segformer': segformer.segformer,
@@ -35,6 +38,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     'pspnet': pspnet.pspnet,
     'deeplabv3': deeplabv3.deeplabv3,
     'deeplabv3plus': deeplabv3plus.deeplabv3plus,
+    'upernet': upernet.upernet,
+    'gcn': gcn.gcn,
+    'duc_hdc': duc_hdc.duc_hdc,
 }
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}

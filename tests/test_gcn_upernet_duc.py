@@ -1,0 +1,374 @@
+"""UPerNet, GCN and DUC-HDC: shapes and output strides, auxiliary outputs, parameter counts, and
+their numeric pieces against brute force (adaptive pooling bins, the bilinear transposed conv,
+pixel shuffle, HDC dilation rates)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from semseg_jax.models.duc_hdc import block_rates, duc_hdc, pixel_shuffle
+from semseg_jax.models.gcn import BilinearDeconv, bilinear_upsampling_kernel, gcn
+from semseg_jax.models.heads.psp_head import adaptive_avg_pool as _adaptive_avg_pool
+from semseg_jax.models.heads.psp_head import adaptive_bin_edges as _bin_edges
+from semseg_jax.models.upernet import upernet
+
+NUM_CLASSES = 5
+# The small forms the shared zoo test builds (see the report); images 2 x 37 x 53.
+TINY_UPERNET = dict(variant='r18', channels=16)
+TINY_GCN = dict(variant='r18', kernel_size=7)
+TINY_DUC = dict(variant='r18-hdc')
+
+
+def _count(tree) -> int:
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
+
+
+def _ceil_div(n: int, d: int) -> int:
+  return -(-n // d)
+
+
+def _abstract(model, hw, train=False, batch=1):
+  """Variables and outputs as shapes only. Initialising in training mode also creates the
+  auxiliary heads, which EncoderDecoder calls only when training."""
+  images = jax.ShapeDtypeStruct((batch, *hw, 3), jnp.float32)
+  rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
+  variables = jax.eval_shape(lambda x: model.init(rngs, x, train=True), images)
+  out = jax.eval_shape(
+      lambda v, x: model.apply(v, x, train=train, rngs={'dropout': jax.random.key(2)},
+                               mutable=['batch_stats'])[0], variables, images)
+  return variables, out
+
+
+def _param_count(model, hw=(64, 64)) -> int:
+  images = jax.ShapeDtypeStruct((1, *hw, 3), jnp.float32)
+  rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
+  return _count(jax.eval_shape(lambda x: model.init(rngs, x, train=True), images)['params'])
+
+
+def _run_tiny(model, images):
+  """Jitted init and train apply (one compile each); eval outputs as shapes only (compiling the
+  eval pass too would double the test's time). The init draws from an 'rbg' key: XLA compiles
+  its random bits several times faster than threefry's on CPU."""
+  rngs = {'params': jax.random.key(1, impl='rbg'), 'dropout': jax.random.key(2, impl='rbg')}
+  variables = jax.jit(lambda x: model.init(rngs, x, train=True))(images)
+
+  @jax.jit
+  def train_apply(x, key):
+    return model.apply(variables, x, train=True, rngs={'dropout': key}, mutable=['batch_stats'])
+
+  evaluated = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, images)
+  return variables, train_apply, evaluated
+
+
+# --- Adaptive average pooling (UPerHead's PPM) ------------------------------------------------
+
+def test_adaptive_bins_are_pytorchs():
+  # AdaptiveAvgPool2d's bins [floor(i n / b), ceil((i + 1) n / b)), written out by hand.
+  assert _bin_edges(7, 3) == [(0, 3), (2, 5), (4, 7)]
+  assert _bin_edges(10, 6) == [(0, 2), (1, 4), (3, 5), (5, 7), (6, 9), (8, 10)]
+  assert _bin_edges(4, 6) == [(0, 1), (0, 2), (1, 2), (2, 3), (2, 4), (3, 4)]
+  assert _bin_edges(12, 2) == [(0, 6), (6, 12)]
+
+
+@pytest.mark.parametrize('hw', [(7, 11), (13, 5), (4, 3), (12, 18), (1, 1)])
+def test_adaptive_avg_pool_matches_brute_force(hw):
+  x = np.random.default_rng(0).normal(size=(2, *hw, 3)).astype(np.float32)
+  for bins in (1, 2, 3, 6):
+    expected = np.zeros((2, bins, bins, 3), np.float32)
+    for i in range(bins):
+      h0, h1 = math.floor(i * hw[0] / bins), math.ceil((i + 1) * hw[0] / bins)
+      for j in range(bins):
+        w0, w1 = math.floor(j * hw[1] / bins), math.ceil((j + 1) * hw[1] / bins)
+        expected[:, i, j] = x[:, h0:h1, w0:w1].mean(axis=(1, 2))
+    np.testing.assert_allclose(np.asarray(_adaptive_avg_pool(jnp.asarray(x), bins)), expected,
+                               rtol=1e-5, atol=1e-6)
+
+
+# --- The bilinear transposed conv (GCN) -------------------------------------------------------
+
+def _bilinear_upsample_2x(x: np.ndarray) -> np.ndarray:
+  """align_corners=False bilinear x2 of [H, W, C] with border clamping, by definition."""
+  h, w, _ = x.shape
+  out = np.zeros((2 * h, 2 * w, x.shape[2]), np.float64)
+  for oy in range(2 * h):
+    sy = max((oy + 0.5) / 2 - 0.5, 0.0)
+    y0 = min(int(np.floor(sy)), h - 1)
+    y1, fy = min(y0 + 1, h - 1), sy - y0
+    for ox in range(2 * w):
+      sx = max((ox + 0.5) / 2 - 0.5, 0.0)
+      x0 = min(int(np.floor(sx)), w - 1)
+      x1, fx = min(x0 + 1, w - 1), sx - x0
+      out[oy, ox] = ((1 - fy) * ((1 - fx) * x[y0, x0] + fx * x[y0, x1])
+                     + fy * ((1 - fx) * x[y1, x0] + fx * x[y1, x1]))
+  return out
+
+
+def _conv_transpose_brute_force(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+  """PyTorch ConvTranspose2d(stride 2, padding 1) by its definition: input (i, j) adds
+  x[i, j] @ W[ki, kj] at output (2 i - 1 + ki, 2 j - 1 + kj); kernel [k, k, in, out]."""
+  h, w, _ = x.shape
+  k = kernel.shape[0]
+  out = np.zeros((2 * h, 2 * w, kernel.shape[3]), np.float64)
+  for i in range(h):
+    for j in range(w):
+      for ki in range(k):
+        for kj in range(k):
+          oy, ox = 2 * i - 1 + ki, 2 * j - 1 + kj
+          if 0 <= oy < 2 * h and 0 <= ox < 2 * w:
+            out[oy, ox] += x[i, j] @ kernel[ki, kj]
+  return out
+
+
+def test_bilinear_kernel_values():
+  kernel = bilinear_upsampling_kernel(4, 3)
+  taps = np.array([0.25, 0.75, 0.75, 0.25])
+  np.testing.assert_array_equal(kernel[:, :, 1, 1], np.outer(taps, taps))
+  assert not kernel[:, :, 0, 1].any() and not kernel[:, :, 2, 0].any()
+
+
+def test_bilinear_deconv_init_is_bilinear_upsampling():
+  x = np.random.default_rng(1).normal(size=(1, 5, 7, 3)).astype(np.float32)
+  deconv = BilinearDeconv()
+  variables = deconv.init(jax.random.key(0), jnp.asarray(x))
+  y = np.asarray(deconv.apply(variables, jnp.asarray(x)))[0]
+  assert y.shape == (10, 14, 3)
+  # A transposed conv sees zeros beyond the border: it is bilinear upsampling of the input
+  # zero-padded by one pixel, cropped back (the padded map's 2-pixel rim removed).
+  padded = np.pad(x[0], ((1, 1), (1, 1), (0, 0)))
+  np.testing.assert_allclose(y, _bilinear_upsample_2x(padded)[2:-2, 2:-2], rtol=1e-5, atol=1e-5)
+  # Away from the border it equals F.interpolate(scale 2, bilinear, align_corners=False).
+  np.testing.assert_allclose(y[1:-1, 1:-1], _bilinear_upsample_2x(x[0])[1:-1, 1:-1], rtol=1e-5,
+                             atol=1e-5)
+
+
+def test_deconv_is_pytorch_conv_transpose_for_any_kernel():
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(1, 3, 4, 2)).astype(np.float32)
+  kernel = rng.normal(size=(4, 4, 2, 2)).astype(np.float32)
+  y = BilinearDeconv().apply({'params': {'kernel': jnp.asarray(kernel)}}, jnp.asarray(x))
+  np.testing.assert_allclose(np.asarray(y)[0], _conv_transpose_brute_force(x[0], kernel),
+                             rtol=1e-5, atol=1e-5)
+
+
+# --- Pixel shuffle and HDC rates (DUC-HDC) ----------------------------------------------------
+
+def test_pixel_shuffle_matches_pytorch_order():
+  r, c, h, w = 4, 3, 2, 5
+  x = np.random.default_rng(3).normal(size=(2, h, w, c * r * r)).astype(np.float32)
+  expected = np.zeros((2, h * r, w * r, c), np.float32)
+  for ch in range(c):
+    for i in range(r):
+      for j in range(r):
+        expected[:, i::r, j::r, ch] = x[:, :, :, ch * r * r + i * r + j]
+  np.testing.assert_array_equal(np.asarray(pixel_shuffle(jnp.asarray(x), r)), expected)
+
+
+def test_hdc_rates_are_the_official_ones():
+  # TuSimple-DUC's get_resnet_hdc: res4 conv4_1..conv4_23 and res5 conv5_1..conv5_3.
+  official_res4 = (2, 2, 5, 9, 1, 2, 5, 9, 1, 2, 5, 9, 1, 2, 5, 9, 1, 2, 5, 9, 1, 2, 5)
+  assert block_rates(101, hdc=True) == ((1,) * 3, (1,) * 4, official_res4, (5, 9, 17))
+  assert block_rates(50, hdc=True) == ((1,) * 3, (1,) * 4, (2, 2, 5, 9, 1, 2), (5, 9, 17))
+  assert block_rates(18, hdc=True) == ((1, 1), (1, 1), (2, 2), (5, 9))
+  assert block_rates(101, hdc=False) == ((1,) * 3, (1,) * 4, (2,) * 23, (4, 4, 4))
+
+
+def _conv_dilations(jaxpr) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+  """(kernel spatial shape, rhs_dilation) of every convolution in execution order."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'conv_general_dilated':
+      spec = eqn.params['dimension_numbers'].rhs_spec
+      shape = eqn.invars[1].aval.shape
+      found.append((tuple(shape[d] for d in spec[2:]), tuple(eqn.params['rhs_dilation'])))
+    for value in eqn.params.values():
+      for sub in (value if isinstance(value, (tuple, list)) else (value,)):
+        inner = getattr(sub, 'jaxpr', sub)
+        if hasattr(inner, 'eqns'):
+          found.extend(_conv_dilations(inner))
+  return found
+
+
+def test_hdc_backbone_dilates_each_block_as_listed():
+  """The traced backbone's 3x3 convs (stem, then each Bottleneck's conv2) carry the rates."""
+  model = duc_hdc('r50-hdc', NUM_CLASSES)
+  images = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+  variables, _ = _abstract(model, (32, 32))
+  jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x))(variables, images).jaxpr
+  dilations = [d[0] for k, d in _conv_dilations(jaxpr) if k == (3, 3)]
+  rates = [r for stage in block_rates(50, hdc=True) for r in stage]
+  # 3 stem convs, one 3x3 per block, then the DUC head's 4 dilated convs.
+  assert dilations == [1, 1, 1] + rates + [6, 12, 18, 24]
+
+
+# --- Whole models at tiny sizes ---------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def images():
+  return jax.random.normal(jax.random.key(0), (2, 37, 53, 3))
+
+
+def test_upernet_tiny_train_and_eval(images):
+  spec = dict(TINY_UPERNET)
+  model = upernet(spec.pop('variant'), NUM_CLASSES, **spec)
+  variables, train_apply, evaluated = _run_tiny(model, images)
+  out, updated = train_apply(images, jax.random.key(3))
+  assert out['logits'].shape == (2, 10, 14, NUM_CLASSES)  # Stride 4: ceil(37/4), ceil(53/4).
+  assert [a.shape for a in out['aux']] == [(2, 3, 4, NUM_CLASSES)]  # Stage 3, stride 16.
+  assert out['logits'].dtype == jnp.float32 and out['aux'][0].dtype == jnp.float32
+  assert bool(jnp.isfinite(out['logits']).all()) and bool(jnp.isfinite(out['aux'][0]).all())
+  stats, old = updated['batch_stats'], variables['batch_stats']
+  assert not np.allclose(stats['decode_head']['fpn_bottleneck']['bn']['mean'],
+                         old['decode_head']['fpn_bottleneck']['bn']['mean'])
+  assert not np.allclose(stats['auxiliary_heads_0']['convs_0']['bn']['mean'],
+                         old['auxiliary_heads_0']['convs_0']['bn']['mean'])
+  other, _ = train_apply(images, jax.random.key(4))  # Dropout 0.1 draws from the 'dropout' rng.
+  assert not np.allclose(out['logits'], other['logits'])
+  assert evaluated['aux'] == [] and evaluated['logits'].shape == (2, 10, 14, NUM_CLASSES)
+  assert set(variables['params']['decode_head']) == {
+      'psp_modules', 'bottleneck', 'lateral_convs_0', 'lateral_convs_1', 'lateral_convs_2',
+      'fpn_convs_0', 'fpn_convs_1', 'fpn_convs_2', 'fpn_bottleneck', 'classifier'}
+
+
+def test_gcn_tiny_train_and_eval(images):
+  spec = dict(TINY_GCN)
+  model = gcn(spec.pop('variant'), NUM_CLASSES, **spec)
+  variables, train_apply, evaluated = _run_tiny(model, images)
+  out, updated = train_apply(images, jax.random.key(3))
+  assert out['logits'].shape == (2, 37, 53, NUM_CLASSES)  # Full resolution.
+  assert out['aux'] == [] and bool(jnp.isfinite(out['logits']).all())
+  assert not np.allclose(updated['batch_stats']['backbone']['layer4_block1']['bn1']['mean'],
+                         variables['batch_stats']['backbone']['layer4_block1']['bn1']['mean'])
+  assert evaluated['aux'] == [] and evaluated['logits'].shape == (2, 37, 53, NUM_CLASSES)
+  head = variables['params']['decode_head']
+  assert head['gcn1']['left_kx1']['kernel'].shape == (7, 1, 64, NUM_CLASSES)
+  assert head['gcn4']['right_1xk']['kernel'].shape == (1, 7, 512, NUM_CLASSES)
+  assert len([k for k in head if 'br' in k]) == 9 and len([k for k in head if 'deconv' in k]) == 5
+
+
+def test_duc_hdc_tiny_train_and_eval(images):
+  spec = dict(TINY_DUC)
+  model = duc_hdc(spec.pop('variant'), NUM_CLASSES, **spec)
+  variables, train_apply, evaluated = _run_tiny(model, images)
+  out, updated = train_apply(images, jax.random.key(3))
+  assert out['logits'].shape == (2, 19, 27, NUM_CLASSES)  # Stride 2: ceil(37/2), ceil(53/2).
+  assert out['aux'] == [] and bool(jnp.isfinite(out['logits']).all())
+  assert not np.allclose(updated['batch_stats']['backbone']['layer4_block1']['bn1']['mean'],
+                         variables['batch_stats']['backbone']['layer4_block1']['bn1']['mean'])
+  assert evaluated['aux'] == [] and evaluated['logits'].shape == (2, 19, 27, NUM_CLASSES)
+  assert variables['params']['decode_head']['aspp_convs_0']['kernel'].shape == (
+      3, 3, 512, NUM_CLASSES * 16)
+
+
+@pytest.mark.parametrize('hw', [(37, 53), (33, 95), (64, 64), (65, 31)])
+def test_output_strides_follow_pytorch_conv_arithmetic(hw):
+  """Every strided step halves with ceil (k3/p1 or k7/p3 stride-2 convs, k3/p1 max pool)."""
+  h, w = hw
+  _, out = _abstract(upernet('r18', NUM_CLASSES, channels=16), hw, train=True)
+  assert out['logits'].shape == (1, _ceil_div(h, 4), _ceil_div(w, 4), NUM_CLASSES)
+  assert [a.shape for a in out['aux']] == [(1, _ceil_div(h, 16), _ceil_div(w, 16), NUM_CLASSES)]
+  for variant in ('r18', 'r18v1'):
+    _, out = _abstract(gcn(variant, NUM_CLASSES, kernel_size=7), hw)
+    assert out['logits'].shape == (1, h, w, NUM_CLASSES)
+  _, out = _abstract(duc_hdc('r18-hdc', NUM_CLASSES), hw)
+  assert out['logits'].shape == (1, _ceil_div(h, 2), _ceil_div(w, 2), NUM_CLASSES)
+  _, out = _abstract(duc_hdc('r18v1', NUM_CLASSES, upscale_factor=8), hw)
+  assert out['logits'].shape == (1, h, w, NUM_CLASSES)
+  assert out['aux'] == []
+
+
+def test_bfloat16_keeps_float32_params_and_logits():
+  for model in (upernet('r18', NUM_CLASSES, channels=16, dtype=jnp.bfloat16),
+                gcn('r18', NUM_CLASSES, kernel_size=7, dtype=jnp.bfloat16),
+                duc_hdc('r18-hdc', NUM_CLASSES, dtype=jnp.bfloat16)):
+    variables, out = _abstract(model, (40, 40), train=True)
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables['params']))
+    assert all(x.dtype == jnp.float32 for x in [out['logits'], *out['aux']])
+
+
+@pytest.mark.parametrize('build', [
+    lambda: upernet('r50-d8', 19), lambda: upernet('x50', 19), lambda: gcn('r50-d16', 19),
+    lambda: gcn('r51', 19), lambda: duc_hdc('r101-d8', 19), lambda: duc_hdc('r99-hdc', 19)])
+def test_bad_variants_raise(build):
+  with pytest.raises(ValueError, match='variant'):
+    build()
+
+
+# --- Full-size parameter counts ---------------------------------------------------------------
+# ResNet trunks (no fc; equal to torchvision's): R-50 23,508,032, R-101 42,500,160,
+# R-152 58,143,808 with the 7x7 stem (conv 9,408 + BN 128 = 9,536). ResNetV1c's stem is
+# 3x3 convs 3->32->32->64 + BNs: 864 + 64 + 9,216 + 64 + 18,432 + 128 = 28,768, i.e. +19,232:
+# V1c R-50 23,527,264, R-101 42,519,392, R-152 58,163,040.
+TRUNK_V1C = {'r50': 23_527_264, 'r101': 42_519_392, 'r152': 58_163_040}
+TRUNK_V1 = {'r152v1': 58_143_808}
+
+# UPerHead, channels 512 on (256, 512, 1024, 2048); a ConvModule = conv (no bias) + BN (2 x out):
+#   PPM 4 x (2048 * 512 + 1,024) = 4,198,400
+#   bottleneck 3x3 (2048 + 4 * 512) -> 512: 9 * 4096 * 512 + 1,024 = 18,875,392
+#   laterals (256 + 512 + 1024) * 512 + 3 * 1,024 = 920,576
+#   fpn_convs 3 x (9 * 512 * 512 + 1,024) = 7,080,960
+#   fpn_bottleneck 9 * 2048 * 512 + 1,024 = 9,438,208
+#   total 40,513,536 + classifier 513 K.
+# Auxiliary FCN head: 3x3 1024 -> 256 + BN: 2,359,296 + 512 = 2,359,808, classifier 257 K.
+UPER_HEAD = 40_513_536
+AUX_HEAD = 2_359_808
+UPERNET_COUNTS = {  # (variant, classes, aux) -> count
+    ('r50', 19, False): TRUNK_V1C['r50'] + UPER_HEAD + 513 * 19,                     # 64,050,547
+    ('r50', 19, True): TRUNK_V1C['r50'] + UPER_HEAD + AUX_HEAD + 770 * 19,           # 66,415,238
+    ('r101', 19, False): TRUNK_V1C['r101'] + UPER_HEAD + 513 * 19,                   # 83,042,675
+    ('r101', 19, True): TRUNK_V1C['r101'] + UPER_HEAD + AUX_HEAD + 770 * 19,         # 85,407,366
+    ('r50', 150, False): TRUNK_V1C['r50'] + UPER_HEAD + 513 * 150,                   # 64,117,750
+    ('r50', 150, True): TRUNK_V1C['r50'] + UPER_HEAD + AUX_HEAD + 770 * 150,         # 66,516,108
+    ('r101', 150, False): TRUNK_V1C['r101'] + UPER_HEAD + 513 * 150,                 # 83,109,878
+    ('r101', 150, True): TRUNK_V1C['r101'] + UPER_HEAD + AUX_HEAD + 770 * 150,       # 85,508,236
+}
+
+
+def _gcn_head(k: int, kernel: int = 15) -> int:
+  """GCN head with k classes on (256, 512, 1024, 2048) channels:
+  4 GCNs: two paths, (kernel x 1: C_in -> k) + (1 x kernel: k -> k), with biases:
+          2 * kernel * k * (C_in + k) + 4 k each, sum C_in = 3,840;
+  9 BRs: 2 x (3x3 k -> k + bias) = 18 k^2 + 2 k each;
+  5 deconvs: 4x4 k -> k, no bias = 16 k^2 each."""
+  gcns = 2 * kernel * k * 3840 + 4 * (2 * kernel * k * k + 4 * k)
+  return gcns + 9 * (18 * k * k + 2 * k) + 5 * 16 * k * k
+
+
+GCN_COUNTS = {  # K = 19: head 2,320,128; K = 21: head 2,579,556.
+    ('r50', 19): TRUNK_V1C['r50'] + 2_320_128,          # 25,847,392
+    ('r101', 19): TRUNK_V1C['r101'] + 2_320_128,        # 44,839,520
+    ('r152', 19): TRUNK_V1C['r152'] + 2_320_128,        # 60,483,168
+    ('r152v1', 19): TRUNK_V1['r152v1'] + 2_320_128,     # 60,463,936 (the paper's backbone)
+    ('r50', 21): TRUNK_V1C['r50'] + 2_579_556,          # 26,106,820
+    ('r101', 21): TRUNK_V1C['r101'] + 2_579_556,        # 45,098,948
+    ('r152', 21): TRUNK_V1C['r152'] + 2_579_556,        # 60,742,596
+}
+
+# DUC head, r = 4, K = 19: 4 x (3x3 2048 -> 16 K, with bias) = 4 x (9 * 2048 * 304 + 304)
+# = 4 x 5,603,632 = 22,414,528. Dilations do not change a trunk's parameters.
+DUC_COUNTS = {
+    'r101-hdc': TRUNK_V1C['r101'] + 22_414_528,         # 64,933,920
+}
+
+
+def test_head_arithmetic():
+  assert _gcn_head(19) == 2_320_128 and _gcn_head(21) == 2_579_556
+  assert 4 * (9 * 2048 * 16 * 19 + 16 * 19) == 22_414_528
+
+
+@pytest.mark.parametrize('key', sorted(UPERNET_COUNTS))
+def test_upernet_param_count(key):
+  variant, classes, aux = key
+  assert _param_count(upernet(variant, classes, aux_head=aux)) == UPERNET_COUNTS[key]
+
+
+@pytest.mark.parametrize('key', sorted(GCN_COUNTS))
+def test_gcn_param_count(key):
+  assert _param_count(gcn(key[0], key[1])) == GCN_COUNTS[key]
+
+
+@pytest.mark.parametrize('variant', sorted(DUC_COUNTS))
+def test_duc_hdc_param_count(variant):
+  assert _param_count(duc_hdc(variant, 19)) == DUC_COUNTS[variant]
