@@ -74,3 +74,18 @@ def test_readme_model_table_is_the_generated_one():
     readme = f.read()
   for line in table.markdown_rows(with_macs=False):
     assert line.rsplit('|', 2)[0] in readme, line
+
+
+def test_multiply_adds_of_a_conv_a_transposed_conv_and_a_dense_layer():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+
+  class Tiny(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+      del train
+      x = nn.Conv(32, (3, 3), padding=1)(x)  # 8 * 8 * 32 outputs, 3 * 3 * 3 products each.
+      x = nn.ConvTranspose(4, (4, 4), strides=(2, 2))(x)  # 8 * 8 inputs x 4 * 4 * 32 * 4.
+      return {'logits': nn.Dense(5)(x), 'aux': []}  # 16 * 16 * 5 outputs x 4 products.
+
+  expected = 8 * 8 * 32 * 27 + 8 * 8 * 4 * 4 * 32 * 4 + 16 * 16 * 5 * 4
+  assert stats.inference_macs(Tiny(), (8, 8)) == expected

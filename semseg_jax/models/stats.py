@@ -4,8 +4,8 @@ from the traced program (no compilation, so any model at any resolution costs a 
 Multiply-adds (MACs) are those of convolutions and matrix products, the convention of the
 "FLOPs" in mmsegmentation's, fvcore's and most papers' tables (one multiply-add = one "FLOP");
 XLA's cost analysis counts 2 per multiply-add and adds elementwise work. A transposed
-convolution is counted as XLA runs it, over its dilated input, so a stride-s one is counted
-s^2 times the multiply-adds that fvcore counts (a small share in every model here).
+convolution counts the products with real input values (XLA runs it over the input dilated by
+its stride, whose zeros it multiplies too), as fvcore counts it.
 """
 
 import math
@@ -34,7 +34,10 @@ def _eqn_macs(eqn: Any) -> int:
     rhs = eqn.invars[1].aval.shape
     rhs_spec = eqn.params['dimension_numbers'].rhs_spec  # (out feature, in feature, spatial...)
     per_output = rhs[rhs_spec[1]] * math.prod(rhs[d] for d in rhs_spec[2:])
-    return math.prod(eqn.outvars[0].aval.shape) * per_output
+    # A transposed conv runs over its input dilated by the stride: only 1 / prod(stride) of
+    # those products touch real input values (fvcore's count).
+    dilated = math.prod(eqn.params.get('lhs_dilation') or (1,))
+    return math.prod(eqn.outvars[0].aval.shape) * per_output // dilated
   if name == 'dot_general':
     (contract_lhs, _), _ = eqn.params['dimension_numbers']
     lhs = eqn.invars[0].aval.shape

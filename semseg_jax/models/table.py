@@ -15,7 +15,10 @@ import ml_collections
 from semseg_jax import models
 from semseg_jax.models import stats
 
-MMSEG = 'mmseg 1.2.2'
+BY_FORMULA = ('none published: torchvision ResNet trunk (+19,232 for the deep stem) + the head, '
+              'counted by formula in tests/test_gcn_upernet_duc.py')
+ENET_SOURCE = ('the Torch7 layer list counted by hand; the paper rounds to 0.37M (-1.7%: no layer '
+               'is missing; the PyTorch port, 350,508, has no biases)')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +33,80 @@ class Row:
   explanation: str = ''  # Why ours differs from the reference, where it does.
 
 
-ROWS: tuple[Row, ...] = ()
+ROWS: tuple[Row, ...] = (
+    Row('FCN R-50-D8', 'cityscapes_fcn', 'r50', 19, 49_497_734, 49_497_734,
+        'mmseg fcn_r50-d8'),
+    Row('FCN R-101-D8', 'cityscapes_fcn', 'r101', 19, 68_489_862, 68_489_862,
+        'mmseg fcn_r101-d8'),
+    Row('PSPNet R-50-D8', 'cityscapes_pspnet', 'r50', 19, 48_975_494, 48_975_494,
+        'mmseg pspnet_r50-d8'),
+    Row('PSPNet R-101-D8', 'cityscapes_pspnet', 'r101', 19, 67_967_622, 67_967_622,
+        'mmseg pspnet_r101-d8'),
+    Row('DeepLabV3 R-50-D8', 'cityscapes_deeplabv3', 'r50', 19, 68_113_030, 68_113_030,
+        'mmseg deeplabv3_r50-d8'),
+    Row('DeepLabV3 R-101-D8', 'cityscapes_deeplabv3', 'r101', 19, 87_105_158, 87_105_158,
+        'mmseg deeplabv3_r101-d8'),
+    Row('DeepLabV3+ R-50-D8', 'cityscapes_deeplabv3plus', 'r50', 19, 43_589_878, 43_589_878,
+        'mmseg deeplabv3plus_r50-d8'),
+    Row('DeepLabV3+ R-101-D8', 'cityscapes_deeplabv3plus', 'r101', 19, 62_582_006, 62_582_006,
+        'mmseg deeplabv3plus_r101-d8'),
+    Row('DeepLabV3+ MobileNetV2-D8', 'cityscapes_deeplabv3plus', 'mv2', 19, 15_244_374, 15_244_374,
+        'mmseg mobilenet-v2-d8_deeplabv3plus'),
+    Row('UPerNet R-50', 'cityscapes_upernet', 'r50', 19, 66_415_238, 66_415_238,
+        'mmseg upernet_r50'),
+    Row('UPerNet R-101', 'cityscapes_upernet', 'r101', 19, 85_407_366, 85_407_366,
+        'mmseg upernet_r101'),
+    Row('GCN R-50', 'cityscapes_gcn', 'r50', 19, 25_847_392, None,
+        BY_FORMULA),
+    Row('GCN R-101', 'cityscapes_gcn', 'r101', 19, 44_839_520, None,
+        BY_FORMULA),
+    Row('GCN R-152 (paper)', 'cityscapes_gcn', 'r152v1', 19, 60_463_936, None,
+        BY_FORMULA),
+    Row('DUC-HDC R-50', 'cityscapes_duc_hdc', 'r50', 19, 45_941_792, None,
+        BY_FORMULA),
+    Row('DUC-HDC R-101', 'cityscapes_duc_hdc', 'r101', 19, 64_933_920, None,
+        BY_FORMULA),
+    Row('FCN R-50-D8', 'ade20k_fcn', 'r50', 150, 49_598_604, 49_598_604,
+        'mmseg fcn_r50-d8'),
+    Row('FCN R-101-D8', 'ade20k_fcn', 'r101', 150, 68_590_732, 68_590_732,
+        'mmseg fcn_r101-d8'),
+    Row('PSPNet R-50-D8', 'ade20k_pspnet', 'r50', 150, 49_076_364, 49_076_364,
+        'mmseg pspnet_r50-d8'),
+    Row('PSPNet R-101-D8', 'ade20k_pspnet', 'r101', 150, 68_068_492, 68_068_492,
+        'mmseg pspnet_r101-d8'),
+    Row('DeepLabV3 R-50-D8', 'ade20k_deeplabv3', 'r50', 150, 68_213_900, 68_213_900,
+        'mmseg deeplabv3_r50-d8'),
+    Row('DeepLabV3 R-101-D8', 'ade20k_deeplabv3', 'r101', 150, 87_206_028, 87_206_028,
+        'mmseg deeplabv3_r101-d8'),
+    Row('DeepLabV3+ R-50-D8', 'ade20k_deeplabv3plus', 'r50', 150, 43_690_748, 43_690_748,
+        'mmseg deeplabv3plus_r50-d8'),
+    Row('DeepLabV3+ R-101-D8', 'ade20k_deeplabv3plus', 'r101', 150, 62_682_876, 62_682_876,
+        'mmseg deeplabv3plus_r101-d8'),
+    Row('UPerNet R-50', 'ade20k_upernet', 'r50', 150, 66_516_108, 66_516_108,
+        'mmseg upernet_r50'),
+    Row('UPerNet R-101', 'ade20k_upernet', 'r101', 150, 85_508_236, 85_508_236,
+        'mmseg upernet_r101'),
+    Row('DeepLabV3+ R-50-D8', 'voc12aug_deeplabv3plus', 'r50', 21, 43_591_418, 43_591_418,
+        'mmseg deeplabv3plus_r50-d8'),
+    Row('DeepLabV3+ R-101-D8', 'voc12aug_deeplabv3plus', 'r101', 21, 62_583_546, 62_583_546,
+        'mmseg deeplabv3plus_r101-d8'),
+    Row('FCN-8s VGG16', 'voc12aug_fcn8s', '', 21, 134_489_759, 134_489_759,
+        'Caffe voc-fcn8s, same layers counted in PyTorch'),
+    Row('FCN-16s VGG16', 'voc12aug_fcn8s', '16s', 21, 134_815_994, 134_815_994,
+        'Caffe voc-fcn16s, same layers counted in PyTorch'),
+    Row('FCN-32s VGG16', 'voc12aug_fcn8s', '32s', 21, 136_152_917, 136_152_917,
+        'Caffe voc-fcn32s, same layers counted in PyTorch'),
+    Row('SegNet', 'camvid_segnet', '', 11, 29_449_355, 29_449_355,
+        'Caffe segnet_train.prototxt counted layer by layer; paper: 29.5M'),
+    Row('Bayesian SegNet', 'camvid_segnet', 'bayesian', 11, 29_449_355, 29_449_355,
+        'as SegNet (dropout adds none)'),
+    Row('ENet', 'camvid_enet', '', 11, 363_791, 363_791,
+        ENET_SOURCE),
+    Row('U-Net', 'camvid_unet', 'paper', 11, 31_032_395, 31_032_395,
+        'paper Fig. 1 counted at 3 input channels; ~31.0M usually quoted'),
+    Row('U-Net + BN', 'camvid_unet', '', 11, 31_038_283, None,
+        'none (the paper has no BN)'),
+)
 
 
 def load_config(config: str, argument: str) -> ml_collections.ConfigDict:
