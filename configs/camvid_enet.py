@@ -10,6 +10,7 @@ form (the paper's Torch Adam added it to the gradient).
 
 import ml_collections
 
+from configs import cnn_recipes
 from configs import datasets
 from configs import default
 
@@ -27,12 +28,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.weight_decay = 2e-4
   config.optimizer.no_decay_patterns = ()
   config.optimizer.lr_multipliers = ()
-  config.schedule.name = 'constant'
-  config.schedule.warmup_steps = 0
-  config.train.batch_size = 10
-  config.train.num_steps = 30_000
-  config.train.eval_every = 3_000
-  config.checkpoint.every_steps = 3_000
-  config.eval.batch_size = 8
-  config.data.num_workers = 4
+  cnn_recipes.constant_lr(config)
+  cnn_recipes.training_length(config, 10, 30_000, 3_000, num_workers=4)
   return config

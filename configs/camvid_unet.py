@@ -28,12 +28,6 @@ def get_config(arguments: str = 'bn') -> ml_collections.ConfigDict:
   config.model.drop_path_rate = 0.0
   config.loss.class_weighting = 'median_frequency'
   cnn_recipes.sgd(config, lr=0.01 if variant == 'bn' else 0.001, momentum=0.99, weight_decay=0.0)
-  config.schedule.name = 'constant'
-  config.schedule.warmup_steps = 0
-  config.train.batch_size = 12
-  config.train.num_steps = 10_000
-  config.train.eval_every = 1_000
-  config.checkpoint.every_steps = 1_000
-  config.eval.batch_size = 8
-  config.data.num_workers = 4
+  cnn_recipes.constant_lr(config)
+  cnn_recipes.training_length(config, 12, 10_000, 1_000, num_workers=4)
   return config

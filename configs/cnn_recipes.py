@@ -42,14 +42,25 @@ def mmseg_cnn(dataset: str, model: str, variant: str) -> ml_collections.ConfigDi
   config.loss.aux = (('cross_entropy', 0.4, {}),)
   sgd(config, lr=0.01, momentum=0.9, weight_decay=5e-4)
   poly(config, power=0.9, min_lr=1e-4)
-  batch, steps, eval_every = SCHEDULES[dataset]
-  config.train.batch_size = batch
-  config.train.num_steps = steps
+  training_length(config, *SCHEDULES[dataset], num_workers=8)
+  return config
+
+
+def training_length(config: ml_collections.ConfigDict, batch_size: int, num_steps: int,
+                    eval_every: int, num_workers: int) -> None:
+  """Global batch and steps; evaluation and checkpoints every `eval_every` steps."""
+  config.train.batch_size = batch_size
+  config.train.num_steps = num_steps
   config.train.eval_every = eval_every
   config.checkpoint.every_steps = eval_every
   config.eval.batch_size = 8
-  config.data.num_workers = 8
-  return config
+  config.data.num_workers = num_workers
+
+
+def constant_lr(config: ml_collections.ConfigDict) -> None:
+  """A fixed learning rate from the first step (the Caffe / Torch7 papers' setting)."""
+  config.schedule.name = 'constant'
+  config.schedule.warmup_steps = 0
 
 
 def sgd(config: ml_collections.ConfigDict, lr: float, momentum: float,

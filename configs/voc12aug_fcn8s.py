@@ -31,12 +31,6 @@ def get_config(arguments: str = '8s') -> ml_collections.ConfigDict:
   cnn_recipes.sgd(config, lr=1e-4, momentum=0.9, weight_decay=5e-4)
   # The reference freezes the bilinear upsampling (Caffe lr_mult 0); biases learn twice as fast.
   config.optimizer.lr_multipliers = (('^decode_head/upscore', 0.0), ('/bias$', 2.0))
-  config.schedule.name = 'constant'
-  config.schedule.warmup_steps = 0
-  config.train.batch_size = 20
-  config.train.num_steps = 40_000
-  config.train.eval_every = 4_000
-  config.checkpoint.every_steps = 4_000
-  config.eval.batch_size = 8
-  config.data.num_workers = 8
+  cnn_recipes.constant_lr(config)
+  cnn_recipes.training_length(config, 20, 40_000, 4_000, num_workers=8)
   return config

@@ -52,8 +52,8 @@ import jax
 import jax.numpy as jnp
 
 from semseg_jax.models.backbones.resnet import (RESNET_DEPTHS, STAGE_WIDTHS, BasicBlock,
-                                                Bottleneck)
-from semseg_jax.models.layers import batch_norm, conv2d, max_pool
+                                                Bottleneck, stem)
+from semseg_jax.models.layers import conv2d
 
 HDC_RES4_GROUP = (1, 2, 5, 9)
 HDC_RES4_FIRST = 2  # The official res4a (conv4_1) is at 2, not the group's 1.
@@ -101,14 +101,7 @@ class DilatedResNet(nn.Module):
     if tuple(len(r) for r in self.rates) != blocks:
       raise ValueError(f'rates {self.rates} need one rate per block of each stage {blocks}.')
     block_cls = Bottleneck if bottleneck else BasicBlock
-    if self.deep_stem:
-      for i, width in enumerate((32, 32, 64)):
-        x = conv2d(width, 3, 2 if i == 0 else 1, dtype=self.dtype, name=f'stem_conv{i + 1}')(x)
-        x = nn.relu(batch_norm(train, self.dtype, name=f'stem_bn{i + 1}')(x))
-    else:
-      x = conv2d(64, 7, 2, dtype=self.dtype, name='conv1')(x)
-      x = nn.relu(batch_norm(train, self.dtype, name='bn1')(x))
-    x = max_pool(x, 3, 2, padding=1)
+    x = stem(x, self.deep_stem, train, self.dtype)
     features = []
     for s, (stage_rates, stride) in enumerate(zip(self.rates, STAGE_STRIDES)):
       for j, rate in enumerate(stage_rates):

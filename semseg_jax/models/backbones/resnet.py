@@ -97,6 +97,19 @@ def _shortcut(x: jax.Array, features: int, stride: int, train: bool, dtype: Any)
   return batch_norm(train, dtype, name='downsample_bn')(x)
 
 
+def stem(x: jax.Array, deep_stem: bool, train: bool, dtype: Any) -> jax.Array:
+  """The stem (stride 4), called inside a backbone's compact scope: v1c's three 3x3 convs or
+  v1's 7x7 conv, then 3x3 stride-2 max pooling."""
+  if deep_stem:
+    for i, width in enumerate((32, 32, 64)):
+      x = conv2d(width, 3, 2 if i == 0 else 1, dtype=dtype, name=f'stem_conv{i + 1}')(x)
+      x = nn.relu(batch_norm(train, dtype, name=f'stem_bn{i + 1}')(x))
+  else:
+    x = conv2d(64, 7, 2, dtype=dtype, name='conv1')(x)
+    x = nn.relu(batch_norm(train, dtype, name='bn1')(x))
+  return max_pool(x, 3, 2, padding=1)
+
+
 class ResNet(nn.Module):
   """Returns the outputs of the four stages (strides 4, 8, 16|8, 32|16|8)."""
   depth: int = 50
@@ -119,14 +132,7 @@ class ResNet(nn.Module):
       raise ValueError(f'multi_grid={tuple(self.multi_grid)} needs one unit rate per block of '
                        f'the last stage ({blocks[-1]} blocks).')
 
-    if self.deep_stem:
-      for i, width in enumerate((32, 32, 64)):
-        x = conv2d(width, 3, 2 if i == 0 else 1, dtype=self.dtype, name=f'stem_conv{i + 1}')(x)
-        x = nn.relu(batch_norm(train, self.dtype, name=f'stem_bn{i + 1}')(x))
-    else:
-      x = conv2d(64, 7, 2, dtype=self.dtype, name='conv1')(x)
-      x = nn.relu(batch_norm(train, self.dtype, name='bn1')(x))
-    x = max_pool(x, 3, 2, padding=1)
+    x = stem(x, self.deep_stem, train, self.dtype)
 
     features = []
     for s, (num_blocks, stride, dilation) in enumerate(zip(blocks, strides, dilations)):
