@@ -56,9 +56,10 @@ def test_train_step_of_every_model_on_8_devices(tmp_path):
     assert result['num_devices'] == 8, key
     assert result['finite'] and result['step'] == 1, (key, result)
     assert result['aux'] == zoo_specs.TINY[key][5], (key, result)
-    # Most parameter arrays move in one step (SegFormer's zero-gradient attention key biases
-    # and zero-initialised score layers' neighbours may not).
-    assert result['moved'] > 0.8, (key, result)
+    # Most parameter arrays move in one step. SegFormer's attention key biases get no gradient;
+    # FCN-VGG's zero-initialised score layers pass none back in the first step, so its
+    # zero-initialised biases stay put then (the reference's initialisation).
+    assert result['moved'] > (0.5 if key == 'fcn8s' else 0.8), (key, result)
 
 
 @pytest.mark.parametrize('row', table.ROWS, ids=lambda row: f'{row.config}:{row.argument}')
