@@ -27,10 +27,10 @@ from typing import Any, Sequence
 
 import jax.numpy as jnp
 
+from semseg_jax.models.backbones import dilated_backbone
 from semseg_jax.models.encoder_decoder import EncoderDecoder
 from semseg_jax.models.heads.aspp_head import ASPPHead
 from semseg_jax.models.heads.fcn_head import auxiliary_fcn_head
-from semseg_jax.models.pspnet import dilated_backbone
 
 # backbone output stride -> ASPP rates (the first, 1, is the 1x1 branch).
 ASPP_DILATIONS: dict[int, tuple[int, ...]] = {

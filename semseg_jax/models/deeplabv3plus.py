@@ -28,10 +28,10 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 
 from semseg_jax.models.deeplabv3 import aspp_dilations
+from semseg_jax.models.backbones import dilated_backbone
 from semseg_jax.models.encoder_decoder import EncoderDecoder
 from semseg_jax.models.heads.aspp_head import DepthwiseSeparableASPPHead
 from semseg_jax.models.heads.fcn_head import auxiliary_fcn_head
-from semseg_jax.models.pspnet import dilated_backbone
 
 
 def deeplabv3plus(variant: str, num_classes: int, *, dtype: Any = jnp.float32,

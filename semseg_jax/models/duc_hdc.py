@@ -53,6 +53,7 @@ import jax.numpy as jnp
 
 from semseg_jax.models.backbones.resnet import (RESNET_DEPTHS, STAGE_WIDTHS, BasicBlock,
                                                 Bottleneck, stem)
+from semseg_jax.models.encoder_decoder import EncoderDecoder
 from semseg_jax.models.layers import conv2d
 
 HDC_RES4_GROUP = (1, 2, 5, 9)
@@ -136,20 +137,8 @@ class DUCHead(nn.Module):
     return x[:, :-(-output_hw[0] // stride), :-(-output_hw[1] // stride)]
 
 
-class DUCHDC(nn.Module):
-  """Dilated (HDC) ResNet + DUC head; logits at stride 8 / upscale_factor, no auxiliary heads."""
-  backbone: nn.Module
-  decode_head: DUCHead
-
-  @nn.compact
-  def __call__(self, images: jax.Array, train: bool = False) -> dict[str, Any]:
-    features = self.backbone(images, train=train)
-    logits = self.decode_head(features, images.shape[1:3], train=train)
-    return {'logits': logits.astype(jnp.float32), 'aux': []}
-
-
 def duc_hdc(variant: str, num_classes: int, *, dtype: Any = jnp.float32,
-            **overrides: Any) -> DUCHDC:
+            **overrides: Any) -> EncoderDecoder:
   """DUC-HDC on the ResNet that `variant` names: 'r<depth>[v1][-hdc]' ('r101-hdc': the paper's
   ResNet-101-DUC-HDC, 'r101': DUC without HDC, 'v1': torchvision's stem instead of ResNetV1c's);
   `overrides` replace DUCHead fields (e.g. upscale_factor=8)."""
@@ -162,4 +151,4 @@ def duc_hdc(variant: str, num_classes: int, *, dtype: Any = jnp.float32,
                            deep_stem=not match.group(2), dtype=dtype)
   head = DUCHead(num_classes, **{'upscale_factor': 4, 'aspp_rates': (6, 12, 18, 24),
                                  'dtype': dtype, **overrides})
-  return DUCHDC(backbone, head)
+  return EncoderDecoder(backbone, head, decode_head_takes_image_hw=True)

@@ -50,7 +50,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from semseg_jax.models.backbones.resnet import resnet_from_variant
+from semseg_jax.models.backbones.resnet import stride32_resnet_from_variant
+from semseg_jax.models.encoder_decoder import EncoderDecoder
 from semseg_jax.models.layers import conv2d
 
 
@@ -144,29 +145,10 @@ class GCNHead(nn.Module):
     return BoundaryRefinement(dtype=self.dtype, name='br_full')(x)
 
 
-class GCN(nn.Module):
-  """Backbone (four stage features) + GCNHead; logits at the input's size, no auxiliary heads."""
-  backbone: nn.Module
-  decode_head: GCNHead
-
-  @nn.compact
-  def __call__(self, images: jax.Array, train: bool = False) -> dict[str, Any]:
-    features = self.backbone(images, train=train)
-    logits = self.decode_head(features, images.shape[1:3], train=train)
-    return {'logits': logits.astype(jnp.float32), 'aux': []}
-
-
 def gcn(variant: str, num_classes: int, *, dtype: Any = jnp.float32,
-        multi_grid: Sequence[int] = (), **overrides: Any) -> GCN:
+        multi_grid: Sequence[int] = (), **overrides: Any) -> EncoderDecoder:
   """GCN on the ResNet that `variant` names ('r152v1' is the paper's; 'r50', 'r101', 'r152' the
   zoo's v1c; output stride 32); `overrides` replace GCNHead fields (e.g. kernel_size=7)."""
-  if '-d' in variant:
-    raise ValueError(f'GCN variant {variant!r}: the backbone runs at output stride 32, so the '
-                     "variant is r<depth>[v1] without '-d', e.g. 'r152v1' or 'r101'.")
-  try:
-    backbone = resnet_from_variant(variant, multi_grid, dtype)
-  except ValueError as error:
-    raise ValueError(f"GCN variant {variant!r}; expected r<depth>[v1], e.g. 'r152v1' (the "
-                     f"paper's), 'r50' or 'r101'. ({error})") from error
+  backbone = stride32_resnet_from_variant('GCN', variant, multi_grid, dtype)
   head = GCNHead(num_classes, **{'kernel_size': 15, 'dtype': dtype, **overrides})
-  return GCN(backbone, head)
+  return EncoderDecoder(backbone, head, decode_head_takes_image_hw=True)

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from semseg_jax.models.backbones.resnet import resnet_from_variant
+from semseg_jax.models.backbones.resnet import stride32_resnet_from_variant
 from semseg_jax.models.encoder_decoder import EncoderDecoder
 from semseg_jax.models.heads.fcn_head import auxiliary_fcn_head
 from semseg_jax.models.heads.uper_head import UPerHead
@@ -35,14 +35,7 @@ def upernet(variant: str, num_classes: int, *, dtype: Any = jnp.float32,
   """UPerNet on the ResNet that `variant` names ('r50', 'r101', 'r50v1', ...; output stride
   32); `multi_grid` gives stage 4's blocks those dilation rates (none in mmseg's UPerNet);
   `overrides` replace UPerHead fields (e.g. channels=16)."""
-  if '-d' in variant:
-    raise ValueError(f'UPerNet variant {variant!r}: the backbone runs at output stride 32, so '
-                     "the variant is r<depth>[v1] without '-d', e.g. 'r50' or 'r101v1'.")
-  try:
-    backbone = resnet_from_variant(variant, multi_grid, dtype)
-  except ValueError as error:
-    raise ValueError(f'UPerNet variant {variant!r}; expected r<depth>[v1], e.g. '
-                     f"'r50', 'r101' or 'r50v1'. ({error})") from error
+  backbone = stride32_resnet_from_variant('UPerNet', variant, multi_grid, dtype)
   head = UPerHead(num_classes, **{'channels': 512, 'pool_scales': (1, 2, 3, 6),
                                   'dropout_rate': dropout_rate, 'dtype': dtype, **overrides})
   aux = (auxiliary_fcn_head(num_classes, dtype=dtype),) if aux_head else ()

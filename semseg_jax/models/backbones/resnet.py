@@ -175,3 +175,17 @@ def resnet_from_variant(variant: str, multi_grid: Sequence[int] = (),
         f"'r50-d8' (v1c deep stem) or 'r101v1-d16' (torchvision stem).")
   return ResNet(int(depth), deep_stem=not torchvision_stem, output_stride=int(stride),
                 multi_grid=tuple(multi_grid), dtype=dtype)
+
+
+def stride32_resnet_from_variant(model: str, variant: str, multi_grid: Sequence[int] = (),
+                                 dtype: Any = jnp.float32) -> ResNet:
+  """The output-stride-32 ResNet of a model that takes no '-d' ('r50', 'r152v1'...); errors
+  name `model`."""
+  if '-d' in variant:
+    raise ValueError(f'{model} variant {variant!r}: the backbone runs at output stride 32, so '
+                     "the variant is r<depth>[v1] without '-d', e.g. 'r50' or 'r152v1'.")
+  try:
+    return resnet_from_variant(variant, multi_grid, dtype)
+  except ValueError as error:
+    raise ValueError(f"{model} variant {variant!r}; expected r<depth>[v1], e.g. 'r50', 'r101' "
+                     f"or 'r152v1'. ({error})") from error
