@@ -44,14 +44,23 @@ def test_tiny_model_outputs(key):
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables['params']))
 
 
-def test_train_step_of_every_model_on_8_devices(tmp_path):
+# Four subprocesses of a few models each, so that parallel test workers can share them out.
+STEP_GROUPS = [tuple(sorted(zoo_specs.TINY)[i::4]) for i in range(4)]
+
+
+def test_step_groups_cover_every_model():
+  assert sorted(sum(STEP_GROUPS, ())) == sorted(zoo_specs.TINY)
+
+
+@pytest.mark.parametrize('keys', STEP_GROUPS, ids=lambda keys: '-'.join(keys))
+def test_train_step_of_every_model_on_8_devices(tmp_path, keys):
   out = tmp_path / 'zoo.json'
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
              JAX_PLATFORMS='cpu')
-  subprocess.run([sys.executable, '-m', 'tests.zoo_steps', str(out)], cwd=ROOT, env=env,
+  subprocess.run([sys.executable, '-m', 'tests.zoo_steps', str(out), *keys], cwd=ROOT, env=env,
                  check=True, timeout=1200)
   results = json.loads(out.read_text())
-  assert sorted(results) == sorted(zoo_specs.TINY)
+  assert sorted(results) == sorted(keys)
   for key, result in results.items():
     assert result['num_devices'] == 8, key
     assert result['finite'] and result['step'] == 1, (key, result)

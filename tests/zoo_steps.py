@@ -33,7 +33,9 @@ def one_step(key: str) -> dict:
       {'params': jax.random.key(0), 'dropout': jax.random.key(0)},
       np.zeros((1, *input_hw, 3), np.float32), train=False))['params']
   tx, schedule = optimizers.make_optimizer(config, params)
-  state, shardings = train.create_train_state(model, tx, jax.random.key(0), input_hw, mesh)
+  # An 'rbg' key: the same initialisers, but XLA compiles the init twice as fast as threefry's.
+  state, shardings = train.create_train_state(model, tx, jax.random.key(0, impl='rbg'), input_hw,
+                                              mesh)
   step_fn = train.make_train_step(model, tx, schedule, config, shardings, mesh)
   rng = np.random.default_rng(0)
   batch = {'image': rng.normal(size=(8, *input_hw, 3)).astype(np.float32),
