@@ -84,6 +84,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss = ml_collections.ConfigDict()
   config.loss.main = (('cross_entropy', 1.0, {}),)  # Terms on the main head's logits.
   config.loss.aux = (('cross_entropy', 0.4, {}),)  # Terms on each auxiliary head's logits.
+  config.loss.detail_weights = (1.0, 1.0)  # (BCE, Dice) weights of the boundary loss on each detail head's logits (STDC's detail branch; other models have none).
   config.loss.class_weights = ()  # Per-class weights for every term (() = all equal).
   config.loss.class_weighting = ''  # Per-class weights computed from the training split's labels at start: 'median_frequency' (SegNet) | 'enet' (ENet's 1 / ln(1.02 + p)) | '' (use class_weights).
   config.loss.distance_max_classes = 0  # Distance losses: classes per crop with a map (0 = all; lower it for many-class datasets).

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from semseg_jax import detail_loss
 from semseg_jax import distance_losses
 from semseg_jax import region_losses
 from semseg_jax.models import layers
@@ -161,8 +162,9 @@ def weighted_sum(logits: jax.Array, labels: jax.Array, terms: Sequence, ignore_i
 def total_loss(outputs: dict[str, Any], labels: jax.Array, loss_config: Any,
                ignore_index: int, batch: dict[str, jax.Array] | None = None
                ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """config.loss.main on the main logits plus config.loss.aux on each auxiliary head's; the
-  distance losses read their maps from `batch`."""
+  """config.loss.main on the main logits plus config.loss.aux on each auxiliary head's, plus
+  STDC's boundary loss (config.loss.detail_weights) on each detail head's; the distance losses
+  read their maps from `batch`."""
   class_weights = tuple(loss_config.class_weights)
   distance_maps = {k: batch[k] for k in DISTANCE_KEYS if batch and k in batch}
   total, parts = weighted_sum(outputs['logits'], labels, loss_config.main, ignore_index,
@@ -172,4 +174,9 @@ def total_loss(outputs: dict[str, Any], labels: jax.Array, loss_config: Any,
                                         class_weights, f'loss_aux{i}', distance_maps)
     total = total + aux_total
     parts.update(aux_parts)
+  bce_weight, dice_weight = loss_config.detail_weights
+  for i, detail_logits in enumerate(outputs.get('detail', [])):
+    value = detail_loss.detail_loss(detail_logits, labels, bce_weight, dice_weight)
+    parts[f'loss_detail{i}'] = value
+    total = total + value
   return total, parts

@@ -238,6 +238,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   """Fails early, naming the field, on loss and evaluation settings that cannot work."""
   losses.check_loss_terms(config.loss.main, 'config.loss.main')
   losses.check_loss_terms(config.loss.aux, 'config.loss.aux')
+  detail_weights = config.loss.detail_weights
+  if (len(detail_weights) != 2
+      or not all(isinstance(w, (int, float)) and w >= 0 for w in detail_weights)):
+    raise ValueError(f'config.loss.detail_weights={detail_weights!r}; expected (BCE weight, '
+                     'Dice weight), two numbers >= 0.')
   evaluate.check_eval_config(config.eval)
   weighting = config.loss.class_weighting
   if weighting not in ('', 'median_frequency', 'enet'):

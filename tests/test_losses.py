@@ -1,12 +1,15 @@
 """The cross-entropy family against direct NumPy computations on random inputs."""
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
+from semseg_jax import detail_loss
 from semseg_jax import losses
 from semseg_jax.data import distance_maps
+from semseg_jax.models import layers
 
 
 def _log_softmax(logits):
@@ -102,9 +105,10 @@ def test_focal_matches_numpy(seed, gamma, alpha):
     assert got == pytest.approx(float(losses.cross_entropy(logits, labels, 255)), rel=1e-6)
 
 
-def _loss_config(main, aux, class_weights=()):
+def _loss_config(main, aux, class_weights=(), detail_weights=(1.0, 1.0)):
   config = ml_collections.ConfigDict()
   config.main, config.aux, config.class_weights = main, aux, class_weights
+  config.detail_weights = detail_weights
   return config
 
 
@@ -121,6 +125,26 @@ def test_total_loss_composes_terms_for_main_and_each_aux_head():
   assert float(total) == pytest.approx(expected, rel=1e-5)
   assert set(parts) == {'loss_main_cross_entropy', 'loss_main_focal',
                         'loss_aux0_cross_entropy', 'loss_aux1_cross_entropy'}
+
+
+def test_total_loss_adds_the_weighted_boundary_loss_of_each_detail_head():
+  logits, labels = _inputs(4)
+  labels = np.asarray(labels)
+  labels[:, :2] = 255  # The boundary targets treat the ignore label as a value (as STDC does).
+  details = [np.random.default_rng(k).normal(size=(2, 3, 4, 1)).astype(np.float32)  # Resized up.
+             for k in (5, 6)]
+  config = _loss_config((('cross_entropy', 1.0, {}),), (), detail_weights=(0.5, 2.0))
+  total, parts = jax.jit(lambda o, l: losses.total_loss(o, l, config, 255))(
+      {'logits': logits, 'aux': [], 'detail': details}, labels)
+  targets = detail_loss.boundary_targets(jnp.asarray(labels))
+  expected = float(losses.cross_entropy(logits, labels))
+  for k, detail in enumerate(details):
+    resized = layers.resize_align_corners(jnp.asarray(detail), labels.shape[1:])[..., 0]
+    term = (0.5 * detail_loss.binary_cross_entropy(resized, targets)
+            + 2.0 * detail_loss.dice(jax.nn.sigmoid(resized), targets))
+    assert float(parts[f'loss_detail{k}']) == pytest.approx(float(term), rel=1e-5)
+    expected += float(term)
+  assert float(total) == pytest.approx(expected, rel=1e-5)
 
 
 def test_every_registered_loss_composes_under_jit():

@@ -17,6 +17,7 @@ from semseg_jax.models import table
 from tests import zoo_specs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DETAIL_MODELS = ('stdc',)
 
 
 @pytest.mark.parametrize('key', sorted(zoo_specs.TINY))
@@ -41,6 +42,10 @@ def test_tiny_model_outputs(key):
     assert aux.shape[0] == 2 and aux.shape[-1] == zoo_specs.NUM_CLASSES
     assert aux.dtype == jnp.float32
   assert eval_out['aux'] == []
+  # A detail branch (STDC's boundary logits) in training only.
+  assert [d.shape for d in train_out.get('detail', [])] == \
+      ([(2, *logits_hw, 1)] if key in DETAIL_MODELS else [])
+  assert not eval_out.get('detail')
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables['params']))
 
 
@@ -65,6 +70,7 @@ def test_train_step_of_every_model_on_8_devices(tmp_path, keys):
     assert result['num_devices'] == 8, key
     assert result['finite'] and result['step'] == 1, (key, result)
     assert result['aux'] == zoo_specs.TINY[key][5], (key, result)
+    assert result['detail'] == (1 if key in DETAIL_MODELS else 0), (key, result)
     # Most parameter arrays move in one step. SegFormer's attention key biases get no gradient;
     # FCN-VGG's zero-initialised score layers pass none back in the first step, so its
     # zero-initialised biases stay put then (the reference's initialisation).

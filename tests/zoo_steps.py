@@ -1,8 +1,9 @@
 """One jitted training step of each tiny zoo model on the mesh of all devices (run with
 XLA_FLAGS=--xla_force_host_platform_device_count=8): python -m tests.zoo_steps OUT.json [KEY...]
 
-Writes {key: {'loss', 'finite', 'step', 'num_devices', 'aux', 'moved' (share of
-parameter arrays that changed)}} for tests/test_zoo.py.
+Writes {key: {'loss', 'finite', 'step', 'num_devices', 'aux' and 'detail' (loss terms of
+auxiliary and detail heads), 'moved' (share of parameter arrays that changed)}} for
+tests/test_zoo.py.
 """
 
 import json
@@ -45,8 +46,10 @@ def one_step(key: str) -> dict:
   batch = sharding.to_global(batch, sharding.batch_sharding(mesh, ('data',)))
   state, metrics = step_fn(state, batch)
   aux_terms = [k for k in metrics if k.startswith('loss_aux')]
+  detail_terms = [k for k in metrics if k.startswith('loss_detail')]
   return {'loss': float(metrics['loss']), 'finite': bool(np.isfinite(float(metrics['loss']))),
           'step': int(state.step), 'num_devices': jax.device_count(), 'aux': len(aux_terms),
+          'detail': len(detail_terms),
           'moved': float(np.mean([not np.array_equal(a, np.asarray(b)) for a, b in
                                   zip(before, jax.tree.leaves(state.params))])),
           'metrics': sorted(metrics)}

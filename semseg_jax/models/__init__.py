@@ -2,7 +2,8 @@
 
 A constructor takes (variant, num_classes, **options) and returns a linen Module called as
 `model.apply(variables, images, train=...)` that returns {'logits': [N, h, w, C], 'aux': [...]}
-(`aux`: logits of auxiliary heads, computed when training only).
+(`aux`: logits of auxiliary heads, computed when training only) and, for models with a detail
+branch (STDC), 'detail': [boundary logits [N, h, w, 1]] when training (see detail_loss.py).
 
 Options come from config.model and are passed to a constructor only if its signature names
 them: dtype always; dropout_rate, drop_path_rate, aux_head, multi_grid where the model has such
@@ -17,6 +18,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from semseg_jax.models import bisenet
 from semseg_jax.models import deeplabv3
 from semseg_jax.models import deeplabv3plus
 from semseg_jax.models import duc_hdc
@@ -24,8 +26,13 @@ from semseg_jax.models import enet
 from semseg_jax.models import fcn
 from semseg_jax.models import gcn
 from semseg_jax.models import pspnet
+from semseg_jax.models import regseg
 from semseg_jax.models import segformer
 from semseg_jax.models import segnet
+from semseg_jax.models import segnext
+from semseg_jax.models import sfnet
+from semseg_jax.models import stdc
+from semseg_jax.models import topformer
 from semseg_jax.models import unet
 from semseg_jax.models import upernet
 
@@ -41,6 +48,13 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     'upernet': upernet.upernet,
     'gcn': gcn.gcn,
     'duc_hdc': duc_hdc.duc_hdc,
+    'bisenetv1': bisenet.bisenetv1,
+    'bisenetv2': bisenet.bisenetv2,
+    'regseg': regseg.regseg,
+    'sfnet': sfnet.sfnet,
+    'segnext': segnext.segnext,
+    'stdc': stdc.stdc,
+    'topformer': topformer.topformer,
 }
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}

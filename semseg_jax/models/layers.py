@@ -1,11 +1,12 @@
 """Small building blocks shared by the models (NHWC layout throughout)."""
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Initializer = Callable[..., jax.Array]
 
@@ -56,6 +57,68 @@ def bilinear_resize(x: jax.Array, size: tuple[int, int]) -> jax.Array:
   if (h, w) == tuple(size):
     return x
   return jax.image.resize(x, (n, *size, c), method='bilinear', antialias=False)
+
+
+def resize_align_corners(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """Resizes NHWC `x` to spatial `size` = (H, W) like PyTorch's
+  `F.interpolate(mode='bilinear', align_corners=True)`: output i samples input position
+  i * (in - 1) / (out - 1) (0 when out == 1); blended in float32, returned in x's dtype."""
+  y = x.astype(jnp.float32)
+  for axis, out_size in zip((1, 2), size):
+    in_size = y.shape[axis]
+    if in_size == out_size:
+      continue
+    scale = np.float32(in_size - 1) / np.float32(out_size - 1) if out_size > 1 else 0.0
+    src = np.arange(out_size, dtype=np.float32) * np.float32(scale)
+    low = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    high = np.minimum(low + 1, in_size - 1)
+    shape = [1] * y.ndim
+    shape[axis] = out_size
+    weight = jnp.asarray((src - low).astype(np.float32)).reshape(shape)
+    y = (jnp.take(y, jnp.asarray(low), axis=axis) * (1.0 - weight)
+         + jnp.take(y, jnp.asarray(high), axis=axis) * weight)
+  return y.astype(x.dtype)
+
+
+def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
+  """Source index of each output position of PyTorch's `F.interpolate(mode='nearest')` with an
+  explicit size: floor(dst * scale), scale = float32(in / out) (its float32 rounding is part of
+  the result, e.g. 2 -> 82 row 41 reads row 0), clamped to in - 1."""
+  scale = np.float32(in_size) / np.float32(out_size)
+  src = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int64)
+  return np.minimum(src, in_size - 1)
+
+
+def resize_nearest(x: jax.Array, size: tuple[int, int], axes: tuple[int, int] = (1, 2)
+                   ) -> jax.Array:
+  """PyTorch's 'nearest' (not 'nearest-exact') resize of the two spatial `axes` of `x` to
+  `size` = (H, W)."""
+  for axis, out_size in zip(axes, size):
+    if x.shape[axis] != out_size:
+      x = jnp.take(x, jnp.asarray(nearest_indices(x.shape[axis], out_size)), axis=axis)
+  return x
+
+
+def global_avg_pool(x: jax.Array) -> jax.Array:
+  """AdaptiveAvgPool2d(1) on NHWC, keeping the 1 x 1 spatial axes."""
+  return jnp.mean(x, axis=(1, 2), keepdims=True)
+
+
+def avg_pool_3x3_s2(x: jax.Array) -> jax.Array:
+  """PyTorch's AvgPool2d(3, stride=2, padding=1): zero padding counted in the mean (/ 9)."""
+  return nn.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
+                     count_include_pad=True)
+
+
+def torch_default_init(fan_in: int) -> Initializer:
+  """PyTorch's default Conv2d init of weights (kaiming_uniform_, a=sqrt(5)) and biases:
+  U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = kh * kw * C_in / groups (for references that
+  leave their convs at PyTorch's defaults)."""
+  bound = 1.0 / math.sqrt(fan_in)
+
+  def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
 
 
 # --- Convolutional building blocks (the CNN models; PyTorch/mmcv conventions) ---------------
