@@ -88,3 +88,27 @@ def variant_of(config_file: str, arguments: str, choices: dict[str, str]) -> str
     raise ValueError(f'{config_file}: unknown argument {arguments!r}; expected one of '
                      f'{sorted(choices)} (as {config_file}:<argument>).')
   return choices[arguments]
+
+
+def linear_warmup(config: ml_collections.ConfigDict, steps: int, init_factor: float) -> None:
+  """mmengine's LinearLR before the decay: lr rises from init_factor * lr over `steps`."""
+  config.schedule.warmup_steps = steps
+  config.schedule.warmup_init_factor = init_factor
+
+
+def adamw(config: ml_collections.ConfigDict, lr: float, weight_decay: float,
+          no_decay_patterns: tuple[str, ...], lr_multipliers: tuple) -> None:
+  """AdamW, betas (0.9, 0.999), with per-parameter weight decay and learning-rate rules."""
+  config.optimizer.name = 'adamw'
+  config.optimizer.lr = lr
+  config.optimizer.b1, config.optimizer.b2 = 0.9, 0.999
+  config.optimizer.weight_decay = weight_decay
+  config.optimizer.no_decay_patterns = no_decay_patterns
+  config.optimizer.lr_multipliers = lr_multipliers
+
+
+def ohem(min_kept: int, thresh: float = 0.7) -> tuple:
+  """mmseg's OHEMPixelSampler + cross-entropy as a loss term. Our OHEM ranks the pixels of the
+  global batch, so pass the reference's per-GPU min_kept times its number of GPUs."""
+  return ('ohem_cross_entropy', 1.0, {'thresh': thresh, 'min_kept': min_kept})
+

@@ -23,6 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dropout_rate = 0.1  # Dropout before the classifier.
   config.model.aux_head = True  # Attach the reference's auxiliary head(s), where the model has any (trained with config.loss.aux).
   config.model.multi_grid = ()  # ResNet backbones: unit rates of the last stage's blocks (DeepLabV3's multi-grid, e.g. (1, 2, 4)); () = off.
+  config.model.overrides = ()  # (field, value) pairs for the model constructor, e.g. (('channels', 128),) for a head's width (see each model's constructor).
   config.model.pretrained = ''  # Weights to start training from, and to evaluate / predict with when the workdir has no checkpoint: a semseg_jax checkpoint (a workdir, its checkpoints/, or checkpoints/<step>).
 
   # Data: the source, its label conventions and the input pipeline.

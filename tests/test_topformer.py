@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from semseg_jax.models.heads.psp_head import adaptive_avg_pool
 from semseg_jax.models.topformer import (TOPFORMER_VARIANTS, Attention, InvertedResidual,
-                                         SimpleHead, TransformerBlock, adaptive_avg_pool_hw,
-                                         h_sigmoid, topformer)
+                                         SimpleHead, TransformerBlock, h_sigmoid, topformer)
 
 NUM_CLASSES = 5
 # Narrow injection and head, a single transformer block.
@@ -192,7 +192,7 @@ def _numpy_adaptive_pool(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
                                           ((1, 5, 11, 4), (3, 6)), ((1, 3, 3, 1), (2, 2))])
 def test_adaptive_avg_pool_matches_pytorch_bins(shape, out_hw):
   x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-  np.testing.assert_allclose(adaptive_avg_pool_hw(jnp.asarray(x), out_hw),
+  np.testing.assert_allclose(adaptive_avg_pool(jnp.asarray(x), out_hw),
                              _numpy_adaptive_pool(x, *out_hw), rtol=1e-5, atol=1e-6)
 
 

@@ -107,3 +107,14 @@ def test_multiply_adds_of_a_conv_a_transposed_conv_and_a_dense_layer():
 
   expected = 8 * 8 * 32 * 27 + 8 * 8 * 4 * 4 * 32 * 4 + 16 * 16 * 5 * 4
   assert stats.inference_macs(Tiny(), (8, 8)) == expected
+
+
+def test_model_overrides_reach_the_constructor_and_bad_ones_name_the_field():
+  config = table.load_config('cityscapes_pspnet', 'r50')
+  config.model.overrides = (('channels', 16),)
+  assert models.build_model(config.model, 19).decode_head.channels == 16
+  for overrides, message in [((('chanels', 16),), 'chanels'), ((('dtype', 'x'),), "'dtype'"),
+                             (('channels',), 'pairs')]:
+    config.model.overrides = overrides
+    with pytest.raises(ValueError, match=message):
+      models.build_model(config.model, 19)

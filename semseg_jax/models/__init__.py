@@ -84,5 +84,19 @@ def model_options(model_config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def build_model(model_config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
   """The model named by config.model, with num_classes outputs."""
-  return MODELS[model_config.name](model_config.variant, num_classes,
-                                   **model_options(model_config))
+  options = model_options(model_config)
+  overrides = model_config.overrides
+  if (not isinstance(overrides, (tuple, list))
+      or not all(isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[0], str)
+                 for pair in overrides)):
+    raise ValueError(f'config.model.overrides={overrides!r}; expected (field, value) pairs, '
+                     "e.g. (('channels', 128),).")
+  clashes = sorted({field for field, _ in overrides} & {*options, 'variant', 'num_classes'})
+  if clashes:
+    raise ValueError(f'config.model.overrides sets {clashes}; set them as config.model fields.')
+  try:
+    return MODELS[model_config.name](model_config.variant, num_classes, **options,
+                                     **{field: value for field, value in overrides})
+  except TypeError as error:
+    raise ValueError(f'config.model.overrides={overrides!r} for model {model_config.name!r}: '
+                     f'{error}') from error

@@ -10,6 +10,10 @@ import numpy as np
 
 Initializer = Callable[..., jax.Array]
 
+# Resizes and pools written as matrix products run under this name scope, so that the
+# multiply-add count (models/stats.py) leaves them out, as the papers' counters do.
+RESAMPLING_SCOPE = 'resampling'
+
 
 def trunc_normal_init(std: float = 0.02, bound: float = 2.0) -> Initializer:
   """timm's `trunc_normal_(std=std)`: N(0, std^2) cut at the absolute values +-bound.
@@ -56,7 +60,8 @@ def bilinear_resize(x: jax.Array, size: tuple[int, int]) -> jax.Array:
   n, h, w, c = x.shape
   if (h, w) == tuple(size):
     return x
-  return jax.image.resize(x, (n, *size, c), method='bilinear', antialias=False)
+  with jax.named_scope(RESAMPLING_SCOPE):  # jax.image.resize contracts with weight matrices.
+    return jax.image.resize(x, (n, *size, c), method='bilinear', antialias=False)
 
 
 def resize_align_corners(x: jax.Array, size: tuple[int, int]) -> jax.Array:

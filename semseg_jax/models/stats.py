@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from semseg_jax.models import layers
+
 
 def count_params(params: Any) -> int:
   """Number of scalars in a parameter tree (or its abstract shapes)."""
@@ -57,9 +59,12 @@ def _sub_jaxprs(value: Any):
 
 def jaxpr_macs(jaxpr: Any) -> int:
   """Multiply-adds of convolutions and matrix products in a jaxpr, through nested calls; a scan
-  body counts once per iteration, a conditional by its costliest branch."""
+  body counts once per iteration, a conditional by its costliest branch. Resizes and pools
+  (layers.RESAMPLING_SCOPE) are left out, as fvcore's and mmcv's counters leave them out."""
   total = 0
   for eqn in jaxpr.eqns:
+    if layers.RESAMPLING_SCOPE in str(eqn.source_info.name_stack).split('/'):
+      continue  # A resize or pool computed as a matrix product.
     total += _eqn_macs(eqn)
     if eqn.primitive.name == 'cond':
       total += max(jaxpr_macs(b.jaxpr) for b in eqn.params['branches'])

@@ -31,6 +31,7 @@ class Row:
   reference: int | None  # The reference's count at num_classes, None where none exists.
   source: str  # Where the reference count comes from.
   explanation: str = ''  # Why ours differs from the reference, where it does.
+  published_gmacs: tuple[float, tuple[int, int]] | None = None  # (GMACs, (h, w)) as published.
 
 
 ROWS: tuple[Row, ...] = (
@@ -106,6 +107,44 @@ ROWS: tuple[Row, ...] = (
         'paper Fig. 1 counted at 3 input channels; ~31.0M usually quoted'),
     Row('U-Net + BN', 'camvid_unet', '', 11, 31_038_283, None,
         'none (the paper has no BN)'),
+    Row('SegNeXt-T', 'ade20k_segnext', 't', 150, 4_263_414, 4_263_414,
+        'mmseg MSCAN + LightHamHead; paper 4.3M', published_gmacs=(6.6, (512, 512))),
+    Row('SegNeXt-S', 'ade20k_segnext', 's', 150, 13_932_886, 13_932_886,
+        'mmseg MSCAN + LightHamHead; paper 13.9M', published_gmacs=(15.9, (512, 512))),
+    Row('SegNeXt-B', 'ade20k_segnext', 'b', 150, 27_636_310, 27_636_310,
+        'mmseg MSCAN + LightHamHead; paper 27.6M', published_gmacs=(34.9, (512, 512))),
+    Row('SegNeXt-L', 'ade20k_segnext', 'l', 150, 48_926_550, 48_926_550,
+        'mmseg MSCAN + LightHamHead; paper 48.9M', published_gmacs=(70.0, (512, 512))),
+    Row('TopFormer-T', 'ade20k_topformer', 't', 150, 1_389_654, 1_389_654,
+        'official hustvl/TopFormer module; paper 1.4M', published_gmacs=(0.6, (512, 512))),
+    Row('TopFormer-S', 'ade20k_topformer', 's', 150, 3_034_662, 3_034_662,
+        'official hustvl/TopFormer module; paper 3.1M', published_gmacs=(1.2, (512, 512))),
+    Row('TopFormer-B', 'ade20k_topformer', 'b', 150, 5_062_646, 5_062_646,
+        'official hustvl/TopFormer module; paper 5.1M', published_gmacs=(1.8, (512, 512))),
+    Row('TopFormer-B (head 128)', 'cityscapes_topformer', 'b', 19, 4_839_667, 4_839_667,
+        'official topformer_base_1024x512_80k_2x8city'),
+    Row('STDC1-Seg', 'cityscapes_stdc', 'stdc1', 19, 8_572_954, 8_573_019,
+        'mmseg stdc1 with its aux and detail heads; paper 8.44M is the ImageNet STDC1 classifier',
+        explanation='-65: our detail head has 1 output channel, as the paper and the official '
+        'code; mmseg 1.x gives it 2'),
+    Row('STDC2-Seg', 'cityscapes_stdc', 'stdc2', 19, 12_603_418, 12_603_483,
+        'mmseg stdc2 with its aux and detail heads; paper 12.5M is the ImageNet STDC2 classifier',
+        explanation='-65: 1-channel detail head, as STDC1'),
+    Row('RegSeg', 'cityscapes_regseg', '', 19, 3_334_951, 3_334_951,
+        'official RolandGao/RegSeg exp48_decoder26; paper 3.34M',
+        published_gmacs=(39.1, (1024, 2048))),
+    Row('SFNet R-18', 'cityscapes_sfnet', 'r18', 19, 12_869_715, 12_869_715,
+        'official lxtGH/SFSegNets module; paper 12.87M', published_gmacs=(243.87, (1024, 2048))),
+    Row('SFNet R-50', 'cityscapes_sfnet', 'r50', 19, 31_325_139, 31_325_139,
+        'official lxtGH/SFSegNets module'),
+    Row('SFNet R-101', 'cityscapes_sfnet', 'r101', 19, 50_317_267, 50_317_267,
+        'official lxtGH/SFSegNets module'),
+    Row('BiSeNet V1 R-18', 'cityscapes_bisenetv1', 'r18', 19, 13_425_721, 13_425_721,
+        'mmseg bisenetv1_r18-d32 with its 2 aux heads'),
+    Row('BiSeNet V1 R-50', 'cityscapes_bisenetv1', 'r50', 19, 59_243_385, 59_243_385,
+        'mmseg bisenetv1_r50-d32 with its 2 aux heads'),
+    Row('BiSeNet V2', 'cityscapes_bisenetv2', '', 19, 14_804_255, 14_804_255,
+        'mmseg bisenetv2 with its 4 booster heads (3,358,883 without them; paper 3.4M)'),
 )
 
 
@@ -115,16 +154,17 @@ def load_config(config: str, argument: str) -> ml_collections.ConfigDict:
 
 
 def row_macs(row: Row) -> tuple[int, tuple[int, int]]:
-  """Multiply-adds of one image at the config's crop size, and that size."""
+  """Multiply-adds of one image at the published resolution where one is given, else at the
+  config's crop size; and that size."""
   config = load_config(row.config, row.argument)
-  hw = tuple(config.augment.crop_size)
+  hw = row.published_gmacs[1] if row.published_gmacs else tuple(config.augment.crop_size)
   return stats.inference_macs(models.build_model(config.model, row.num_classes), hw), hw
 
 
 def markdown_rows(with_macs: bool = True) -> list[str]:
   """The table's rows (header included), as README.md holds them."""
   lines = ['| model | config | classes | params (ours) | params (reference) | reference | '
-           'GMACs at crop |',
+           'GMACs at crop or as published |',
            '|---|---|---|---|---|---|---|']
   for row in ROWS:
     argument = f':{row.argument}' if row.argument else ''
@@ -134,7 +174,8 @@ def markdown_rows(with_macs: bool = True) -> list[str]:
             f'{row.params:,} | {reference} | {source} |')
     if with_macs:
       macs, hw = row_macs(row)
-      line += f' {macs / 1e9:.1f} ({hw[0]}x{hw[1]}) |'
+      published = f'; published {row.published_gmacs[0]}' if row.published_gmacs else ''
+      line += f' {macs / 1e9:.1f} ({hw[0]}x{hw[1]}{published}) |'
     lines.append(line)
   return lines
 

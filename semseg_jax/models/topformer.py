@@ -62,7 +62,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from semseg_jax.models.heads.psp_head import adaptive_bin_edges
+from semseg_jax.models.heads.psp_head import adaptive_avg_pool
 from semseg_jax.models.layers import (ConvBNAct, DropPath, SegClassifier, batch_norm,
                                       bilinear_resize, conv2d, conv_fan_out_init)
 
@@ -89,23 +89,6 @@ STEM_WIDTH = 16
 def h_sigmoid(x: jax.Array) -> jax.Array:
   """The reference's hard sigmoid: ReLU6(x + 3) / 6."""
   return jax.nn.relu6(x + 3.0) / 6.0
-
-
-def _pool_matrix(size: int, bins: int) -> jax.Array:
-  """[bins, size] matrix whose row i averages the positions of AdaptiveAvgPool's bin i."""
-  rows = []
-  for start, end in adaptive_bin_edges(size, bins):
-    rows.append([1.0 / (end - start) if start <= j < end else 0.0 for j in range(size)])
-  return jnp.asarray(rows, jnp.float32)
-
-
-def adaptive_avg_pool_hw(x: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
-  """PyTorch's `adaptive_avg_pool2d(x, (out_h, out_w))` on NHWC `x`, accumulated in float32."""
-  _, h, w, _ = x.shape
-  pooled = jnp.einsum('ih,nhwc,jw->nijc', _pool_matrix(h, out_hw[0]), x,
-                      _pool_matrix(w, out_hw[1]), precision=jax.lax.Precision.HIGHEST,
-                      preferred_element_type=jnp.float32)
-  return pooled.astype(x.dtype)
 
 
 class ConvBN(nn.Module):
@@ -288,7 +271,7 @@ class TopFormerBackbone(nn.Module):
                                 name='tpm')(x, train)
     h, w = tokens[-1].shape[1:3]
     pooled_hw = ((h - 1) // self.pool_stride + 1, (w - 1) // self.pool_stride + 1)
-    pooled = jnp.concatenate([adaptive_avg_pool_hw(t, pooled_hw) for t in tokens], axis=-1)
+    pooled = jnp.concatenate([adaptive_avg_pool(t, pooled_hw) for t in tokens], axis=-1)
     semantics = SemanticsExtractor(self.depth, self.key_dim, self.num_heads, self.attn_ratio,
                                    self.mlp_ratio, self.drop_path_rate, dtype=self.dtype,
                                    name='trans')(pooled, train)

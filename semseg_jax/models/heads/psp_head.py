@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from semseg_jax.models.layers import ConvBNAct, SegClassifier, bilinear_resize
+from semseg_jax.models.layers import (RESAMPLING_SCOPE, ConvBNAct, SegClassifier,
+                                      bilinear_resize)
 
 
 def adaptive_bin_edges(size: int, bins: int) -> list[tuple[int, int]]:
@@ -45,17 +46,21 @@ def _bin_averaging_matrix(size: int, bins: int) -> np.ndarray:
   return matrix
 
 
-def adaptive_avg_pool(x: jax.Array, bins: int) -> jax.Array:
-  """PyTorch's `AdaptiveAvgPool2d(bins)` on NHWC `x` -> [N, bins, bins, C].
+def adaptive_avg_pool(x: jax.Array, bins: int | tuple[int, int]) -> jax.Array:
+  """PyTorch's `AdaptiveAvgPool2d(bins)` on NHWC `x` -> [N, bins_h, bins_w, C] (`bins` an int
+  for a square grid, or (h, w)).
 
   Written as two small averaging matrices (rows, columns) contracted with `x`, accumulated in
-  float32 whatever `x`'s dtype; the result has `x`'s dtype.
+  float32 whatever `x`'s dtype; the result has `x`'s dtype. (Under the resampling scope: the
+  multiply-add count of models/stats.py leaves pooling out.)
   """
+  bins_h, bins_w = (bins, bins) if isinstance(bins, int) else bins
   _, h, w, _ = x.shape
-  rows = jnp.asarray(_bin_averaging_matrix(h, bins))
-  cols = jnp.asarray(_bin_averaging_matrix(w, bins))
-  pooled = jnp.einsum('ih,nhwc,jw->nijc', rows, x, cols, precision=jax.lax.Precision.HIGHEST,
-                      preferred_element_type=jnp.float32)
+  with jax.named_scope(RESAMPLING_SCOPE):
+    rows = jnp.asarray(_bin_averaging_matrix(h, bins_h))
+    cols = jnp.asarray(_bin_averaging_matrix(w, bins_w))
+    pooled = jnp.einsum('ih,nhwc,jw->nijc', rows, x, cols,
+                        precision=jax.lax.Precision.HIGHEST, preferred_element_type=jnp.float32)
   return pooled.astype(x.dtype)
 
 

@@ -1,0 +1,26 @@
+"""STDC-Seg on ADE20K. No published ADE20K recipe exists (the paper, its code and mmseg train
+STDC on Cityscapes and CamVid); this is mmsegmentation's Cityscapes recipe (SGD momentum 0.9,
+weight decay 5e-4, lr 0.01, linear warm-up from 0.1 x lr over 1k steps, poly (power 0.9) to 1e-4;
+OHEM cross-entropy (thresh 0.7) with weight 1.0 on the decode and both auxiliary heads, the detail
+head's BCE + Dice) on ADE20K's data setting and schedule: global batch 16 of 512x512 crops of
+(2048, 512) x [0.5, 2] for 160k steps (min_kept scaled to 16 images: 10000 x 16 / 12).
+
+--config=configs/ade20k_stdc.py:<variant>, <variant> one of stdc1, stdc2.
+"""
+
+import ml_collections
+
+from configs import cnn_recipes
+
+VARIANTS = ('stdc1', 'stdc2')
+
+
+def get_config(arguments: str = 'stdc1') -> ml_collections.ConfigDict:
+  variant = cnn_recipes.variant_of('configs/ade20k_stdc.py', arguments,
+                                   {name: name for name in VARIANTS})
+  config = cnn_recipes.mmseg_cnn('ade20k', 'stdc', variant)
+  config.loss.main = (cnn_recipes.ohem(min_kept=13_333),)
+  config.loss.aux = (cnn_recipes.ohem(min_kept=13_333),)
+  config.loss.detail_weights = (1.0, 1.0)
+  cnn_recipes.linear_warmup(config, steps=1000, init_factor=0.1)
+  return config

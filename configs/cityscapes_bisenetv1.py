@@ -1,0 +1,27 @@
+"""BiSeNet V1 on Cityscapes, mmsegmentation's recipe (bisenetv1_<backbone>-d32_4xb4-160k_
+cityscapes-1024x1024): SGD momentum 0.9, weight decay 5e-4, lr 0.025 (R-18) / 0.05 (R-50),
+linear warm-up from 0.1 x lr over 1k steps, then poly (power 0.9) to 1e-4 at 160k steps; global
+batch 16 of 1024x1024 crops of (2048, 1024) x [0.5, 2]; cross-entropy with weight 1.0 on the
+decode head and on both auxiliary heads; whole-image test at (2048, 1024).
+
+--config=configs/cityscapes_bisenetv1.py:<backbone>, <backbone> one of r18, r50.
+"""
+
+import ml_collections
+
+from configs import cnn_recipes
+
+LEARNING_RATES = {'r18': 0.025, 'r50': 0.05}
+
+
+def get_config(arguments: str = 'r18') -> ml_collections.ConfigDict:
+  variant = cnn_recipes.variant_of('configs/cityscapes_bisenetv1.py', arguments,
+                                   {name: name for name in LEARNING_RATES})
+  config = cnn_recipes.mmseg_cnn('cityscapes', 'bisenetv1', variant)
+  config.augment.crop_size = (1024, 1024)
+  config.loss.aux = (('cross_entropy', 1.0, {}),)
+  cnn_recipes.sgd(config, lr=LEARNING_RATES[variant], momentum=0.9, weight_decay=5e-4)
+  cnn_recipes.poly(config, power=0.9, min_lr=1e-4)
+  cnn_recipes.linear_warmup(config, steps=1000, init_factor=0.1)
+  cnn_recipes.training_length(config, 16, 160_000, 16_000, num_workers=8)
+  return config
