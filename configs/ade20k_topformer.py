@@ -4,8 +4,9 @@
 rule matches none of its BatchNorms, named bn), decode head lr x10; linear warm-up over 1500
 steps from 1e-6 x lr, then poly (power 1) to 0 at 160k steps; global batch 16 of 512x512 crops of
 (2048, 512) x [0.5, 2], cat_max_ratio 0.75, flip and photometric distortion; cross-entropy only;
-whole-image test at (2048, 512). Drop path 0.1, decoder dropout 0.1. The published models start
-from ImageNet-pretrained backbones.
+whole-image test at (2048, 512), each side then resized up to a multiple of 32
+(ResizeToMultiple). Drop path 0.1, decoder dropout 0.1. The published models start from
+ImageNet-pretrained backbones.
 
 --config=configs/ade20k_topformer.py:<size>, <size> one of t, s, b.
 """
@@ -40,5 +41,6 @@ def get_config(arguments: str = 't') -> ml_collections.ConfigDict:
   config = default.get_config()
   datasets.ade20k(config)
   topformer_recipe(config, size, LEARNING_RATES[size])
+  config.eval.align_multiple = 32
   cnn_recipes.training_length(config, 16, 160_000, 16_000, num_workers=8)
   return config

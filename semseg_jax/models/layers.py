@@ -50,6 +50,15 @@ class DropPath(nn.Module):
     return jnp.where(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros((), x.dtype))
 
 
+def stage_drop_path_rates(rate: float, depths: Sequence[int]) -> list[tuple[float, ...]]:
+  """Stochastic depth rising linearly from 0 to `rate` over all blocks of all stages
+  (torch.linspace(0, rate, sum(depths))), split into one tuple per stage."""
+  total = sum(depths)
+  rates = [rate * i / max(total - 1, 1) for i in range(total)]
+  starts = [sum(depths[:s]) for s in range(len(depths))]
+  return [tuple(rates[start:start + depth]) for start, depth in zip(starts, depths)]
+
+
 def bilinear_resize(x: jax.Array, size: tuple[int, int]) -> jax.Array:
   """Resizes NHWC `x` to spatial `size` = (H, W) like PyTorch's
   `F.interpolate(mode='bilinear', align_corners=False)` with an explicit output size.

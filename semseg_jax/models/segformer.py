@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from semseg_jax.models.layers import (DropPath, bilinear_resize, conv_fan_out_init,
-                                      trunc_normal_init)
+                                      stage_drop_path_rates, trunc_normal_init)
 
 SEGFORMER_VARIANTS: dict[str, dict] = {
     'b0': dict(depths=(2, 2, 2, 2), widths=(32, 64, 160, 256), decoder_dim=256),
@@ -161,17 +161,13 @@ class MixTransformer(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> list[jax.Array]:
-    # Stochastic depth rises linearly from 0 to drop_path_rate over all blocks of all stages.
-    total = sum(self.depths)
-    rates = [self.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
-    features, start = [], 0
+    rates = stage_drop_path_rates(self.drop_path_rate, self.depths)
+    features = []
     for s, depth in enumerate(self.depths):
       patch_size, stride = (7, 4) if s == 0 else (3, 2)
       x = MixStage(self.widths[s], depth, self.num_heads[s], self.sr_ratios[s], patch_size, stride,
-                   tuple(rates[start:start + depth]), dtype=self.dtype, name=f'stage{s + 1}')(
-                       x, train)
+                   rates[s], dtype=self.dtype, name=f'stage{s + 1}')(x, train)
       features.append(x)
-      start += depth
     return features
 
 

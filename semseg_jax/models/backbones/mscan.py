@@ -48,7 +48,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from semseg_jax.models.layers import DropPath, batch_norm
+from semseg_jax.models.layers import DropPath, batch_norm, stage_drop_path_rates
 
 # depths, widths, mlp ratios and the drop-path rate of the benchmark configs (Table 2 of the
 # paper; official local_configs/segnext/*/ and mmseg configs/segnext/*).
@@ -204,15 +204,12 @@ class MSCAN(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> list[jax.Array]:
-    total = sum(self.depths)
-    rates = [self.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
-    features, start = [], 0
+    rates = stage_drop_path_rates(self.drop_path_rate, self.depths)
+    features = []
     for s, depth in enumerate(self.depths):
-      x = MSCANStage(self.widths[s], depth, self.mlp_ratios[s],
-                     tuple(rates[start:start + depth]), is_first=s == 0, dtype=self.dtype,
-                     name=f'stage{s + 1}')(x, train)
+      x = MSCANStage(self.widths[s], depth, self.mlp_ratios[s], rates[s], is_first=s == 0,
+                     dtype=self.dtype, name=f'stage{s + 1}')(x, train)
       features.append(x)
-      start += depth
     return features
 
 
