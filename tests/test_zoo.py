@@ -158,9 +158,11 @@ def test_config_loads_checks_and_builds_its_model(name, argument):
   from semseg_jax import train  # pylint: disable=g-import-not-at-top
   config = table.load_config(name, argument)
   train.check_config(config)
-  model = models.build_model(config.model, NUM_CLASSES_OF[name.split('_')[0]])
-  variables = stats.abstract_variables(model, (64, 64))
-  assert stats.count_params(variables['params']) > 0
+  if (name, argument) not in {(row.config, row.argument) for row in table.ROWS}:
+    # (The table's rows are built and counted by the table test above.)
+    model = models.build_model(config.model, NUM_CLASSES_OF[name.split('_')[0]])
+    variables = stats.abstract_variables(model, (64, 64))
+    assert stats.count_params(variables['params']) > 0
   module = importlib.import_module(f'configs.{name}')
   if inspect.signature(module.get_config).parameters:  # A bad argument is named with its file.
     with pytest.raises(ValueError, match=name):
