@@ -56,7 +56,8 @@ def _init_shapes(model, hw=(64, 64)):
 def tiny():
   model = topformer('t', NUM_CLASSES, **TINY)
   images = jax.random.normal(jax.random.key(0), (2, 45, 67, 3))
-  variables = jax.jit(lambda x: model.init({'params': jax.random.key(1)}, x))(images)
+  # An 'rbg' key: the same initialisers, but the init compiles about twice as fast.
+  variables = jax.jit(lambda x: model.init({'params': jax.random.key(1, impl='rbg')}, x))(images)
 
   @jax.jit
   def train_apply(x, key):
