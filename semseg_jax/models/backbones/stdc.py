@@ -32,7 +32,8 @@ stride-16 context (128), stride-8 context (128), fused stride-8 feature (256)].
 Parameters: stdc_net/{stages_0, stages_1}/{conv, bn},
 stdc_net/stages_{2,3,4}/blocks_{j}/{layers_{k}, downsample}/{conv, bn}; arms_{0,1}/{conv_layer,
 atten_conv_layer}/{conv, bn} (BiSeNet's ARM; arms_0 on stride 32, arms_1 on stride 16);
-convs_{0,1}/{conv, bn}; conv_avg/{conv, bn}; ffm/{conv0/{conv, bn}, attention_reduce, attention_expand}.
+convs_{0,1}/{conv, bn}; conv_avg/{conv, bn}; ffm/{conv0/{conv, bn}, attention_reduce,
+attention_expand}.
 
 Deviations: none in the layer list, widths or init (He normal fan_out, as mmcv's ConvModule).
 The official code has the same layers; its BN is InPlaceABNSync, and its heads differ (see
