@@ -11,6 +11,7 @@ label's original resolution.
 
 import ml_collections
 
+from configs import cnn_recipes
 from configs import default
 
 VARIANTS = ('b0', 'b1', 'b2', 'b3', 'b4', 'b5')
@@ -40,18 +41,9 @@ def get_config(variant: str = 'b0') -> ml_collections.ConfigDict:
   config.train.num_steps = 160_000
   config.train.eval_every = 16_000
 
-  config.optimizer.name = 'adamw'
-  config.optimizer.lr = 6e-5
-  config.optimizer.b1, config.optimizer.b2 = 0.9, 0.999
-  config.optimizer.weight_decay = 0.01
-  config.optimizer.no_decay_patterns = ('norm', 'dwconv')
-  config.optimizer.lr_multipliers = (('^decode_head/', 10.0),)
-
-  config.schedule.name = 'poly'
-  config.schedule.warmup_steps = 1500
-  config.schedule.warmup_init_factor = 1e-6
-  config.schedule.power = 1.0
-  config.schedule.end_factor = 0.0
+  cnn_recipes.adamw(config, lr=6e-5, weight_decay=0.01, no_decay_patterns=('norm', 'dwconv'),
+                    lr_multipliers=(('^decode_head/', 10.0),))
+  cnn_recipes.transformer_schedule(config)
 
   config.eval.mode = 'whole'
   config.eval.align_multiple = 32  # SegFormer's AlignedResize at test time.

@@ -27,10 +27,7 @@ def segnext_recipe(config: ml_collections.ConfigDict, size: str) -> None:
   config.model.aux_head = False
   cnn_recipes.adamw(config, lr=6e-5, weight_decay=0.01, no_decay_patterns=('norm',),
                     lr_multipliers=(('^decode_head/', 10.0),))
-  config.schedule.name = 'poly'
-  config.schedule.power = 1.0
-  config.schedule.end_factor = 0.0
-  cnn_recipes.linear_warmup(config, steps=1500, init_factor=1e-6)
+  cnn_recipes.transformer_schedule(config)
 
 
 def get_config(arguments: str = 't') -> ml_collections.ConfigDict:

@@ -10,17 +10,13 @@ head's BCE + Dice) on ADE20K's data setting and schedule: global batch 16 of 512
 
 import ml_collections
 
+from configs import cityscapes_stdc
 from configs import cnn_recipes
-
-VARIANTS = ('stdc1', 'stdc2')
 
 
 def get_config(arguments: str = 'stdc1') -> ml_collections.ConfigDict:
   variant = cnn_recipes.variant_of('configs/ade20k_stdc.py', arguments,
-                                   {name: name for name in VARIANTS})
+                                   {name: name for name in cityscapes_stdc.VARIANTS})
   config = cnn_recipes.mmseg_cnn('ade20k', 'stdc', variant)
-  config.loss.main = (cnn_recipes.ohem(min_kept=13_333),)
-  config.loss.aux = (cnn_recipes.ohem(min_kept=13_333),)
-  config.loss.detail_weights = (1.0, 1.0)
-  cnn_recipes.linear_warmup(config, steps=1000, init_factor=0.1)
+  cityscapes_stdc.stdc_recipe(config, min_kept=13_333)
   return config

@@ -29,10 +29,7 @@ def topformer_recipe(config: ml_collections.ConfigDict, size: str, lr: float) ->
   config.model.aux_head = False
   cnn_recipes.adamw(config, lr=lr, weight_decay=0.01, no_decay_patterns=(),
                     lr_multipliers=(('^decode_head/', 10.0),))
-  config.schedule.name = 'poly'
-  config.schedule.power = 1.0
-  config.schedule.end_factor = 0.0
-  cnn_recipes.linear_warmup(config, steps=1500, init_factor=1e-6)
+  cnn_recipes.transformer_schedule(config)
 
 
 def get_config(arguments: str = 't') -> ml_collections.ConfigDict:

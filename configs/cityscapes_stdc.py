@@ -16,13 +16,19 @@ from configs import cnn_recipes
 VARIANTS = ('stdc1', 'stdc2')
 
 
+def stdc_recipe(config: ml_collections.ConfigDict, min_kept: int) -> None:
+  """STDC's losses (OHEM on the decode and auxiliary heads, the detail loss) and warm-up, on
+  top of mmseg_cnn's SGD and poly decay (shared with configs/ade20k_stdc.py)."""
+  config.loss.main = (cnn_recipes.ohem(min_kept=min_kept),)
+  config.loss.aux = (cnn_recipes.ohem(min_kept=min_kept),)
+  config.loss.detail_weights = (1.0, 1.0)
+  cnn_recipes.linear_warmup(config, steps=1000, init_factor=0.1)
+
+
 def get_config(arguments: str = 'stdc1') -> ml_collections.ConfigDict:
   variant = cnn_recipes.variant_of('configs/cityscapes_stdc.py', arguments,
                                    {name: name for name in VARIANTS})
   config = cnn_recipes.mmseg_cnn('cityscapes', 'stdc', variant)
-  config.loss.main = (cnn_recipes.ohem(min_kept=40_000),)
-  config.loss.aux = (cnn_recipes.ohem(min_kept=40_000),)
-  config.loss.detail_weights = (1.0, 1.0)
-  cnn_recipes.linear_warmup(config, steps=1000, init_factor=0.1)
+  stdc_recipe(config, min_kept=40_000)
   cnn_recipes.training_length(config, 48, 80_000, 8_000, num_workers=8)
   return config

@@ -1,4 +1,5 @@
-"""The recipes of the classic CNN benchmarks, shared by the zoo's config files.
+"""The recipes of the classic CNN benchmarks, and the optimizer, schedule and loss pieces (sgd,
+adamw, poly, linear_warmup, transformer_schedule, ohem) that every zoo config composes.
 
 `mmseg_cnn(dataset, model, variant)` is mmsegmentation's schedule for its CNN results (PSPNet,
 DeepLabV3/V3+, FCN, UPerNet... on ResNet-D8): SGD lr 0.01, momentum 0.9, weight decay 5e-4 on
@@ -112,3 +113,9 @@ def ohem(min_kept: int, thresh: float = 0.7) -> tuple:
   global batch, so pass the reference's per-GPU min_kept times its number of GPUs."""
   return ('ohem_cross_entropy', 1.0, {'thresh': thresh, 'min_kept': min_kept})
 
+
+def transformer_schedule(config: ml_collections.ConfigDict) -> None:
+  """mmseg's schedule for SegFormer, SegNeXt and TopFormer: linear warm-up over 1500 steps
+  from 1e-6 x lr, then poly decay with power 1 to 0."""
+  poly(config, power=1.0, min_lr=0.0)
+  linear_warmup(config, steps=1500, init_factor=1e-6)
