@@ -135,6 +135,19 @@ def torch_default_init(fan_in: int) -> Initializer:
   return init
 
 
+def torch_conv(features: int, in_features: int, kernel_size: int = 1, stride: int = 1,
+               dilation: int = 1, groups: int = 1, use_bias: bool = False,
+               dtype: Any = jnp.float32, name: str | None = None) -> nn.Conv:
+  """A PyTorch `nn.Conv2d` left at its default init (weights and biases U(+-1/sqrt(fan_in)),
+  `torch_default_init`), with symmetric zero padding dilation * (k - 1) / 2."""
+  pad = dilation * (kernel_size - 1) // 2
+  init = torch_default_init(kernel_size * kernel_size * in_features // groups)
+  return nn.Conv(features, (kernel_size, kernel_size), strides=stride,
+                 padding=((pad, pad), (pad, pad)), kernel_dilation=dilation,
+                 feature_group_count=groups, use_bias=use_bias, kernel_init=init,
+                 bias_init=init, dtype=dtype, name=name)
+
+
 # --- Convolutional building blocks (the CNN models; PyTorch/mmcv conventions) ---------------
 
 def kaiming_normal_fan_out() -> Initializer:

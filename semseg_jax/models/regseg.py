@@ -54,7 +54,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from semseg_jax.models.layers import batch_norm, bilinear_resize, torch_default_init
+from semseg_jax.models.layers import batch_norm, bilinear_resize, torch_conv
 
 # The stage16 dilation lists after its strided block (`RegSeg.__init__` in model.py).
 EXP48_DILATIONS: tuple[tuple[int, ...], ...] = (
@@ -77,19 +77,6 @@ DECODERS: dict[str, dict[str, Any]] = {
     'decoder4': dict(decoder='concat', decoder_widths=(128, 32, 128)),
 }
 REGSEG_VARIANTS = tuple(f'{body}_{decoder}' for body in BODIES for decoder in DECODERS)
-
-
-def torch_conv(features: int, in_features: int, kernel_size: int = 1, stride: int = 1,
-               dilation: int = 1, groups: int = 1, use_bias: bool = False,
-               dtype: Any = jnp.float32, name: str | None = None) -> nn.Conv:
-  """A PyTorch `nn.Conv2d` with its default init: symmetric zero padding dilation * (k - 1) / 2
-  (the reference's padding everywhere), weights and biases U(+-1/sqrt(fan_in))."""
-  pad = dilation * (kernel_size - 1) // 2
-  init = torch_default_init(kernel_size * kernel_size * in_features // groups)
-  return nn.Conv(features, (kernel_size, kernel_size), strides=stride,
-                 padding=((pad, pad), (pad, pad)), kernel_dilation=dilation,
-                 feature_group_count=groups, use_bias=use_bias, kernel_init=init,
-                 bias_init=init, dtype=dtype, name=name)
 
 
 def avg_pool_2x2_ceil(x: jax.Array) -> jax.Array:

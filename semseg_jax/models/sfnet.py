@@ -61,7 +61,7 @@ import jax.numpy as jnp
 from semseg_jax.models.backbones.resnet import RESNET_DEPTHS, STAGE_WIDTHS, Bottleneck
 from semseg_jax.models.heads.psp_head import adaptive_avg_pool
 from semseg_jax.models.layers import (batch_norm, conv2d, max_pool, resize_align_corners,
-                                      torch_default_init)
+                                      torch_conv)
 
 VARIANTS = {'r18': 18, 'r50': 50, 'r101': 101}
 STEM_WIDTHS = (64, 64, 128)
@@ -158,18 +158,6 @@ class ResNetDeepBase(nn.Module):
 
 # --- Head ---------------------------------------------------------------------------------
 
-def torch_default_conv(features: int, kernel_size: int, in_features: int,
-                       use_bias: bool = False, dtype: Any = jnp.float32,
-                       name: str | None = None) -> nn.Conv:
-  """A stride-1 `nn.Conv2d(padding=k // 2)` with PyTorch's default init: kernel and bias
-  uniform in +-1/sqrt(fan_in) (kaiming_uniform with a=sqrt(5))."""
-  init = torch_default_init(in_features * kernel_size * kernel_size)
-  pad = kernel_size // 2
-  return nn.Conv(features, (kernel_size, kernel_size), padding=((pad, pad), (pad, pad)),
-                 use_bias=use_bias, kernel_init=init, bias_init=init,
-                 dtype=dtype, name=name)
-
-
 class HeadConvBN(nn.Module):
   """conv (PyTorch default init, bias optional) -> BatchNorm -> ReLU (optional)."""
   features: int
@@ -180,8 +168,8 @@ class HeadConvBN(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    x = torch_default_conv(self.features, self.kernel_size, x.shape[-1], self.use_bias,
-                           self.dtype, name='conv')(x)
+    x = torch_conv(self.features, x.shape[-1], self.kernel_size, use_bias=self.use_bias,
+                   dtype=self.dtype, name='conv')(x)
     x = batch_norm(train, self.dtype, name='bn')(x)
     return nn.relu(x) if self.relu else x
 
@@ -214,14 +202,13 @@ class FlowAlignment(nn.Module):
 
   @nn.compact
   def __call__(self, low: jax.Array, high: jax.Array) -> jax.Array:
-    low_reduced = torch_default_conv(self.reduced_features, 1, low.shape[-1], dtype=self.dtype,
-                                     name='down_l')(low)
-    high_reduced = torch_default_conv(self.reduced_features, 1, high.shape[-1],
-                                      dtype=self.dtype, name='down_h')(high)
+    low_reduced = torch_conv(self.reduced_features, low.shape[-1], dtype=self.dtype,
+                             name='down_l')(low)
+    high_reduced = torch_conv(self.reduced_features, high.shape[-1], dtype=self.dtype,
+                              name='down_h')(high)
     high_reduced = resize_align_corners(high_reduced, low.shape[1:3])
-    flow = torch_default_conv(2, 3, 2 * self.reduced_features, dtype=self.dtype,
-                              name='flow_make')(
-                                  jnp.concatenate([high_reduced, low_reduced], axis=-1))
+    flow = torch_conv(2, 2 * self.reduced_features, 3, dtype=self.dtype, name='flow_make')(
+        jnp.concatenate([high_reduced, low_reduced], axis=-1))
     return flow_warp(high, flow)
 
 
@@ -236,8 +223,8 @@ class DeepSupervisionHead(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     x = HeadConvBN(self.features, 3, use_bias=True, dtype=self.dtype, name='conv_bn')(x, train)
     x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2), deterministic=not train)(x)
-    return torch_default_conv(self.num_classes, 1, self.features, use_bias=True,
-                              dtype=self.dtype, name='classifier')(x)
+    return torch_conv(self.num_classes, self.features, use_bias=True, dtype=self.dtype,
+                      name='classifier')(x)
 
 
 class SFNetHead(nn.Module):
@@ -271,8 +258,8 @@ class SFNetHead(nn.Module):
     size = pyramid[0].shape[1:3]
     x = jnp.concatenate([resize_align_corners(p, size) for p in pyramid], axis=-1)
     x = HeadConvBN(self.fpn_dim, 3, dtype=self.dtype, name='conv_last')(x, train)
-    logits = torch_default_conv(self.num_classes, 1, self.fpn_dim, use_bias=True,
-                                dtype=self.dtype, name='classifier')(x)
+    logits = torch_conv(self.num_classes, self.fpn_dim, use_bias=True, dtype=self.dtype,
+                        name='classifier')(x)
     return logits, deep
 
 
