@@ -24,7 +24,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.aux_head = True  # Attach the reference's auxiliary head(s), where the model has any (trained with config.loss.aux).
   config.model.multi_grid = ()  # ResNet backbones: unit rates of the last stage's blocks (DeepLabV3's multi-grid, e.g. (1, 2, 4)); () = off.
   config.model.overrides = ()  # (field, value) pairs for the model constructor, e.g. (('channels', 128),) for a head's width (see each model's constructor).
-  config.model.pretrained = ''  # Weights to start training from, and to evaluate / predict with when the workdir has no checkpoint: a semseg_jax checkpoint (a workdir, its checkpoints/, or checkpoints/<step>).
+  config.model.pretrained = ''  # Whole-model weights to start training from (and to evaluate / predict with when the workdir has no checkpoint): a semseg_jax checkpoint (a workdir, its checkpoints/, one checkpoints/<step>, or `python -m semseg_jax.convert` output), a Hugging Face model directory, a .safetensors/.pth/.bin state dict, or a hub id (see semseg_jax/convert). A classifier with another class count is re-initialised, with a warning.
+  config.model.backbone_pretrained = ''  # Backbone-only weights (e.g. ImageNet: 'nvidia/mit-b0', a torchvision/timm/mmcv ResNet file, a HF ResNet directory), in any form config.model.pretrained accepts; the rest of the model starts from its initialisation.
+  config.model.pretrained_preprocessing = True  # Use the mean/std/channel order that the pretrained weights expect (recorded with them, or their family's convention) instead of config.data's, with a warning where they differ.
 
   # Data: the source, its label conventions and the input pipeline.
   config.data = ml_collections.ConfigDict()
@@ -35,6 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.ignore_index = 255  # Label of pixels that count nowhere (loss, metrics).
   config.data.mean = (123.675, 116.28, 103.53)  # Per-channel RGB mean on 0..255 images.
   config.data.std = (58.395, 57.12, 57.375)  # Per-channel RGB std on 0..255 images.
+  config.data.channel_order = 'rgb'  # Channel order the model sees ('rgb', or 'bgr' for Caffe-style weights); mean/std are given in that order.
   config.data.num_workers = 0  # Grain worker processes per host (0: in the main process).
   config.data.prefetch_batches = 4  # Batches the workers keep ready ahead of the model.
   config.data.synthetic_image_size = (64, 64)  # Synthetic dataset: (height, width) of images.

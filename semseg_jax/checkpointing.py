@@ -11,7 +11,6 @@ from typing import Any
 import grain
 import jax
 import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -57,27 +56,27 @@ def find_checkpoint(path: str) -> str:
   return os.path.join(base, str(steps[-1]))
 
 
-def load_variables(path: str, abstract_variables: dict) -> dict:
-  """{'params', 'batch_stats'} of the checkpoint at `path` (see find_checkpoint), as NumPy
-  arrays; every array of `abstract_variables` must be there with its shape, and the
-  checkpoint's optimizer state is not read."""
-  step_dir = find_checkpoint(path)
-  # Host (NumPy) targets: orbax then returns the stored shapes, and misfits are listed below.
-  host = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract_variables)
-  restore_args = ocp.checkpoint_utils.construct_restore_args(host)
+def read_variables(step_dir: str) -> dict:
+  """{'params', 'batch_stats'} of the checkpoint in `step_dir` (see find_checkpoint) as NumPy
+  arrays of the stored shapes; the optimizer state is not read."""
+  checkpointer = ocp.PyTreeCheckpointer()
+  state_dir = os.path.join(step_dir, 'state')
   try:
-    restored = ocp.PyTreeCheckpointer().restore(
-        os.path.join(step_dir, 'state'), args=ocp.args.PyTreeRestore(
-            item=host, restore_args=restore_args, partial_restore=True))
-  except (KeyError, ValueError, FileNotFoundError) as e:
-    raise ValueError(f'{step_dir}: cannot read this model\'s variables from it: {e}') from e
-  expected = {jax.tree_util.keystr(p): x.shape
-              for p, x in jax.tree_util.tree_leaves_with_path(abstract_variables)}
-  got = {jax.tree_util.keystr(p): np.shape(x)
-         for p, x in jax.tree_util.tree_leaves_with_path(restored)}
-  wrong = [f'{k}: checkpoint {got.get(k, "missing")}, model {v}' for k, v in expected.items()
-           if got.get(k) != v]
-  if wrong:
-    raise ValueError(f'{step_dir} does not fit this model ({len(wrong)} arrays differ): '
-                     + '; '.join(wrong[:10]))
-  return restored
+    stored = checkpointer.metadata(state_dir).item_metadata.tree
+    # Host (NumPy) targets of the stored shapes: nothing is placed on devices here.
+    host = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                        {k: stored[k] for k in ('params', 'batch_stats') if k in stored})
+    return checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
+        item=host, restore_args=ocp.checkpoint_utils.construct_restore_args(host),
+        partial_restore=True))
+  except (KeyError, ValueError, FileNotFoundError, TypeError) as e:
+    raise ValueError(f'{step_dir}: cannot read model variables from it: {e}') from e
+
+
+def save_variables(directory: str, variables: dict) -> str:
+  """Writes {'params', 'batch_stats'} as a weights-only checkpoint that find_checkpoint and
+  read_variables accept (directory/checkpoints/0/state); returns the step directory."""
+  step_dir = os.path.join(os.path.abspath(directory), 'checkpoints', '0')
+  checkpointer = ocp.PyTreeCheckpointer()
+  checkpointer.save(os.path.join(step_dir, 'state'), variables)
+  return step_dir

@@ -22,6 +22,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from semseg_jax import checkpointing
+from semseg_jax import convert
 from semseg_jax import evaluate
 from semseg_jax import losses
 from semseg_jax import metrics
@@ -251,6 +252,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if weighting and config.loss.class_weights:
     raise ValueError('config.loss.class_weighting and config.loss.class_weights are both set; '
                      'give one of them.')
+  if config.model.pretrained and config.model.backbone_pretrained:
+    raise ValueError('config.model.pretrained (whole model) and config.model.backbone_pretrained '
+                     'are both set; give one of them.')
+  if config.data.channel_order not in ('rgb', 'bgr'):
+    raise ValueError(f'config.data.channel_order={config.data.channel_order!r}; expected rgb '
+                     'or bgr.')
 
 
 def resolve_class_weighting(config: ml_collections.ConfigDict) -> None:
@@ -284,6 +291,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str):
   """What training, evaluation and benchmarking share: mesh, sources, model, optimizer."""
   del workdir
   check_config(config)
+  use_pretrained_preprocessing(config)
   mesh = sharding.make_mesh(config.mesh)
   train_source = datasets.make_source(config.data, config.data.train_split, config.seed)
   eval_source = datasets.make_source(config.data, config.data.eval_split, config.seed)
@@ -294,21 +302,54 @@ def setup(config: ml_collections.ConfigDict, workdir: str):
 def build_for_inference(config: ml_collections.ConfigDict, num_classes: int):
   """Mesh, model and optimizer (to restore checkpoints) without reading any dataset."""
   check_config(config)
+  use_pretrained_preprocessing(config)
   mesh = sharding.make_mesh(config.mesh)
   model, tx, _ = build_model_and_optimizer(config, num_classes)
   return mesh, model, tx
 
 
-def load_pretrained(state: TrainState, state_shardings: Any, path: str) -> TrainState:
-  """state with the parameters and batch statistics of the checkpoint at `path`."""
-  try:
-    loaded = checkpointing.load_variables(path, {'params': state.params,
-                                                 'batch_stats': state.batch_stats})
-  except (ValueError, FileNotFoundError) as e:
-    raise ValueError(f'config.model.pretrained={path!r}: {e}') from e
-  loaded = jax.device_put(loaded, {'params': state_shardings.params,
-                                   'batch_stats': state_shardings.batch_stats})
-  return state.replace(params=loaded['params'], batch_stats=loaded['batch_stats'])
+PRETRAINED_FIELDS = (('pretrained', 'model'), ('backbone_pretrained', 'backbone'))
+
+
+def load_pretrained(state: TrainState, state_shardings: Any,
+                    model_config: ml_collections.ConfigDict) -> TrainState:
+  """state with the weights of config.model.pretrained (the whole model) or
+  config.model.backbone_pretrained (its backbone); see semseg_jax.convert."""
+  for field, part in PRETRAINED_FIELDS:
+    source = model_config[field]
+    if not source:
+      continue
+    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), variables)
+    loaded = convert.load(source, abstract, part, f'config.model.{field}')
+    logging.info('config.model.%s: %d arrays from %s (%s).', field, len(loaded.arrays), source,
+                 loaded.family)
+    variables = convert.merge(variables, loaded.arrays, jax.device_put,
+                              {'params': state_shardings.params,
+                               'batch_stats': state_shardings.batch_stats})
+    state = state.replace(params=variables['params'], batch_stats=variables['batch_stats'])
+  return state
+
+
+def use_pretrained_preprocessing(config: ml_collections.ConfigDict) -> None:
+  """Sets config.data.{mean, std, channel_order} to what the pretrained weights expect
+  (config.model.pretrained_preprocessing), warning where that changes them."""
+  if not config.model.pretrained_preprocessing:
+    return
+  for field, _ in PRETRAINED_FIELDS:
+    source = config.model[field]
+    expected = convert.preprocessing_of(source, f'config.model.{field}') if source else None
+    if not expected:
+      continue
+    for key in ('mean', 'std', 'channel_order'):
+      value = expected[key] if key == 'channel_order' else tuple(float(v) for v in expected[key])
+      current = config.data[key] if key == 'channel_order' else tuple(
+          float(v) for v in config.data[key])
+      if not (value == current if key == 'channel_order' else np.allclose(value, current)):
+        logging.warning('config.data.%s=%s -> %s: what the weights of config.model.%s expect '
+                        '(config.model.pretrained_preprocessing=False keeps the config\'s).',
+                        key, current, value, field)
+        config.data[key] = value
 
 
 def restore_checkpoint(config: ml_collections.ConfigDict, workdir: str, model: nn.Module,
@@ -325,7 +366,7 @@ def restore_checkpoint(config: ml_collections.ConfigDict, workdir: str, model: n
   if step is None and config.model.pretrained:
     logging.info('No checkpoint in %s: using config.model.pretrained=%s.', workdir,
                  config.model.pretrained)
-    return load_pretrained(state, shardings, config.model.pretrained), 0
+    return load_pretrained(state, shardings, config.model), 0
   if step is None or step not in manager.all_steps():
     raise FileNotFoundError(f'No checkpoint at step {config.eval.checkpoint_step} '
                             f'(config.eval.checkpoint_step) in '
@@ -357,9 +398,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if manager.latest_step() is not None:
     logging.info('Resuming from checkpoint at step %d.', manager.latest_step())
     state = checkpointing.restore(manager, manager.latest_step(), state, train_iter)
-  elif config.model.pretrained:
-    logging.info('Starting from the weights of %s.', config.model.pretrained)
-    state = load_pretrained(state, state_shardings, config.model.pretrained)
+  elif config.model.pretrained or config.model.backbone_pretrained:
+    state = load_pretrained(state, state_shardings, config.model)
   start_step = int(jax.device_get(state.step))
 
   train_step = make_train_step(model, tx, schedule, config, state_shardings, mesh)

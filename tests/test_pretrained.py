@@ -18,7 +18,13 @@ def _state(config, num_classes, seed):
                                   sharding.make_mesh(config.mesh))
 
 
-def test_pretrained_weights_load_exactly_and_misfits_are_named(tmp_path):
+def _model_config(config, path):
+  model_config = config.model.copy_and_resolve_references()
+  model_config.pretrained = str(path)
+  return model_config
+
+
+def test_pretrained_weights_load_exactly_and_misfits_are_named(tmp_path, caplog):
   config = e2e_config.tiny_quickstart()
   saved, _ = _state(config, 6, seed=1)
   manager = checkpointing.make_manager(str(tmp_path / 'run'), config)
@@ -29,17 +35,34 @@ def test_pretrained_weights_load_exactly_and_misfits_are_named(tmp_path):
   fresh, shardings = _state(config, 6, seed=2)
   for path in (tmp_path / 'run', tmp_path / 'run' / 'checkpoints',
                tmp_path / 'run' / 'checkpoints' / '7'):
-    loaded = train.load_pretrained(fresh, shardings, str(path))
+    loaded = train.load_pretrained(fresh, shardings, _model_config(config, path))
     want, got = e2e_config.flat_leaves(saved.params), e2e_config.flat_leaves(loaded.params)
     assert want.keys() == got.keys()
     for key in want:
       np.testing.assert_array_equal(got[key], want[key], err_msg=key)
     assert int(loaded.step) == 0  # Weights only: a fresh run starts at step 0.
 
+  # Another class count: the classifier keeps its initialisation, everything else loads.
   other, other_shardings = _state(config, 5, seed=2)
-  with pytest.raises(ValueError, match=r"config.model.pretrained=.*2 arrays differ.*"
-                                       r"\['classifier'\]\['bias'\]: checkpoint \(6,\), "
-                                       r"model \(5,\)"):
-    train.load_pretrained(other, other_shardings, str(tmp_path / 'run'))
+  loaded = train.load_pretrained(other, other_shardings, _model_config(config, tmp_path / 'run'))
+  assert "params/decode_head/classifier/bias (6 classes in the source, 5 here)" in caplog.text
+  got = e2e_config.flat_leaves(loaded.params)
+  for key, value in e2e_config.flat_leaves(saved.params).items():
+    if 'classifier' in key:
+      np.testing.assert_array_equal(got[key], e2e_config.flat_leaves(other.params)[key])
+    else:
+      np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+  # Another model: every misfit is named.
+  wider = config.copy_and_resolve_references()
+  wider.model.overrides = (('decoder_dim', 32),)
+  wide, wide_shardings = _state(wider, 6, seed=2)
+  with pytest.raises(ValueError, match=r"config.model.pretrained: semseg_jax checkpoint .* does "
+                                       r"not fit this model; 14 problems: "
+                                       r"batch_stats/decode_head/fuse_norm/mean: source "
+                                       r"\(256,\) vs model \(32,\);.*params/decode_head/"
+                                       r"classifier/kernel: source \(1, 1, 256, 6\) vs model "
+                                       r"\(1, 1, 32, 6\)"):
+    train.load_pretrained(wide, wide_shardings, _model_config(config, tmp_path / 'run'))
   with pytest.raises(ValueError, match='holds no semseg_jax checkpoint'):
-    train.load_pretrained(fresh, shardings, str(tmp_path))
+    train.load_pretrained(fresh, shardings, _model_config(config, tmp_path))

@@ -26,6 +26,8 @@ TINY = {
                       (9, 12), 1),
     'deeplabv3plus_mv2': ('deeplabv3plus', 'mv2-d8', {'channels': 16, 'c1_channels': 8},
                           (33, 47), (9, 12), 1),
+    'deeplabv3_mobilenet': ('deeplabv3_mobilenet', '0.35-os8', {'head_channels': 16},
+                            (37, 53), (5, 7), 0),
     'upernet': ('upernet', 'r18', {'channels': 16}, (37, 53), (10, 14), 1),
     'gcn': ('gcn', 'r18', {'kernel_size': 7}, (37, 53), (37, 53), 0),
     'duc_hdc': ('duc_hdc', 'r18-hdc', {}, (37, 53), (19, 27), 0),

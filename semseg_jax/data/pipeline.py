@@ -50,6 +50,7 @@ class TrainPreprocess(grain.transforms.RandomMap):
     self.flip_prob = float(augment.flip_prob)
     self.photometric = bool(augment.photometric)
     self.mean, self.std = tuple(data.mean), tuple(data.std)
+    self.channel_order = data.channel_order
     self.ignore_index = int(data.ignore_index)
     self.distance_max_classes = distance_max_classes
 
@@ -60,7 +61,7 @@ class TrainPreprocess(grain.transforms.RandomMap):
     image, label = transforms.random_flip(image, label, rng, self.flip_prob)
     if self.photometric:
       image = transforms.photometric_distortion(image, rng)
-    image = transforms.normalize(image, self.mean, self.std)
+    image = transforms.normalize(image, self.mean, self.std, self.channel_order)
     image, label = transforms.pad_to(image, label, self.crop_size, self.ignore_index)
     example = {'image': image, 'label': label.astype(np.int32)}
     if 'skipped' in example_in:
@@ -306,6 +307,7 @@ class EvalPreprocess(grain.transforms.Map):
     self.source = source
     self.eval_config = eval_config
     self.mean, self.std = tuple(data.mean), tuple(data.std)
+    self.channel_order = data.channel_order
     self.ignore_index = int(data.ignore_index)
     self.skip_bad_examples = bool(data.skip_bad_examples)
 
@@ -342,7 +344,7 @@ class EvalPreprocess(grain.transforms.Map):
     images, image_hws = [], []
     for (canvas_h, canvas_w), hw in zip(canvases, eval_view_sizes(label_hw, self.eval_config)):
       view = image if hw == label_hw else transforms.resize(image, None, hw)[0]
-      view = transforms.normalize(view, self.mean, self.std)
+      view = transforms.normalize(view, self.mean, self.std, self.channel_order)
       images.append(np.pad(view, ((0, canvas_h - hw[0]), (0, canvas_w - hw[1]), (0, 0))))
       image_hws.append(np.array(hw, np.int32))
     label = np.pad(label.astype(np.int32), ((0, label_h - label_hw[0]), (0, label_w - label_hw[1])),

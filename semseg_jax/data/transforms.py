@@ -217,8 +217,11 @@ def photometric_distortion(image: Array, rng: np.random.Generator, brightness_de
 
 
 def normalize(image: Array, mean=(123.675, 116.28, 103.53),
-              std=(58.395, 57.12, 57.375)) -> Array:
-  """(image - mean) / std per RGB channel, in float32 (as mmseg's SegDataPreProcessor)."""
+              std=(58.395, 57.12, 57.375), channel_order: str = 'rgb') -> Array:
+  """(image - mean) / std per channel, in float32 (as mmseg's SegDataPreProcessor). `image` is
+  RGB; channel_order='bgr' reverses it first, and mean/std are then in BGR order."""
+  if channel_order == 'bgr':
+    image = image[..., ::-1]
   mean = np.asarray(mean, dtype=np.float32)
   std = np.asarray(std, dtype=np.float32)
   return (image.astype(np.float32) - mean) / std

@@ -20,6 +20,7 @@ import ml_collections
 
 from semseg_jax.models import bisenet
 from semseg_jax.models import deeplabv3
+from semseg_jax.models import deeplabv3_mobilenet
 from semseg_jax.models import deeplabv3plus
 from semseg_jax.models import duc_hdc
 from semseg_jax.models import enet
@@ -45,6 +46,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     'pspnet': pspnet.pspnet,
     'deeplabv3': deeplabv3.deeplabv3,
     'deeplabv3plus': deeplabv3plus.deeplabv3plus,
+    'deeplabv3_mobilenet': deeplabv3_mobilenet.deeplabv3_mobilenet,
     'upernet': upernet.upernet,
     'gcn': gcn.gcn,
     'duc_hdc': duc_hdc.duc_hdc,

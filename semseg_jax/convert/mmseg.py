@@ -1,0 +1,158 @@
+"""mmsegmentation names (1.x and 0.x share them) for our FCN, PSPNet, DeepLabV3, DeepLabV3+,
+UPerNet and SegNeXt, and for their backbones as open-mmlab ImageNet files.
+
+A naming maps one of our module paths to the key prefix of the same module in a state dict
+(torch_layout.py does the rest):
+
+  model_key('decode_head/psp_modules_2/conv') == 'decode_head.psp_modules.2.1.conv'
+  backbone_key('stem_bn1') == 'stem.1'; model_key('backbone/stem_bn1') == 'backbone.stem.1'
+
+Backbones (keys relative to mmseg's 'backbone.', which is also how the ImageNet files name them,
+e.g. resnet50_v1c.pth's 'stem.0.weight', 'layer1.0.conv1.weight'; their 'fc.*' / 'head.*'
+classifiers have no counterpart):
+  ResNetV1c   stem_conv{1,2,3} / stem_bn{1,2,3} -> stem.{0,3,6} / stem.{1,4,7}
+  ResNetV1    conv1, bn1 -> conv1, bn1
+  ResNet      layer{s}_block{j}/{conv,bn}{k} -> layer{s}.{j}.{conv,bn}{k};
+              downsample_conv / downsample_bn -> layer{s}.{j}.downsample.0 / .1
+  MobileNetV2 conv1/{conv,bn} -> conv1.{conv,bn};
+              layer{i}_block{j}/{expand_conv, depthwise_conv, linear_conv}/{conv,bn}
+              -> layer{i}.{j}.conv.{0,1,2}.{conv,bn} (layer 1, expansion 1, has no expand_conv:
+              its depthwise and linear convs are conv.0 and conv.1)
+  MSCAN       stage1/patch_embed/{conv1,bn1,conv2,bn2} -> patch_embed1.proj.{0,1,3,4};
+              stage{i}/patch_embed/{proj,norm} -> patch_embed{i}.{proj,norm};
+              stage{i}/block{j}/... -> block{i}.{j}....; stage{i}/norm -> norm{i}
+
+Heads: classifier/conv_seg -> conv_seg; a pyramid pooling branch (PSPHead's psp_modules_{i},
+UPerHead's psp_modules/convs_{i}) and ASPP's image_pool sit after a pooling layer in an
+nn.Sequential, hence psp_modules.{i}.1 and image_pool.1; numbered lists (convs_{i},
+aspp_modules_{i}, sep_bottleneck_{i}, lateral_convs_{i}, fpn_convs_{i}) become '.{i}'.
+
+Auxiliary heads: mmseg's EncoderDecoder keeps a single auxiliary head (every config of these
+models) as 'auxiliary_head.', a list of them as 'auxiliary_head.{i}.'; `model_key` names the
+single form, `model_key(path, aux_list=True)` the list form.
+"""
+
+import re
+
+from semseg_jax.models.backbones.mobilenet_v2 import INVERTED_RESIDUAL_SETTINGS
+
+_RESNET_STEM = {'stem_conv1': 'stem.0', 'stem_bn1': 'stem.1', 'stem_conv2': 'stem.3',
+                'stem_bn2': 'stem.4', 'stem_conv3': 'stem.6', 'stem_bn3': 'stem.7',
+                'conv1': 'conv1', 'bn1': 'bn1'}
+_RESNET_SHORTCUT = {'downsample_conv': 'downsample.0', 'downsample_bn': 'downsample.1'}
+_MSCAN_STEM = {'conv1': 'proj.0', 'bn1': 'proj.1', 'conv2': 'proj.3', 'bn2': 'proj.4'}
+_MOBILENET_UNITS = ('expand_conv', 'depthwise_conv', 'linear_conv')
+
+# Head modules whose names are mmseg's, and lists whose '_{i}' suffix is mmseg's '.{i}'.
+_HEAD_MODULES = ('bottleneck', 'c1_bottleneck', 'conv_cat', 'fpn_bottleneck', 'squeeze',
+                 'hamburger', 'align')
+_HEAD_LISTS = ('convs', 'aspp_modules', 'sep_bottleneck', 'lateral_convs', 'fpn_convs')
+
+# Keys that only mmseg files (or open-mmlab backbone files) have: a decode head, or the first
+# layer of ResNetV1c, mmseg's MobileNetV2 or MSCAN, optionally under 'backbone.'.
+_DETECT = re.compile(r'decode_head\..*|(backbone\.)?(stem\.0|conv1\.conv|patch_embed1\.proj\.0)'
+                     r'\.weight')
+
+
+def detect(keys: set[str]) -> bool:
+  """Whether `keys` follow mmseg's naming (whole models or open-mmlab backbone files)."""
+  return any(_DETECT.fullmatch(key) for key in keys)
+
+
+def resnet_block_key(path: str) -> str | None:
+  """A layer of a residual block ('layer2_block0/downsample_bn') -> 'layer2.0.downsample.1';
+  mmseg's, torchvision's and timm's ResNets name their blocks alike."""
+  match = re.fullmatch(r'layer(\d)_block(\d+)/(conv[123]|bn[123]|downsample_conv|downsample_bn)',
+                       path)
+  if match is None:
+    return None
+  stage, block, layer = match.groups()
+  return f'layer{stage}.{block}.{_RESNET_SHORTCUT.get(layer, layer)}'
+
+
+def resnet_key(path: str) -> str | None:
+  """Our ResNet (v1c deep stem or v1 stem) -> mmseg's ResNetV1c / ResNetV1 (ResNet)."""
+  return _RESNET_STEM.get(path) or resnet_block_key(path)
+
+
+def mobilenet_v2_key(path: str) -> str | None:
+  """Our MobileNetV2 -> mmseg's MobileNetV2 (ConvModules 'conv' + 'bn' throughout)."""
+  if path in ('conv1/conv', 'conv1/bn'):
+    return path.replace('/', '.')
+  match = re.fullmatch(r'layer(\d)_block(\d+)/(\w+)/(conv|bn)', path)
+  if match is None or not 1 <= int(match.group(1)) <= len(INVERTED_RESIDUAL_SETTINGS):
+    return None
+  layer, block, unit, part = match.groups()
+  expands = INVERTED_RESIDUAL_SETTINGS[int(layer) - 1][0] != 1
+  units = _MOBILENET_UNITS if expands else _MOBILENET_UNITS[1:]
+  if unit not in units:
+    return None
+  return f'layer{layer}.{block}.conv.{units.index(unit)}.{part}'
+
+
+def mscan_key(path: str) -> str | None:
+  """Our MSCAN -> mmseg's MSCAN (stages flattened into patch_embed{i}, block{i}, norm{i})."""
+  match = re.fullmatch(r'stage(\d)/(.+)', path)
+  if match is None:
+    return None
+  stage, rest = match.groups()
+  if rest == 'norm':
+    return f'norm{stage}'
+  embed = re.fullmatch(r'patch_embed/(\w+)', rest)
+  if embed is not None:
+    layer = embed.group(1)
+    return f'patch_embed{stage}.{_MSCAN_STEM.get(layer, layer) if stage == "1" else layer}'
+  block = re.fullmatch(r'block(\d+)(/.+)?', rest)
+  if block is None:
+    return None
+  index, inner = block.groups()
+  return f'block{stage}.{index}' + (inner or '').replace('/', '.')
+
+
+def backbone_key(path: str) -> str | None:
+  """A path under our `backbone` -> the key prefix under mmseg's 'backbone.' (ResNet,
+  MobileNetV2 and MSCAN paths do not overlap)."""
+  return resnet_key(path) or mobilenet_v2_key(path) or mscan_key(path)
+
+
+def head_key(path: str) -> str | None:
+  """A path under a decode or auxiliary head -> the key prefix under the head's mmseg name."""
+  first, _, rest = path.partition('/')
+  tail = '.' + rest.replace('/', '.') if rest else ''
+  if path == 'classifier/conv_seg':
+    return 'conv_seg'
+  if first == 'image_pool':
+    return 'image_pool.1' + tail
+  if first == 'psp_modules':  # UPerHead's PPM: psp_modules/convs_{i}/...
+    branch = re.fullmatch(r'convs_(\d+)/(.+)', rest)
+    if branch is None:
+      return None
+    return f'psp_modules.{branch.group(1)}.1.' + branch.group(2).replace('/', '.')
+  pyramid = re.fullmatch(r'psp_modules_(\d+)', first)  # PSPHead's branches.
+  if pyramid is not None:
+    return f'psp_modules.{pyramid.group(1)}.1{tail}'
+  listed = re.fullmatch(r'(\w+)_(\d+)', first)
+  if listed is not None and listed.group(1) in _HEAD_LISTS:
+    return f'{listed.group(1)}.{listed.group(2)}{tail}'
+  return first + tail if first in _HEAD_MODULES else None
+
+
+def model_key(path: str, aux_list: bool = False) -> str | None:
+  """Our module path -> the key prefix in an mmseg EncoderDecoder's state dict; None for paths
+  outside these models. `aux_list`: the checkpoint's auxiliary heads are a list."""
+  first, _, rest = path.partition('/')
+  if first == 'backbone':
+    inner = backbone_key(rest)
+    return None if inner is None else f'backbone.{inner}'
+  if first == 'decode_head':
+    inner = head_key(rest)
+    return None if inner is None else f'decode_head.{inner}'
+  aux = re.fullmatch(r'auxiliary_heads_(\d+)', first)
+  if aux is None:
+    return None
+  if not aux_list and aux.group(1) != '0':
+    raise ValueError(f'{path}: a model with several auxiliary heads matches mmseg checkpoints '
+                     'whose auxiliary_head is a list; use model_key(path, aux_list=True).')
+  inner = head_key(rest)
+  head = f'auxiliary_head.{aux.group(1)}' if aux_list else 'auxiliary_head'
+  return None if inner is None else f'{head}.{inner}'

@@ -1,0 +1,68 @@
+"""Converting Hugging Face weights with `python -m semseg_jax.convert`, then fine-tuning from
+them with `python -m semseg_jax.main`, as users do."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import orbax.checkpoint as ocp
+import torch
+import transformers
+
+from semseg_jax.data.datasets import synthetic
+from tests import e2e_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run(module: str, *flags: str) -> subprocess.CompletedProcess:
+  env = dict(os.environ, PYTHONPATH=str(REPO), XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  result = subprocess.run([sys.executable, '-m', module, *flags], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-5000:]
+  return result
+
+
+def test_convert_then_finetune_through_main(tmp_path):
+  torch.manual_seed(0)
+  reference = transformers.SegformerForSemanticSegmentation(transformers.SegformerConfig(
+      num_labels=150))  # SegFormer-B0 as fine-tuned on ADE20K.
+  reference.save_pretrained(tmp_path / 'hf')
+  (tmp_path / 'hf' / 'preprocessor_config.json').write_text(json.dumps(
+      {'image_mean': [0.5, 0.5, 0.5], 'image_std': [0.5, 0.5, 0.5], 'rescale_factor': 1 / 255}))
+  tiny = e2e_config.override_flags(e2e_config.TINY)
+
+  converted = tmp_path / 'converted'
+  result = _run('semseg_jax.convert', f'--src={tmp_path / "hf"}', '--config=configs/quickstart.py',
+                f'--out={converted}', '--num_classes=150', *tiny)
+  assert '207 arrays from' in result.stderr and 'hf_segformer naming' in result.stderr
+  assert json.loads((converted / 'preprocessing.json').read_text()) == dict(
+      mean=[127.5] * 3, std=[127.5] * 3, channel_order='rgb')
+
+  # Fine-tune on the synthetic dataset's classes, learning rate 0: the weights stay the
+  # converted ones, so the final checkpoint shows where every tensor landed.
+  workdir = tmp_path / 'run'
+  result = _run('semseg_jax.main', '--config=configs/quickstart.py', f'--workdir={workdir}',
+                *tiny, '--config.train.num_steps=2', '--config.optimizer.lr=0.0',
+                f'--config.model.pretrained={converted}')
+  log = result.stderr
+  assert 'config.data.mean=(123.675, 116.28, 103.53) -> (127.5, 127.5, 127.5)' in log
+  assert (f'params/decode_head/classifier/bias (150 classes in the source, '
+          f'{synthetic.NUM_CLASSES} here)') in log
+
+  manager = ocp.CheckpointManager(workdir / 'checkpoints')
+  params = manager.restore(2, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore()))['state']['params']
+  state_dict = {k: v.numpy() for k, v in reference.state_dict().items()}
+  np.testing.assert_array_equal(
+      params['backbone']['stage3']['block1']['attn']['key']['kernel'],
+      state_dict['segformer.stages.2.blocks.1.attention.k_proj.weight'].T)
+  np.testing.assert_array_equal(
+      params['backbone']['stage1']['patch_embed']['proj']['kernel'],
+      state_dict['segformer.stages.0.patch_embeddings.proj.weight'].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(params['decode_head']['linear_fuse']['kernel'][0, 0],
+                                state_dict['decode_head.linear_fuse.weight'][:, :, 0, 0].T)
+  assert params['decode_head']['classifier']['kernel'].shape[-1] == synthetic.NUM_CLASSES

@@ -1,0 +1,355 @@
+"""mmsegmentation, torchvision and timm state dicts -> our models, tensor by tensor.
+
+Every model is compared with the state dict of the real reference module: its keys and shapes
+are in tests/data/mmseg_state_dicts.json ({model: [[key, shape], ...]}), read once from
+mmsegmentation 1.2.2 (mmengine 0.10, torch 2.13) and stored, so these tests need neither torch
+nor mmseg. The state dicts are filled here with seeded random values (one seed per key), so
+every assigned leaf can be compared with its source tensor after the expected layout change.
+
+How the fixture was made (not run by the tests):
+    configs = mmseg's package configs (site-packages/mmseg/.mim/configs/):
+      fcn_r18-d8           fcn/fcn_r18-d8_4xb2-80k_cityscapes-512x1024.py
+      pspnet_r18-d8        pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py
+      deeplabv3_r18-d8     deeplabv3/deeplabv3_r18-d8_4xb2-80k_cityscapes-512x1024.py
+      deeplabv3plus_r18-d8 deeplabv3plus/deeplabv3plus_r18-d8_4xb2-80k_cityscapes-512x1024.py
+      upernet_r18          upernet/upernet_r18_4xb2-80k_cityscapes-512x1024.py
+      segnext_mscan-t      segnext/segnext_mscan-t_1xb16-adamw-160k_ade20k-512x512.py
+      fcn_mv2-d8           mobilenet_v2/mobilenet-v2-d8_fcn_4xb2-80k_cityscapes-512x1024.py
+      deeplabv3_mv2-d8     mobilenet_v2/mobilenet-v2-d8_deeplabv3_4xb2-80k_cityscapes-512x1024.py
+    sys.modules['mmcv.ops'] = a module with names point_sample, sigmoid_focal_loss, PSAMask,
+        CrissCrossAttention set to None (mmcv-lite has no compiled ops; these models use none)
+    import mmseg.models; mmengine.registry.init_default_scope('mmseg')
+    for each config: cfg = mmengine.config.Config.fromfile(path).model.to_dict()
+        cfg['pretrained'] = None; cfg['backbone'].pop('init_cfg', None)
+        cfg['decode_head']['num_classes'] = cfg['auxiliary_head']['num_classes'] = 19
+        every dict(type='SyncBN') -> 'BN'
+        net = mmseg.registry.MODELS.build(cfg)
+        fixture[name] = [[key, list(tensor.shape)] for key, tensor in net.state_dict().items()]
+    json.dump(fixture, separators=(',', ':'))
+
+The R-18 configs narrow the heads (decode channels 128, DeepLabV3+'s c1_channels 12, auxiliary
+channels 64); our models take the first two as overrides and the auxiliary width by replacing
+the auxiliary head. Our `fcn` builds ResNet backbones only, so the MobileNetV2 FCN is assembled
+from its parts here.
+"""
+
+import functools
+import json
+import pathlib
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from semseg_jax import models
+from semseg_jax.convert import mmseg
+from semseg_jax.convert import torch_layout
+from semseg_jax.convert import torchvision_resnet
+from semseg_jax.models.backbones.mobilenet_v2 import mobilenet_v2_from_variant
+from semseg_jax.models.backbones.resnet import ResNet
+from semseg_jax.models.encoder_decoder import EncoderDecoder
+from semseg_jax.models.heads.fcn_head import FCNHead, auxiliary_fcn_head
+
+FIXTURE = pathlib.Path(__file__).parent / 'data' / 'mmseg_state_dicts.json'
+NUM_CLASSES = 19
+R18_HEAD = dict(channels=128)
+
+
+def _with_aux_channels(model: EncoderDecoder, channels: int) -> EncoderDecoder:
+  return model.clone(auxiliary_heads=(auxiliary_fcn_head(NUM_CLASSES, channels=channels),))
+
+
+def _fcn_mobilenet_v2() -> EncoderDecoder:
+  head = FCNHead(NUM_CLASSES, in_index=3, channels=512, num_convs=2, concat_input=True)
+  return EncoderDecoder(mobilenet_v2_from_variant('mv2-d8'), head,
+                        (auxiliary_fcn_head(NUM_CLASSES),))
+
+
+# Fixture name -> our model with the reference config's settings.
+OUR_MODELS: dict[str, Callable[[], nn.Module]] = {
+    'fcn_r18-d8': lambda: _with_aux_channels(
+        models.MODELS['fcn']('r18-d8', NUM_CLASSES, **R18_HEAD), 64),
+    'pspnet_r18-d8': lambda: _with_aux_channels(
+        models.MODELS['pspnet']('r18-d8', NUM_CLASSES, **R18_HEAD), 64),
+    'deeplabv3_r18-d8': lambda: _with_aux_channels(
+        models.MODELS['deeplabv3']('r18-d8', NUM_CLASSES, **R18_HEAD), 64),
+    'deeplabv3plus_r18-d8': lambda: _with_aux_channels(
+        models.MODELS['deeplabv3plus']('r18-d8', NUM_CLASSES, c1_channels=12, **R18_HEAD), 64),
+    'upernet_r18': lambda: models.MODELS['upernet']('r18', NUM_CLASSES),
+    'segnext_mscan-t': lambda: models.MODELS['segnext']('t', NUM_CLASSES),
+    'fcn_mv2-d8': _fcn_mobilenet_v2,
+    'deeplabv3_mv2-d8': lambda: models.MODELS['deeplabv3']('mv2-d8', NUM_CLASSES),
+}
+
+
+@functools.cache
+def reference_shapes() -> dict[str, dict[str, tuple[int, ...]]]:
+  with open(FIXTURE) as f:
+    return {name: {key: tuple(shape) for key, shape in entries}
+            for name, entries in json.load(f).items()}
+
+
+def abstract_variables(model: nn.Module) -> dict[str, Any]:
+  """The model's variables as ShapeDtypeStructs (traced, not compiled)."""
+  rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
+  return jax.eval_shape(lambda: model.init(rngs, jnp.zeros((1, 64, 64, 3)), train=False))
+
+
+@functools.cache
+def model_variables(name: str) -> dict[str, Any]:
+  return abstract_variables(OUR_MODELS[name]())
+
+
+def filled(shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+  """A state dict of the given shapes, each tensor from its own seed (so values differ)."""
+  return {key: np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+          for seed, (key, shape) in enumerate(sorted(shapes.items()))}
+
+
+@functools.lru_cache(maxsize=1)  # Tests of one model run one after another.
+def converted_model(name: str) -> tuple[dict[str, np.ndarray], torch_layout.Conversion]:
+  """(the filled reference state dict, its conversion into our model with mmseg's names)."""
+  state_dict = filled(reference_shapes()[name])
+  return state_dict, torch_layout.convert_state_dict(state_dict, model_variables(name),
+                                                     mmseg.model_key)
+
+
+def flat(tree: dict[str, Any]) -> dict[str, Any]:
+  return {'/'.join(str(k.key) for k in path): leaf
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def in_our_layout(tensor: np.ndarray, leaf_name: str) -> np.ndarray:
+  """Conv2d weight [O, I/g, kh, kw] -> kernel [kh, kw, I/g, O]; Linear [O, I] -> [I, O];
+  norm parameters, running statistics and other tensors as they are."""
+  if leaf_name == 'kernel':
+    return tensor.transpose(2, 3, 1, 0) if tensor.ndim == 4 else tensor.T
+  return tensor
+
+
+def assert_exact(conversion: torch_layout.Conversion, state_dict: dict[str, np.ndarray],
+                 variables: dict[str, Any], unused: tuple[str, ...] = ()) -> None:
+  """Nothing missing, mis-shaped or left over (but `unused`); every leaf of ours filled, each
+  from a different tensor, equal to it in our layout."""
+  assert conversion.missing == []
+  assert conversion.mismatched == []
+  assert conversion.unused == sorted(unused)
+  assert sorted(conversion.assigned) == sorted(flat(variables))
+  assert len(set(conversion.assigned.values())) == len(conversion.assigned)
+  expected_sources = {k for k in state_dict if not k.endswith('num_batches_tracked')}
+  assert set(conversion.assigned.values()) == expected_sources - set(unused)
+  converted = flat(conversion.variables)
+  for leaf_path, key in conversion.assigned.items():
+    expected = in_our_layout(state_dict[key], leaf_path.rsplit('/', 1)[1])
+    assert converted[leaf_path].shape == expected.shape, (leaf_path, key)
+    np.testing.assert_array_equal(converted[leaf_path], expected, err_msg=f'{leaf_path} {key}')
+
+
+def subtree(variables: dict[str, Any], part: str) -> dict[str, Any]:
+  return {collection: tree[part] for collection, tree in variables.items() if part in tree}
+
+
+@pytest.mark.parametrize('name', sorted(OUR_MODELS))
+def test_whole_model_converts_exactly(name):
+  state_dict, conversion = converted_model(name)
+  assert_exact(conversion, state_dict, model_variables(name))
+
+
+@pytest.mark.parametrize('name', sorted(OUR_MODELS))
+def test_mmseg_detects_its_files(name):
+  keys = set(reference_shapes()[name])
+  backbone_keys = {k.removeprefix('backbone.') for k in keys if k.startswith('backbone.')}
+  assert mmseg.detect(keys) and mmseg.detect(backbone_keys)
+  assert not torchvision_resnet.detect(keys) and not torchvision_resnet.detect_timm(keys)
+
+
+# (model, mmseg key, our leaf), written out by hand from mmseg's module structure.
+SPOT_CHECKS = [
+    ('pspnet_r18-d8', 'decode_head.psp_modules.2.1.conv.weight',
+     'params/decode_head/psp_modules_2/conv/kernel'),
+    ('pspnet_r18-d8', 'decode_head.psp_modules.0.1.bn.running_mean',
+     'batch_stats/decode_head/psp_modules_0/bn/mean'),
+    ('pspnet_r18-d8', 'backbone.layer4.1.bn1.running_mean',
+     'batch_stats/backbone/layer4_block1/bn1/mean'),
+    ('pspnet_r18-d8', 'backbone.stem.3.weight', 'params/backbone/stem_conv2/kernel'),
+    ('pspnet_r18-d8', 'backbone.stem.7.running_var', 'batch_stats/backbone/stem_bn3/var'),
+    ('pspnet_r18-d8', 'backbone.layer3.0.downsample.1.running_mean',
+     'batch_stats/backbone/layer3_block0/downsample_bn/mean'),
+    ('pspnet_r18-d8', 'auxiliary_head.convs.0.bn.weight',
+     'params/auxiliary_heads_0/convs_0/bn/scale'),
+    ('pspnet_r18-d8', 'decode_head.conv_seg.bias', 'params/decode_head/classifier/conv_seg/bias'),
+    ('fcn_r18-d8', 'decode_head.conv_cat.conv.weight', 'params/decode_head/conv_cat/conv/kernel'),
+    ('deeplabv3_r18-d8', 'decode_head.image_pool.1.bn.running_var',
+     'batch_stats/decode_head/image_pool/bn/var'),
+    ('deeplabv3_r18-d8', 'decode_head.aspp_modules.3.conv.weight',
+     'params/decode_head/aspp_modules_3/conv/kernel'),
+    ('deeplabv3plus_r18-d8', 'decode_head.aspp_modules.2.pointwise_conv.bn.bias',
+     'params/decode_head/aspp_modules_2/pointwise_conv/bn/bias'),
+    ('deeplabv3plus_r18-d8', 'decode_head.sep_bottleneck.1.depthwise_conv.conv.weight',
+     'params/decode_head/sep_bottleneck_1/depthwise_conv/conv/kernel'),
+    ('upernet_r18', 'decode_head.psp_modules.3.1.bn.bias',
+     'params/decode_head/psp_modules/convs_3/bn/bias'),
+    ('upernet_r18', 'decode_head.fpn_convs.0.conv.weight',
+     'params/decode_head/fpn_convs_0/conv/kernel'),
+    ('upernet_r18', 'decode_head.lateral_convs.2.conv.weight',
+     'params/decode_head/lateral_convs_2/conv/kernel'),
+    ('upernet_r18', 'decode_head.fpn_bottleneck.bn.running_mean',
+     'batch_stats/decode_head/fpn_bottleneck/bn/mean'),
+    ('segnext_mscan-t', 'backbone.patch_embed1.proj.4.running_mean',
+     'batch_stats/backbone/stage1/patch_embed/bn2/mean'),
+    ('segnext_mscan-t', 'backbone.patch_embed3.norm.weight',
+     'params/backbone/stage3/patch_embed/norm/scale'),
+    ('segnext_mscan-t', 'backbone.block3.4.layer_scale_2',
+     'params/backbone/stage3/block4/layer_scale_2'),
+    ('segnext_mscan-t', 'backbone.block2.1.attn.spatial_gating_unit.conv2_1.weight',
+     'params/backbone/stage2/block1/attn/spatial_gating_unit/conv2_1/kernel'),
+    ('segnext_mscan-t', 'backbone.norm4.bias', 'params/backbone/stage4/norm/bias'),
+    ('segnext_mscan-t', 'decode_head.hamburger.ham_in.conv.bias',
+     'params/decode_head/hamburger/ham_in/conv/bias'),
+    ('segnext_mscan-t', 'decode_head.hamburger.ham_out.gn.weight',
+     'params/decode_head/hamburger/ham_out/gn/scale'),
+    ('fcn_mv2-d8', 'backbone.conv1.bn.running_var', 'batch_stats/backbone/conv1/bn/var'),
+    ('fcn_mv2-d8', 'backbone.layer1.0.conv.0.conv.weight',
+     'params/backbone/layer1_block0/depthwise_conv/conv/kernel'),
+    ('fcn_mv2-d8', 'backbone.layer1.0.conv.1.bn.bias',
+     'params/backbone/layer1_block0/linear_conv/bn/bias'),
+    ('deeplabv3_mv2-d8', 'backbone.layer3.2.conv.1.bn.weight',
+     'params/backbone/layer3_block2/depthwise_conv/bn/scale'),
+    ('deeplabv3_mv2-d8', 'backbone.layer6.2.conv.0.conv.weight',
+     'params/backbone/layer6_block2/expand_conv/conv/kernel'),
+    ('deeplabv3_mv2-d8', 'backbone.layer7.0.conv.2.bn.weight',
+     'params/backbone/layer7_block0/linear_conv/bn/scale'),
+]
+
+
+@pytest.mark.parametrize('name,key,leaf_path', SPOT_CHECKS)
+def test_spot_checks(name, key, leaf_path):
+  # Besides the layout, these catch swaps of equally shaped siblings, which the exhaustive test
+  # (every tensor used once, values as the naming says) cannot tell from the naming itself.
+  state_dict, conversion = converted_model(name)
+  assert conversion.assigned[leaf_path] == key
+  leaf = flat(conversion.variables)[leaf_path]
+  np.testing.assert_array_equal(leaf, in_our_layout(state_dict[key], leaf_path.rsplit('/')[-1]))
+
+
+def test_spot_check_layouts():
+  """A 3x3 conv lands as [kh, kw, in, out], a depthwise one as [kh, kw, 1, channels]."""
+  state_dict, conversion = converted_model('deeplabv3plus_r18-d8')
+  leaves = flat(conversion.variables)
+  conv = state_dict['decode_head.bottleneck.conv.weight']  # [128, 640, 3, 3]
+  assert leaves['params/decode_head/bottleneck/conv/kernel'][2, 0, 5, 7] == conv[7, 5, 2, 0]
+  depthwise = state_dict['decode_head.sep_bottleneck.0.depthwise_conv.conv.weight']  # [140, 1..]
+  kernel = leaves['params/decode_head/sep_bottleneck_0/depthwise_conv/conv/kernel']
+  assert kernel.shape == (3, 3, 1, 140) and kernel[0, 2, 0, 139] == depthwise[139, 0, 0, 2]
+
+
+@pytest.mark.parametrize('name', ['pspnet_r18-d8', 'segnext_mscan-t', 'deeplabv3_mv2-d8'])
+def test_backbone_file_converts_into_backbone(name):
+  """A backbone-only file (mmseg's keys without 'backbone.', plus an ImageNet classifier, as in
+  open-mmlab's resnet18_v1c.pth) fills our backbone subtree."""
+  shapes = {k.removeprefix('backbone.'): s for k, s in reference_shapes()[name].items()
+            if k.startswith('backbone.')}
+  shapes.update({'fc.weight': (1000, 512), 'fc.bias': (1000,)})
+  state_dict = filled(shapes)
+  variables = subtree(model_variables(name), 'backbone')
+  conversion = torch_layout.convert_state_dict(state_dict, variables, mmseg.backbone_key)
+  assert_exact(conversion, state_dict, variables, unused=('fc.bias', 'fc.weight'))
+
+
+@pytest.mark.parametrize('name', sorted(OUR_MODELS))
+def test_model_key_of_backbone_is_backbone_key(name):
+  paths = torch_layout.module_leaves(model_variables(name))
+  backbone_paths = [p.removeprefix('backbone/') for p in paths if p.startswith('backbone/')]
+  assert backbone_paths
+  for path in backbone_paths:
+    assert mmseg.model_key('backbone/' + path) == 'backbone.' + mmseg.backbone_key(path)
+
+
+def test_auxiliary_heads_single_and_list():
+  assert mmseg.model_key('auxiliary_heads_0/convs_0/bn') == 'auxiliary_head.convs.0.bn'
+  assert (mmseg.model_key('auxiliary_heads_1/classifier/conv_seg', aux_list=True)
+          == 'auxiliary_head.1.conv_seg')
+  with pytest.raises(ValueError, match='aux_list=True'):
+    mmseg.model_key('auxiliary_heads_1/convs_0/conv')
+
+
+def test_paths_outside_the_models_have_no_key():
+  for path in ('segmentation_head/conv', 'decode_head/unknown/conv', 'backbone/stage9/x',
+               'backbone/layer1_block0/expand_conv/conv'):
+    assert mmseg.model_key(path) is None, path
+
+
+def torchvision_resnet50_shapes(timm_deep_stem: bool = False) -> dict[str, tuple[int, ...]]:
+  """Keys and shapes of torchvision's resnet50 (or timm's resnet50c) state dict, from their
+  structure: stem, Bottlenecks (3, 4, 6, 3) of widths 64..512 (x4 out), fc to 1000 classes."""
+  shapes: dict[str, tuple[int, ...]] = {}
+
+  def conv(name, out, inp, k):
+    shapes[f'{name}.weight'] = (out, inp, k, k)
+
+  def bn(name, channels):
+    for leaf in ('weight', 'bias', 'running_mean', 'running_var'):
+      shapes[f'{name}.{leaf}'] = (channels,)
+    shapes[f'{name}.num_batches_tracked'] = ()
+
+  if timm_deep_stem:
+    conv('conv1.0', 32, 3, 3), bn('conv1.1', 32), conv('conv1.3', 32, 32, 3)
+    bn('conv1.4', 32), conv('conv1.6', 64, 32, 3)
+  else:
+    conv('conv1', 64, 3, 7)
+  bn('bn1', 64)
+  inplanes = 64
+  for stage, (blocks, width) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512)), start=1):
+    for j in range(blocks):
+      block = f'layer{stage}.{j}'
+      conv(f'{block}.conv1', width, inplanes, 1), bn(f'{block}.bn1', width)
+      conv(f'{block}.conv2', width, width, 3), bn(f'{block}.bn2', width)
+      conv(f'{block}.conv3', 4 * width, width, 1), bn(f'{block}.bn3', 4 * width)
+      if j == 0:
+        conv(f'{block}.downsample.0', 4 * width, inplanes, 1)
+        bn(f'{block}.downsample.1', 4 * width)
+      inplanes = 4 * width
+  shapes.update({'fc.weight': (1000, 2048), 'fc.bias': (1000,)})
+  return shapes
+
+
+RESNET_CASES = {  # name -> (deep stem?, naming)
+    'torchvision resnet50': (False, torchvision_resnet.backbone_key),
+    'timm resnet50': (False, torchvision_resnet.timm_backbone_key),
+    'timm resnet50c': (True, torchvision_resnet.timm_backbone_key),
+}
+
+
+@pytest.mark.parametrize('case', sorted(RESNET_CASES))
+def test_torchvision_and_timm_resnet50(case):
+  deep_stem, naming = RESNET_CASES[case]
+  state_dict = filled(torchvision_resnet50_shapes(timm_deep_stem=deep_stem))
+  variables = abstract_variables(ResNet(50, deep_stem=deep_stem, output_stride=32))
+  conversion = torch_layout.convert_state_dict(state_dict, variables, naming)
+  assert_exact(conversion, state_dict, variables, unused=('fc.bias', 'fc.weight'))
+  if deep_stem:
+    spot = {'conv1.4.weight': 'params/stem_bn2/scale', 'conv1.6.weight': 'params/stem_conv3/kernel',
+            'bn1.running_mean': 'batch_stats/stem_bn3/mean'}
+  else:
+    spot = {'conv1.weight': 'params/conv1/kernel', 'bn1.running_var': 'batch_stats/bn1/var'}
+  spot['layer2.0.downsample.1.running_var'] = 'batch_stats/layer2_block0/downsample_bn/var'
+  spot['layer4.2.conv3.weight'] = 'params/layer4_block2/conv3/kernel'
+  assert {key: leaf for leaf, key in conversion.assigned.items() if key in spot} == spot
+
+
+def test_resnet_detection():
+  torchvision_keys = set(torchvision_resnet50_shapes())
+  timm_c_keys = set(torchvision_resnet50_shapes(timm_deep_stem=True))
+  assert torchvision_resnet.detect(torchvision_keys)
+  assert not torchvision_resnet.detect_timm(torchvision_keys)
+  assert torchvision_resnet.detect_timm(timm_c_keys)
+  assert not torchvision_resnet.detect(timm_c_keys)
+  assert not mmseg.detect(torchvision_keys) and not mmseg.detect(timm_c_keys)
+
+
+def test_torchvision_naming_has_no_deep_stem():
+  assert torchvision_resnet.backbone_key('stem_conv1') is None
+  assert torchvision_resnet.timm_backbone_key('stem_bn3') == 'bn1'
