@@ -29,8 +29,7 @@ How the fixture was made (not run by the tests):
 
 The R-18 configs narrow the heads (decode channels 128, DeepLabV3+'s c1_channels 12, auxiliary
 channels 64); our models take the first two as overrides and the auxiliary width by replacing
-the auxiliary head. Our `fcn` builds ResNet backbones only, so the MobileNetV2 FCN is assembled
-from its parts here.
+the auxiliary head.
 """
 
 import functools
@@ -48,10 +47,9 @@ from semseg_jax import models
 from semseg_jax.convert import mmseg
 from semseg_jax.convert import torch_layout
 from semseg_jax.convert import torchvision_resnet
-from semseg_jax.models.backbones.mobilenet_v2 import mobilenet_v2_from_variant
 from semseg_jax.models.backbones.resnet import ResNet
 from semseg_jax.models.encoder_decoder import EncoderDecoder
-from semseg_jax.models.heads.fcn_head import FCNHead, auxiliary_fcn_head
+from semseg_jax.models.heads.fcn_head import auxiliary_fcn_head
 
 FIXTURE = pathlib.Path(__file__).parent / 'data' / 'mmseg_state_dicts.json'
 NUM_CLASSES = 19
@@ -60,12 +58,6 @@ R18_HEAD = dict(channels=128)
 
 def _with_aux_channels(model: EncoderDecoder, channels: int) -> EncoderDecoder:
   return model.clone(auxiliary_heads=(auxiliary_fcn_head(NUM_CLASSES, channels=channels),))
-
-
-def _fcn_mobilenet_v2() -> EncoderDecoder:
-  head = FCNHead(NUM_CLASSES, in_index=3, channels=512, num_convs=2, concat_input=True)
-  return EncoderDecoder(mobilenet_v2_from_variant('mv2-d8'), head,
-                        (auxiliary_fcn_head(NUM_CLASSES),))
 
 
 # Fixture name -> our model with the reference config's settings.
@@ -80,7 +72,7 @@ OUR_MODELS: dict[str, Callable[[], nn.Module]] = {
         models.MODELS['deeplabv3plus']('r18-d8', NUM_CLASSES, c1_channels=12, **R18_HEAD), 64),
     'upernet_r18': lambda: models.MODELS['upernet']('r18', NUM_CLASSES),
     'segnext_mscan-t': lambda: models.MODELS['segnext']('t', NUM_CLASSES),
-    'fcn_mv2-d8': _fcn_mobilenet_v2,
+    'fcn_mv2-d8': lambda: models.MODELS['fcn']('mv2-d8', NUM_CLASSES),
     'deeplabv3_mv2-d8': lambda: models.MODELS['deeplabv3']('mv2-d8', NUM_CLASSES),
 }
 

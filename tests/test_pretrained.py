@@ -53,6 +53,15 @@ def test_pretrained_weights_load_exactly_and_misfits_are_named(tmp_path, caplog)
     else:
       np.testing.assert_array_equal(got[key], value, err_msg=key)
 
+  # The backbone only: the heads keep their initialisation.
+  backbone_config = config.model.copy_and_resolve_references()
+  backbone_config.backbone_pretrained = str(tmp_path / 'run')
+  loaded = train.load_pretrained(other, other_shardings, backbone_config)
+  got, initial = e2e_config.flat_leaves(loaded.params), e2e_config.flat_leaves(other.params)
+  for key, value in e2e_config.flat_leaves(saved.params).items():
+    want = value if "['backbone']" in key else initial[key]
+    np.testing.assert_array_equal(got[key], want, err_msg=key)
+
   # Another model: every misfit is named.
   wider = config.copy_and_resolve_references()
   wider.model.overrides = (('decoder_dim', 32),)

@@ -151,8 +151,12 @@ def load(source: str, variables: dict, part: str, field: str) -> Loaded:
   converted = _flat(conversion.variables)
   found = {path: converted[path] for path in conversion.assigned}
   mismatched = {m.leaf_path: m for m in conversion.mismatched}
-  unused = [k for k in conversion.unused
-            if in_scope(k) and not any(re.search(p, k) for p in family.ignored)]
+  ignored = [k for k in conversion.unused if in_scope(k) and any(re.search(p, k)
+                                                                  for p in family.ignored)]
+  unused = [k for k in conversion.unused if in_scope(k) and k not in ignored]
+  if ignored:
+    logging.info('%s: %s tensors without a counterpart here (an ImageNet head), not loaded: %s',
+                 field, read.origin, ', '.join(ignored))
   missing = {path: f'{path}: {key} is not in the source'
              for path, key in conversion.missing_leaves.items()}
   return _fit(found, mismatched, unused, variables, part, field, read.origin, family_name,
