@@ -56,6 +56,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from semseg_jax.models.backbones.mobilenet_v2 import make_divisible
+
 # Output widths of the stem and of the 16 inverted residual blocks, before the multiplier.
 BLOCK_CHANNELS = (16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96, 160, 160, 160, 320)
 # Depthwise strides of the 16 blocks at output stride 32.
@@ -70,14 +72,6 @@ HEAD_BN_EPSILON = 1e-5
 TF_BN_MOMENTUM = 0.997  # TensorFlow DeepLab's BatchNorm decay (flax momentum); HF's is 0.003.
 
 VARIANT_PATTERN = re.compile(r'(\d+(?:\.\d+)?)-os(\d+)')
-
-
-def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
-  """`value` rounded to the nearest multiple of `divisor`, at least `min_value` (default
-  `divisor`), one step up where rounding down loses more than 10% (HF's make_divisible)."""
-  rounded = max(divisor if min_value is None else min_value,
-                int(value + divisor / 2) // divisor * divisor)
-  return rounded + divisor if rounded < 0.9 * value else rounded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,12 +93,12 @@ class Architecture:
   def width(self, channels: int) -> int:
     """`channels` times the depth multiplier, rounded (HF's apply_depth_multiplier)."""
     return make_divisible(int(round(channels * self.depth_multiplier)),
-                          self.depth_divisible_by, self.min_depth)
+                          self.depth_divisible_by, min_value=self.min_depth)
 
   def expanded_width(self, in_channels: int) -> int:
     """The hidden width of a block reading `in_channels`."""
     return make_divisible(int(round(in_channels * self.expand_ratio)), self.depth_divisible_by,
-                          self.min_depth)
+                          min_value=self.min_depth)
 
   def final_width(self) -> int:
     """The width of the final 1x1 conv: 1280 unscaled when finegrained below multiplier 1."""

@@ -2,9 +2,9 @@
 
 - 'vgg16-32s' | 'vgg16-16s' | 'vgg16-8s': the paper's nets on VGG16 (models/fcn_vgg.py);
 - 'r50-d8' | 'r101-d8' | 'mv2-d8' | ...: mmsegmentation's FCN, the form of its FCN benchmark
-  results: a dilated ResNet or MobileNetV2 (output stride 8) + FCNHead on stage 4 (two 3x3 ConvModules of 512 channels,
-  the input concatenated and fused by a third, dropout 0.1, classifier) and the auxiliary FCN
-  head on stage 3 (configs/_base_/models/fcn_r50-d8.py).
+  results: a dilated ResNet or MobileNetV2 (output stride 8) + FCNHead on stage 4 (two 3x3
+  ConvModules of 512 channels, the input concatenated and fused by a third, dropout 0.1,
+  classifier) and the auxiliary FCN head on stage 3 (configs/_base_/models/fcn_r50-d8.py).
 """
 
 from typing import Any, Sequence

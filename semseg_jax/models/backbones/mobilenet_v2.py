@@ -60,10 +60,13 @@ STRIDES_AND_DILATIONS: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {
 STEM_WIDTH = 32
 
 
-def make_divisible(value: float, divisor: int = 8, min_ratio: float = 0.9) -> int:
-  """Rounds `value` to the nearest multiple of `divisor` (at least `divisor`), going one step up
-  where rounding would lose more than 1 - min_ratio of it (mmseg's make_divisible)."""
-  rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+def make_divisible(value: float, divisor: int = 8, min_ratio: float = 0.9,
+                   min_value: int | None = None) -> int:
+  """Rounds `value` to the nearest multiple of `divisor` (at least `min_value`, default
+  `divisor`), going one step up where rounding would lose more than 1 - min_ratio of it
+  (mmseg's and HF's make_divisible)."""
+  rounded = max(divisor if min_value is None else min_value,
+                int(value + divisor / 2) // divisor * divisor)
   return rounded + divisor if rounded < min_ratio * value else rounded
 
 
