@@ -271,8 +271,9 @@ def test_hub_ids_offline_say_so(tmp_path, monkeypatch):
   monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path))
   monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_CACHE', str(tmp_path))
   model = segformer.segformer('b0', 7)
-  with pytest.raises(ValueError, match=r"config.model.pretrained='nvidia/mit-b0': could not "
-                                       r'fetch it .* HF_HUB_OFFLINE is set.*huggingface-cli'):
+  with pytest.raises(ValueError, match=r"config.model.pretrained='nvidia/mit-b0': no such local "
+                                       r'path, and could not fetch it .* HF_HUB_OFFLINE is '
+                                       r'set.*huggingface-cli'):
     convert.load('nvidia/mit-b0', abstract_variables(model), 'model', 'config.model.pretrained')
   with pytest.raises(FileNotFoundError, match='no such file or directory'):
     convert.load(str(tmp_path / 'nothing.pth'), abstract_variables(model), 'model', 'x')

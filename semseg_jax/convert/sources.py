@@ -84,7 +84,8 @@ def download_from_hub(hub_id: str, field: str) -> str:
   except Exception as e:  # huggingface_hub raises many kinds (offline, HTTP, not found).
     offline = huggingface_hub.constants.HF_HUB_OFFLINE
     raise ValueError(
-        f'{field}={hub_id!r}: could not fetch it from the Hugging Face hub'
+        f'{field}={hub_id!r}: no such local path, and could not fetch it as a model from the '
+        'Hugging Face hub'
         + (' because HF_HUB_OFFLINE is set' if offline else ' (no network, or no such repo)')
         + f' and it is not in the local cache ({type(e).__name__}: {e}). On a machine with '
         f'internet, `huggingface-cli download {hub_id}` and pass the downloaded directory '
