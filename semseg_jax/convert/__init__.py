@@ -31,6 +31,8 @@ from semseg_jax.convert import sources
 from semseg_jax.convert import torch_layout
 from semseg_jax.convert import torchvision_resnet
 
+# The preprocessing of most PyTorch weights (torchvision, timm, mmseg, HF's SegFormer and ResNet
+# processors): ImageNet mean/std on 0..255 RGB.
 IMAGENET = dict(mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), channel_order='rgb')
 
 
@@ -54,11 +56,11 @@ FAMILIES: dict[str, Family] = {
         'Hugging Face SegFormer (SegformerForSemanticSegmentation, SegformerModel, mit-b*)',
         hf_segformer.detect, hf_segformer.backbone_key, ('segformer.', ''),
         model_key=hf_segformer.model_key, canonical=hf_segformer.canonical,
-        preprocessing=hf_segformer.PREPROCESSING, ignored=(r'^classifier\.',)),
+        ignored=(r'^classifier\.',)),  # SegformerImageProcessor: ImageNet mean/std.
     'hf_resnet': Family(
         'Hugging Face ResNet (ResNetModel, ResNetForImageClassification; microsoft/resnet-*)',
         hf_resnet.detect, hf_resnet.backbone_key, ('resnet.', 'backbone.', ''),
-        preprocessing=hf_resnet.PREPROCESSING, ignored=(r'^classifier\.',),
+        ignored=(r'^classifier\.',),  # microsoft/resnet-*'s processor: ImageNet mean/std.
         check_config=hf_resnet.check_config),
     'hf_mobilenet_v2': Family(
         'Hugging Face MobileNetV2 (MobileNetV2ForSemanticSegmentation: '
@@ -100,9 +102,13 @@ class Loaded:
   reinitialised: list[str]  # Leaf paths kept at their initial values (class count differs).
 
 
+def _leaf_path(key_path: tuple) -> str:
+  """'params/backbone/conv1/kernel' for a jax key path of dict keys."""
+  return '/'.join(str(k.key) for k in key_path)
+
+
 def _flat(tree: dict) -> dict[str, Any]:
-  return {'/'.join(str(k.key) for k in path): leaf
-          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+  return {_leaf_path(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 def _is_classifier(leaf_path: str) -> bool:
@@ -201,7 +207,7 @@ def _fit(found: dict[str, np.ndarray], mismatched: dict, unused: list[str], vari
   """Puts the found leaves into `variables`; raises naming every misfit."""
   wanted = _wanted(variables, part, field, origin)
   missing, problems = missing or {}, []
-  reinitialised, result = [], {}
+  reinitialised, result, absent = [], {}, []
   for path, leaf in wanted.items():
     shape = tuple(leaf.shape)
     if path in mismatched or (path in found and np.shape(found[path]) != shape):
@@ -215,11 +221,11 @@ def _fit(found: dict[str, np.ndarray], mismatched: dict, unused: list[str], vari
                         f'{path}: source {source_shape} vs model {shape}')
     elif path in found:
       result[path] = np.asarray(found[path]).astype(np.dtype(leaf.dtype))
-    elif path in missing:
-      problems.append(missing[path])
     else:
-      problems.append(f'{path}: not in the checkpoint' if family == 'orbax' else
-                      f'{path}: the {family} naming has no tensor for it')
+      absent.append(path)
+      problems.append(missing.get(path) or (f'{path}: not in the checkpoint' if family == 'orbax'
+                                            else f'{path}: the {family} naming has no tensor '
+                                            'for it'))
   if family == 'orbax':
     unused = sorted(k for k in found if k not in wanted)
   aux = [k for k in unused if k.startswith('auxiliary_head.') or '/auxiliary_heads_' in k]
@@ -229,8 +235,6 @@ def _fit(found: dict[str, np.ndarray], mismatched: dict, unused: list[str], vari
                     ', '.join(aux))
   problems += [f'{k}: in the source, used by nothing here' for k in unused if k not in aux]
   if problems:
-    absent = [p for p in wanted if p not in result and p not in mismatched and (
-        p not in found)]
     hint = ''
     if part == 'model' and absent and all('/backbone/' not in p for p in absent) and (
         len(absent) == len(problems)):
@@ -249,7 +253,7 @@ def merge(variables: dict, arrays: dict[str, Any], put: Callable[[Any, Any], Any
   """`variables` with the leaves that `arrays` holds (by leaf path) replaced; with `put`,
   each new leaf is put(array, its sharding in `shardings`)."""
   def replace(path, leaf, sharding=None):
-    key = '/'.join(str(k.key) for k in path)
+    key = _leaf_path(path)
     if key not in arrays:
       return leaf
     return arrays[key] if put is None else put(arrays[key], sharding)
@@ -261,8 +265,8 @@ def merge(variables: dict, arrays: dict[str, Any], put: Callable[[Any, Any], Any
 def preprocessing_of(source: str, field: str) -> dict | None:
   """The preprocessing (mean, std on 0..255; channel_order) that `source`'s weights expect:
   recorded with them, else their family's convention; None for our own checkpoints that
-  recorded none."""
-  read = sources.read(source, field)
+  recorded none. Reads tensor names only where the format allows (safetensors)."""
+  read = sources.read(source, field, tensors=False)
   if read.preprocessing is not None or read.orbax_path is not None:
     return read.preprocessing
   return dict(FAMILIES[detect_family(set(read.state_dict), read.origin)].preprocessing)

@@ -9,9 +9,6 @@ Both are ResNet v1.5: a bottleneck's stride sits on its 3x3 conv. HF configs wit
 
 import re
 
-PREPROCESSING = dict(mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
-                     channel_order='rgb')  # ConvNextImageProcessor of microsoft/resnet-*.
-
 _IN_BLOCK = {'conv1': 'layer.0.convolution', 'bn1': 'layer.0.normalization',
              'conv2': 'layer.1.convolution', 'bn2': 'layer.1.normalization',
              'conv3': 'layer.2.convolution', 'bn3': 'layer.2.normalization',

@@ -9,9 +9,6 @@ dicts back to the published names, so both read the same way.
 
 import re
 
-PREPROCESSING = dict(mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
-                     channel_order='rgb')  # SegformerImageProcessor: ImageNet mean/std.
-
 # transformers 5 name -> published name, applied in order.
 _TRANSFORMERS5_RENAMES = (
     (r'(^|\.)stages\.(\d+)\.patch_embeddings\.', r'\1encoder.patch_embeddings.\2.'),

@@ -40,11 +40,13 @@ class Source:
   preprocessing: dict | None = None  # Recorded mean/std (0..255) and channel order, if any.
 
 
-def read(source: str, field: str) -> Source:
-  """Reads `source` (the value of config field `field`, named in every error)."""
+def read(source: str, field: str, tensors: bool = True) -> Source:
+  """Reads `source` (the value of config field `field`, named in every error). With
+  tensors=False, safetensors files give their names only (values None): enough to recognise a
+  naming without reading the weights. (A pickle has to be read whole either way.)"""
   if os.path.isdir(source):
     if os.path.isfile(os.path.join(source, 'config.json')):
-      return read_hf_directory(source, field)
+      return read_hf_directory(source, field, tensors=tensors)
     try:
       step_dir = checkpointing.find_checkpoint(source)
     except FileNotFoundError as e:
@@ -53,9 +55,10 @@ def read(source: str, field: str) -> Source:
     return Source(origin=f'semseg_jax checkpoint {step_dir}', orbax_path=step_dir,
                   preprocessing=read_recorded_preprocessing(step_dir))
   if os.path.isfile(source):
-    return Source(origin=source, state_dict=read_state_dict_file(source, field))
+    return Source(origin=source, state_dict=read_state_dict_file(source, field, tensors))
   if looks_like_hub_id(source):
-    return read_hf_directory(download_from_hub(source, field), field, hub_id=source)
+    return read_hf_directory(download_from_hub(source, field), field, hub_id=source,
+                             tensors=tensors)
   raise FileNotFoundError(
       f'{field}={source!r}: no such file or directory, and not a Hugging Face hub id '
       "('organisation/name'). Expected a semseg_jax checkpoint, a Hugging Face model "
@@ -93,7 +96,8 @@ def download_from_hub(hub_id: str, field: str) -> str:
   return directory
 
 
-def read_hf_directory(directory: str, field: str, hub_id: str | None = None) -> Source:
+def read_hf_directory(directory: str, field: str, hub_id: str | None = None,
+                      tensors: bool = True) -> Source:
   """A Hugging Face model directory: safetensors first, then pytorch_model.bin."""
   with open(os.path.join(directory, 'config.json')) as f:
     hf_config = json.load(f)
@@ -111,7 +115,7 @@ def read_hf_directory(directory: str, field: str, hub_id: str | None = None) -> 
                             'no model.safetensors or pytorch_model.bin (nor a sharded index).')
   state_dict = {}
   for name in files:
-    state_dict.update(read_state_dict_file(os.path.join(directory, name), field))
+    state_dict.update(read_state_dict_file(os.path.join(directory, name), field, tensors))
   return Source(origin=f'{hub_id or directory} ({files[0]})', state_dict=state_dict,
                 hf_config=hf_config, preprocessing=read_hf_preprocessing(directory))
 
@@ -152,21 +156,22 @@ def read_recorded_preprocessing(step_dir: str) -> dict | None:
   return None
 
 
-def read_state_dict_file(path: str, field: str) -> dict[str, np.ndarray]:
-  """{name: array} of a .safetensors file (NumPy only) or a PyTorch pickle (weights only)."""
+def read_state_dict_file(path: str, field: str, tensors: bool = True) -> dict[str, np.ndarray]:
+  """{name: array} of a .safetensors file (NumPy only; names only, values None, with
+  tensors=False) or a PyTorch pickle (weights only)."""
   if path.endswith('.safetensors'):
-    return _read_safetensors(path, field)
+    return _read_safetensors(path, field, tensors)
   if path.endswith(PICKLE_SUFFIXES):
     return _read_torch_pickle(path, field)
   raise ValueError(f'{field}={path!r}: unknown file type; expected .safetensors, or a PyTorch '
                    f'state dict ({", ".join(PICKLE_SUFFIXES)}).')
 
 
-def _read_safetensors(path: str, field: str) -> dict[str, np.ndarray]:
+def _read_safetensors(path: str, field: str, tensors: bool) -> dict[str, np.ndarray]:
   from safetensors import safe_open  # pylint: disable=g-import-not-at-top
   try:
     with safe_open(path, framework='numpy') as f:
-      return {k: f.get_tensor(k) for k in f.keys()}
+      return {k: f.get_tensor(k) if tensors else None for k in f.keys()}
   except Exception as e:  # Corrupt header, truncated file, unsupported dtype...
     raise ValueError(f'{field}={path!r}: cannot read this safetensors file: {e}') from e
 
