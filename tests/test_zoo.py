@@ -140,6 +140,7 @@ CONFIG_ARGUMENTS = {
     'cityscapes_duc_hdc': ('r50', 'r101'), 'cityscapes_fcn': ('r50', 'r101'),
     'cityscapes_gcn': ('r50', 'r101', 'r152v1'), 'cityscapes_pspnet': ('r50', 'r101'),
     'cityscapes_upernet': ('r50', 'r101'), 'voc12aug_deeplabv3plus': ('r50', 'r101'),
+    'voc12aug_deeplabv3_mobilenet': ('',),
     'voc12aug_fcn8s': ('8s', '16s', '32s'),
 }
 NUM_CLASSES_OF = {'ade20k': 150, 'cityscapes': 19, 'camvid': 11, 'voc12aug': 21}

@@ -91,6 +91,11 @@ ROWS: tuple[Row, ...] = (
         'mmseg deeplabv3plus_r50-d8'),
     Row('DeepLabV3+ R-101-D8', 'voc12aug_deeplabv3plus', 'r101', 21, 62_583_546, 62_583_546,
         'mmseg deeplabv3plus_r101-d8'),
+    Row('DeepLabV3 MobileNetV2 (TF/HF layout)', 'voc12aug_deeplabv3_mobilenet', '', 21,
+        2_113_557, 2_525_717, 'transformers MobileNetV2ForSemanticSegmentation '
+        '(google/deeplabv3_mobilenet_v2_1.0_513)',
+        explanation="HF also builds the backbone's last 1x1 conv to 1280 channels (412,160), "
+        "which its head never reads; overrides (('final_conv', True),) build it: 2,525,717"),
     Row('FCN-8s VGG16', 'voc12aug_fcn8s', '', 21, 134_489_759, 134_489_759,
         'Caffe voc-fcn8s, same layers counted in PyTorch'),
     Row('FCN-16s VGG16', 'voc12aug_fcn8s', '16s', 21, 134_815_994, 134_815_994,
