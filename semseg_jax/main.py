@@ -9,6 +9,7 @@ frequencies and weights). Config fields are overridden with
 --config.<field>=<value>; an unknown field is an error that names it.
 """
 
+import logging as std_logging
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow (clu's writer) start-up noise.
@@ -38,7 +39,8 @@ class _QuietLibraries:
 
   def filter(self, record) -> bool:
     noisy = any(f'{os.sep}{name}{os.sep}' in record.pathname for name in ('orbax', 'grain'))
-    return not (noisy and record.levelno < logging.WARNING)
+    # Python's level number: absl's logging.WARNING is its own scale (1), not 30.
+    return not (noisy and record.levelno < std_logging.WARNING)
 
 
 def main(argv):

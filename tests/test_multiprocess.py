@@ -34,6 +34,20 @@ def _final_state_on_host(workdir) -> tuple[int, dict]:
       restore_args=restore_args))
 
 
+def _start(command, env, log):
+  """Starts a run whose stderr goes to a file: pipes left unread while another process is
+  waited on fill up (64 KiB) and stall the run that writes to them, and its peers with it."""
+  with open(log, 'w') as f:
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=f), log
+
+
+def _finish(proc, log, timeout):
+  """Waits for a run from _start; returns ('', its stderr) like communicate() would."""
+  proc.wait(timeout=timeout)
+  return '', log.read_text()
+
+
 def _losses(stderr: str) -> list[float]:
   return [float(v) for v in re.findall(r'train/loss=([-+0-9.e]+)', stderr)]
 
@@ -50,14 +64,12 @@ def test_two_processes_train_like_one(tmp_path):
     env['JAX_CPU_COLLECTIVES_IMPLEMENTATION'] = 'gloo'
     command = _main_command(two, *flags, f'--coordinator_address=localhost:{port}',
                             '--num_processes=2', f'--process_id={process_id}')
-    procs.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True))
+    procs.append(_start(command, env, tmp_path / f'process_{process_id}.log'))
   one = tmp_path / 'one'  # The reference: one process, 4 devices; run alongside (compiling
   # is mostly single-threaded, so three processes share the two cores well).
-  procs.append(subprocess.Popen(_main_command(one, *flags), cwd=REPO, env=_env(4),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-  outputs = [p.communicate(timeout=600) for p in procs]
-  for p, (_, stderr) in zip(procs, outputs):
+  procs.append(_start(_main_command(one, *flags), _env(4), tmp_path / 'one.log'))
+  outputs = [_finish(proc, log, timeout=600) for proc, log in procs]
+  for (p, _), (_, stderr) in zip(procs, outputs):
     assert p.returncode == 0, stderr[-4000:]
   assert 'on 4 devices (2 processes)' in outputs[0][1]
   assert 'on 4 devices (1 processes)' in outputs[2][1]

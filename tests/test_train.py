@@ -139,13 +139,19 @@ def test_predict_mode_names_bad_inputs(tmp_path, inputs, expected):
   assert result.returncode != 0 and expected in result.stderr
 
 
-def _start_and_wait_for_checkpoint(workdir, flags, step):
-  proc = subprocess.Popen(_main_command(workdir, *flags), cwd=REPO, env=_env(),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 300
+def _start_and_wait_for_checkpoint(workdir, flags, step, log):
+  """Starts a run with its stderr in the file `log` (an unread pipe fills and stalls the run)
+  and returns it once the checkpoint of `step` exists."""
+  with open(log, 'w') as f:
+    proc = subprocess.Popen(_main_command(workdir, *flags), cwd=REPO, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=f)
+  deadline = time.time() + 600
   while not (workdir / 'checkpoints' / str(step)).exists():
-    assert proc.poll() is None, 'the run ended before it could be interrupted'
-    assert time.time() < deadline
+    assert proc.poll() is None, f'the run ended before it could be interrupted:\n' \
+        f'{log.read_text()[-3000:]}'
+    if time.time() > deadline:
+      proc.kill()
+      raise AssertionError(f'no checkpoint of step {step} in 600 s:\n{log.read_text()[-3000:]}')
     time.sleep(0.02)
   return proc
 
@@ -162,16 +168,19 @@ def test_sigterm_then_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
   _run(straight, *flags)
 
   killed = tmp_path / 'killed'
-  proc = _start_and_wait_for_checkpoint(killed, flags, 5)
+  log = tmp_path / 'preempted.log'
+  proc = _start_and_wait_for_checkpoint(killed, flags, 5, log)
   proc.send_signal(signal.SIGTERM)
-  _, stderr = proc.communicate(timeout=120)
+  proc.wait(timeout=120)
+  stderr = log.read_text()
   assert proc.returncode == 0, stderr[-3000:]
   assert 'Preemption: saved the checkpoint of step' in stderr
   preempted_at = _steps(killed)[-1]
   assert 5 <= preempted_at < 40
   assert f'checkpoint of step {preempted_at} and stopped' in stderr
 
-  proc = _start_and_wait_for_checkpoint(killed, flags, (preempted_at // 5 + 2) * 5)
+  proc = _start_and_wait_for_checkpoint(killed, flags, (preempted_at // 5 + 2) * 5,
+                                        tmp_path / 'killed.log')
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert _steps(killed)[-1] < 40, _steps(killed)  # Killed mid-training.
@@ -274,3 +283,20 @@ def test_benchmark_mode_prints_the_figures(tmp_path):
   assert figures['inference_GFLOPs_per_image'] > 0 and figures['train_images_per_s'] > 0
   assert figures['eval_image'] == '1x40x72' and figures['eval_peak_GiB_per_device'] > 0
   assert figures['eval_mode'].startswith('slide 1 view(s) window (32, 32) stride (24, 24)')
+
+
+def test_main_drops_library_info_logs_and_keeps_their_warnings():
+  """orbax logs ~30 INFO lines per checkpoint; main keeps its own INFO and every warning."""
+  import logging  # pylint: disable=g-import-not-at-top
+  from semseg_jax import main  # pylint: disable=g-import-not-at-top
+  quiet = main._QuietLibraries()  # pylint: disable=protected-access
+
+  def shown(path, level):
+    return quiet.filter(logging.LogRecord('absl', level, path, 1, 'message', None, None))
+
+  orbax = '/site-packages/orbax/checkpoint/_src/path/atomicity.py'
+  grain = '/site-packages/grain/_src/python/data_loader.py'
+  ours = '/work/semseg_jax/train.py'
+  assert not shown(orbax, logging.INFO) and not shown(grain, logging.INFO)
+  assert shown(orbax, logging.WARNING) and shown(grain, logging.ERROR)
+  assert shown(ours, logging.INFO)
