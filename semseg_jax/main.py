@@ -9,7 +9,6 @@ frequencies and weights). Config fields are overridden with
 --config.<field>=<value>; an unknown field is an error that names it.
 """
 
-import logging as std_logging
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow (clu's writer) start-up noise.
@@ -20,6 +19,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from semseg_jax import logs  # pylint: disable=g-import-not-at-top
 from semseg_jax import sharding  # pylint: disable=g-import-not-at-top
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:variant]).',
@@ -34,18 +34,9 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process in a multi-
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-class _QuietLibraries:
-  """Drops INFO records from orbax and grain (dozens per checkpoint); keeps their warnings."""
-
-  def filter(self, record) -> bool:
-    noisy = any(f'{os.sep}{name}{os.sep}' in record.pathname for name in ('orbax', 'grain'))
-    # Python's level number: absl's logging.WARNING is its own scale (1), not 30.
-    return not (noisy and record.levelno < std_logging.WARNING)
-
-
 def main(argv):
   del argv
-  logging.get_absl_logger().addFilter(_QuietLibraries())
+  logs.quiet_libraries()
   arguments = sharding.distributed_arguments(_COORDINATOR.value, _NUM_PROCESSES.value,
                                              _PROCESS_ID.value, os.environ)
   if arguments is not None:

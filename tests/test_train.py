@@ -286,10 +286,10 @@ def test_benchmark_mode_prints_the_figures(tmp_path):
 
 
 def test_main_drops_library_info_logs_and_keeps_their_warnings():
-  """orbax logs ~30 INFO lines per checkpoint; main keeps its own INFO and every warning."""
+  """orbax logs ~30 INFO lines per checkpoint; the entry points keep our INFO and every warning."""
   import logging  # pylint: disable=g-import-not-at-top
-  from semseg_jax import main  # pylint: disable=g-import-not-at-top
-  quiet = main._QuietLibraries()  # pylint: disable=protected-access
+  from semseg_jax import logs  # pylint: disable=g-import-not-at-top
+  quiet = logs.QuietLibraries()
 
   def shown(path, level):
     return quiet.filter(logging.LogRecord('absl', level, path, 1, 'message', None, None))

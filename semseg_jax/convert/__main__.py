@@ -24,6 +24,7 @@ import numpy as np
 
 from semseg_jax import checkpointing
 from semseg_jax import convert
+from semseg_jax import logs
 from semseg_jax import models
 from semseg_jax.convert import sources
 from semseg_jax.data import datasets
@@ -71,6 +72,7 @@ def convert_to_checkpoint(config, src: str, out: str, part: str = 'model',
 
 def main(argv):
   del argv
+  logs.quiet_libraries()
   convert_to_checkpoint(_CONFIG.value, _SRC.value, _OUT.value, _PART.value, _NUM_CLASSES.value)
 
 
