@@ -129,7 +129,7 @@ def test_eval_nmf_is_per_sample():
 
 
 def test_full_size_shapes_and_tiny_spec():
-  """The constructor's T with a narrow head (the shared multi-device test's spec)."""
+  """The constructor's T with a narrow head, and MSCAN narrowed by overrides."""
   model = segnext('t', NUM_CLASSES, channels=32, ham_channels=32, rank=8)
   images = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
   rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
@@ -141,6 +141,15 @@ def test_full_size_shapes_and_tiny_spec():
   assert out['aux'] == []
   with pytest.raises(ValueError, match="'x'"):
     segnext('x', NUM_CLASSES)
+  # The shared tiny spec narrows MSCAN too: widths/depths/mlp_ratios go to the backbone.
+  small = segnext('t', NUM_CLASSES, widths=(8, 16, 24, 32), depths=(1, 1, 1, 2),
+                  mlp_ratios=(2, 2, 2, 2), channels=16, num_groups=8)
+  variables = jax.eval_shape(lambda x: small.init(rngs, x), images)
+  stages = variables['params']['backbone']
+  assert [stages[f'stage{i}']['norm']['scale'].shape[0] for i in range(1, 5)] == [8, 16, 24, 32]
+  assert sorted(k for k in stages['stage4'] if k.startswith('block')) == ['block0', 'block1']
+  assert stages['stage1']['block0']['mlp']['fc1']['kernel'].shape[-1] == 16
+  assert variables['params']['decode_head']['align']['conv']['kernel'].shape[-1] == 16
 
 
 @pytest.mark.parametrize('variant,num_classes', sorted(PARAM_COUNTS))

@@ -31,6 +31,8 @@ from semseg_jax.models.backbones.mscan import MSCAN_VARIANTS, mscan_from_variant
 from semseg_jax.models.encoder_decoder import EncoderDecoder
 from semseg_jax.models.heads.ham_head import LightHamHead
 
+BACKBONE_FIELDS = ('widths', 'depths', 'mlp_ratios')  # Overrides that go to MSCAN.
+
 # Decode head settings per variant (configs named in the module docstring).
 SEGNEXT_HEADS: dict[str, dict[str, int]] = {
     't': dict(channels=256, ham_channels=256, rank=16),
@@ -46,13 +48,14 @@ def segnext(variant: str, num_classes: int, *, dtype: Any = jnp.float32,
   """SegNeXt-T/S/B/L ('t', 's', 'b', 'l') with `num_classes` outputs.
 
   drop_path_rate None takes the variant's benchmark rate (0.3 for 'l', else 0.1). `overrides`
-  replace LightHamHead fields (channels, ham_channels, rank, train_steps, eval_steps,
-  one_step_gradient, num_groups, ...).
+  replace MSCAN's widths, depths and mlp_ratios, and LightHamHead fields (channels,
+  ham_channels, rank, train_steps, eval_steps, one_step_gradient, num_groups, ...).
   """
   if variant not in MSCAN_VARIANTS:
     raise ValueError(f'Unknown SegNeXt variant {variant!r}; expected one of '
                      f'{list(MSCAN_VARIANTS)}.')
-  backbone = mscan_from_variant(variant, drop_path_rate, dtype=dtype)
+  backbone_overrides = {k: overrides.pop(k) for k in BACKBONE_FIELDS if k in overrides}
+  backbone = mscan_from_variant(variant, drop_path_rate, dtype=dtype, **backbone_overrides)
   head = LightHamHead(num_classes=num_classes, dropout_rate=dropout_rate, dtype=dtype,
                       **{**SEGNEXT_HEADS[variant], **overrides})
   return EncoderDecoder(backbone=backbone, decode_head=head)

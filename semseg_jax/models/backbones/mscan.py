@@ -214,11 +214,12 @@ class MSCAN(nn.Module):
 
 
 def mscan_from_variant(variant: str, drop_path_rate: float | None = None,
-                       dtype: Any = jnp.float32) -> MSCAN:
-  """MSCAN-T/S/B/L ('t', 's', 'b', 'l'); drop_path_rate None keeps the variant's benchmark rate."""
+                       dtype: Any = jnp.float32, **overrides: Any) -> MSCAN:
+  """MSCAN-T/S/B/L ('t', 's', 'b', 'l'); drop_path_rate None keeps the variant's benchmark rate.
+  `overrides` replace the variant's widths, depths or mlp_ratios."""
   if variant not in MSCAN_VARIANTS:
     raise ValueError(f'Unknown MSCAN variant {variant!r}; expected one of {list(MSCAN_VARIANTS)}.')
-  spec = dict(MSCAN_VARIANTS[variant])
+  spec = {**MSCAN_VARIANTS[variant], **overrides}
   if drop_path_rate is not None:
     spec['drop_path_rate'] = drop_path_rate
   return MSCAN(dtype=dtype, **spec)
