@@ -312,16 +312,18 @@ PRETRAINED_FIELDS = (('pretrained', 'model'), ('backbone_pretrained', 'backbone'
 
 
 def load_pretrained(state: TrainState, state_shardings: Any,
-                    model_config: ml_collections.ConfigDict) -> TrainState:
+                    model_config: ml_collections.ConfigDict,
+                    model: nn.Module | None = None) -> TrainState:
   """state with the weights of config.model.pretrained (the whole model) or
-  config.model.backbone_pretrained (its backbone); see semseg_jax.convert."""
+  config.model.backbone_pretrained (its backbone); see semseg_jax.convert. `model` (the module
+  of state) lets a Hugging Face config.json be checked against it."""
   for field, part in PRETRAINED_FIELDS:
     source = model_config[field]
     if not source:
       continue
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), variables)
-    loaded = convert.load(source, abstract, part, f'config.model.{field}')
+    loaded = convert.load(source, abstract, part, f'config.model.{field}', model)
     logging.info('config.model.%s: %d arrays from %s (%s).', field, len(loaded.arrays), source,
                  loaded.family)
     variables = convert.merge(variables, loaded.arrays, jax.device_put,
@@ -366,7 +368,7 @@ def restore_checkpoint(config: ml_collections.ConfigDict, workdir: str, model: n
   if step is None and config.model.pretrained:
     logging.info('No checkpoint in %s: using config.model.pretrained=%s.', workdir,
                  config.model.pretrained)
-    return load_pretrained(state, shardings, config.model), 0
+    return load_pretrained(state, shardings, config.model, model), 0
   if step is None or step not in manager.all_steps():
     raise FileNotFoundError(f'No checkpoint at step {config.eval.checkpoint_step} '
                             f'(config.eval.checkpoint_step) in '
@@ -399,7 +401,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info('Resuming from checkpoint at step %d.', manager.latest_step())
     state = checkpointing.restore(manager, manager.latest_step(), state, train_iter)
   elif config.model.pretrained or config.model.backbone_pretrained:
-    state = load_pretrained(state, state_shardings, config.model)
+    state = load_pretrained(state, state_shardings, config.model, model)
   start_step = int(jax.device_get(state.step))
 
   train_step = make_train_step(model, tx, schedule, config, state_shardings, mesh)

@@ -169,14 +169,48 @@ def test_resnet_features_and_logits_equal_transformers(tmp_path, depth, sizes):
     assert_close(logits, out.logits.numpy())
 
 
-def test_hf_resnet_with_the_stride_on_the_first_conv_is_refused(tmp_path):
+@pytest.mark.parametrize('field, value', [('downsample_in_bottleneck', True),
+                                          ('hidden_act', 'gelu')])
+def test_hf_resnet_computing_another_function_is_refused(tmp_path, field, value):
+  """The stride on the first 1x1 conv, or another activation: the same tensors, another
+  function."""
   config = resnet_config(18)
-  config.downsample_in_bottleneck = True
+  setattr(config, field, value)
   reference = transformers.ResNetModel(config)
   reference.save_pretrained(tmp_path / 'hf')
   model = upernet.upernet('r18v1', 7, channels=16, aux_head=False)
-  with pytest.raises(ValueError, match='downsample_in_bottleneck'):
-    convert.load(str(tmp_path / 'hf'), abstract_variables(model), 'backbone', 'test')
+  with pytest.raises(ValueError, match=f'config.json has {field}='):
+    convert.load(str(tmp_path / 'hf'), abstract_variables(model), 'backbone', 'test', model)
+
+
+def _saved_b0(directory, **config_fields) -> str:
+  """A SegFormer-B0 directory as save_pretrained writes it, its config.json edited."""
+  torch.manual_seed(0)
+  transformers.SegformerForSemanticSegmentation(
+      segformer_config('b0', 7)).save_pretrained(directory)
+  config = json.loads((directory / 'config.json').read_text())
+  (directory / 'config.json').write_text(json.dumps({**config, **config_fields}))
+  return str(directory)
+
+
+@pytest.mark.parametrize('fields, message', [
+    ({'num_attention_heads': [1, 2, 4, 8]},
+     r"num_attention_heads=\[1, 2, 4, 8\], this model num_heads=\[1, 2, 5, 8\]: set "
+     r"config.model.overrides=\(\('num_heads', \(1, 2, 4, 8\)\),\)"),
+    ({'hidden_act': 'relu'}, "hidden_act='relu'"),
+    ({'strides': [4, 2, 2, 1]}, r'strides=\[4, 2, 2, 1\]')])
+def test_segformer_config_the_model_cannot_match_is_refused(tmp_path, fields, message):
+  """Settings that shapes do not show: heads, activation, strides."""
+  source = _saved_b0(tmp_path / 'hf', **fields)
+  model = segformer.segformer('b0', 7)
+  with pytest.raises(ValueError, match=r"config.model.pretrained='.*hf': config.json has "
+                     + message):
+    convert.load(source, abstract_variables(model), 'model', 'config.model.pretrained', model)
+  # As heads are overridable, the override makes it load.
+  if 'num_attention_heads' in fields:
+    model = segformer.segformer('b0', 7, num_heads=(1, 2, 4, 8))
+    loaded = convert.load(source, abstract_variables(model), 'model', 'test', model)
+    assert len(loaded.arrays) == 207
 
 
 def _b0_state_dict(num_labels: int = 7) -> dict[str, np.ndarray]:

@@ -2,6 +2,7 @@
 and BatchNorm statistics) against models/deeplabv3_mobilenet.py with its weights converted by
 convert/hf_mobilenet_v2.py: the namings cover every tensor and the logits agree."""
 
+import json
 import math
 
 import jax
@@ -148,6 +149,37 @@ def test_loader_recognises_a_saved_transformers_model(tmp_path):
   assert loaded.family == 'hf_mobilenet_v2'
   assert len(loaded.arrays) == leaf_count(shapes)
   assert loaded.preprocessing == hf_mobilenet_v2.PREPROCESSING
+
+
+def test_config_settings_the_shapes_do_not_show_are_warned_about_or_refused(tmp_path, caplog):
+  """Padding, BN epsilon and (whole models) output stride change the function, not the shapes:
+  warned about by name. An ImageNet backbone's output stride 32 is the norm, not warned about.
+  Another activation is refused."""
+  model = deeplabv3_mobilenet.deeplabv3_mobilenet('0.35-os8', NUM_CLASSES)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *IMAGE_HW, 3)))
+  segmentation = tmp_path / 'segmentation'
+  transformers.MobileNetV2ForSemanticSegmentation(hf_config(
+      0.35, 16, tf_padding=False, layer_norm_eps=1e-5)).save_pretrained(segmentation)
+  loaded = convert.load(str(segmentation), shapes, 'model', 'config.model.pretrained', model)
+  assert len(loaded.arrays) == leaf_count(shapes)
+  warned = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+  assert len(warned) == 3, warned
+  for text in ('tf_padding=False, this model True', 'layer_norm_eps=1e-05, this model 0.001',
+               'output_stride=16, this model 8'):
+    assert any(text in message for message in warned), (text, warned)
+  assert all(message.startswith(f"config.model.pretrained='{segmentation}': config.json has ")
+             for message in warned)
+
+  caplog.clear()
+  imagenet = tmp_path / 'imagenet'
+  transformers.MobileNetV2ForImageClassification(hf_config(0.35, 32)).save_pretrained(imagenet)
+  convert.load(str(imagenet), shapes, 'backbone', 'config.model.backbone_pretrained', model)
+  assert not [r for r in caplog.records if r.levelname == 'WARNING']
+
+  config = json.loads((imagenet / 'config.json').read_text())
+  (imagenet / 'config.json').write_text(json.dumps({**config, 'hidden_act': 'relu'}))
+  with pytest.raises(ValueError, match="config.json has hidden_act='relu': our MobileNetV2"):
+    convert.load(str(imagenet), shapes, 'backbone', 'config.model.backbone_pretrained', model)
 
 
 def test_detect_only_this_naming():

@@ -47,7 +47,9 @@ class Family:
   canonical: Callable[[str], str] = lambda key: key  # Renames of newer library versions.
   preprocessing: dict = dataclasses.field(default_factory=lambda: dict(IMAGENET))
   ignored: tuple[str, ...] = ()  # Regexes of source keys with no counterpart (ImageNet heads).
-  check_config: Callable[[dict], None] | None = None  # Refuses HF configs we cannot match.
+  # (config.json, our model or None, part) -> warnings; raises ValueError for HF configs that
+  # no model here matches. It compares what the tensors' shapes cannot show.
+  check_config: Callable[[dict, Any, str], list[str]] | None = None
 
 
 # Detection goes in this order: the first family whose `detect` accepts the keys.
@@ -56,7 +58,8 @@ FAMILIES: dict[str, Family] = {
         'Hugging Face SegFormer (SegformerForSemanticSegmentation, SegformerModel, mit-b*)',
         hf_segformer.detect, hf_segformer.backbone_key, ('segformer.', ''),
         model_key=hf_segformer.model_key, canonical=hf_segformer.canonical,
-        ignored=(r'^classifier\.',)),  # SegformerImageProcessor: ImageNet mean/std.
+        ignored=(r'^classifier\.',),  # SegformerImageProcessor: ImageNet mean/std.
+        check_config=hf_segformer.check_config),
     'hf_resnet': Family(
         'Hugging Face ResNet (ResNetModel, ResNetForImageClassification; microsoft/resnet-*)',
         hf_resnet.detect, hf_resnet.backbone_key, ('resnet.', 'backbone.', ''),
@@ -67,7 +70,7 @@ FAMILIES: dict[str, Family] = {
         'google/deeplabv3_mobilenet_v2_*; ImageNet MobileNetV2 backbones)',
         hf_mobilenet_v2.detect, hf_mobilenet_v2.backbone_key, ('mobilenet_v2.', ''),
         model_key=hf_mobilenet_v2.model_key, preprocessing=hf_mobilenet_v2.PREPROCESSING,
-        ignored=hf_mobilenet_v2.IGNORED),
+        ignored=hf_mobilenet_v2.IGNORED, check_config=hf_mobilenet_v2.check_config),
     'mmseg': Family(
         'mmsegmentation (FCN, PSPNet, DeepLabV3/V3+, UPerNet, SegNeXt; ResNetV1c, MobileNetV2 '
         'and MSCAN backbones, also as open-mmlab ImageNet files)',
@@ -132,10 +135,12 @@ def _wanted(variables: dict, part: str, field: str, origin: str) -> dict[str, An
   return wanted
 
 
-def load(source: str, variables: dict, part: str, field: str) -> Loaded:
+def load(source: str, variables: dict, part: str, field: str, model: Any = None) -> Loaded:
   """The arrays of `source` for `variables` ({'params', 'batch_stats'} of the model, arrays
   or ShapeDtypeStructs): the whole model's, or its backbone's. Raises ValueError naming every
-  misfit, in config field `field`'s name."""
+  misfit, in config field `field`'s name. With `model` (the flax module), a Hugging Face
+  config.json is also compared with it: settings it cannot match are refused, and settings that
+  change its function without changing any shape are warned about."""
   read = sources.read(source, field)
   if read.orbax_path is not None:
     found = _flat(checkpointing.read_variables(read.orbax_path))
@@ -148,9 +153,11 @@ def load(source: str, variables: dict, part: str, field: str) -> Loaded:
   family = FAMILIES[family_name]
   if read.hf_config is not None and family.check_config is not None:
     try:
-      family.check_config(read.hf_config)
+      differences = family.check_config(read.hf_config, model, part)
     except ValueError as e:
       raise ValueError(f'{field}={source!r}: {e}') from e
+    for difference in differences:
+      logging.warning('%s=%r: %s', field, source, difference)
   state_dict = {family.canonical(k): v for k, v in read.state_dict.items()}
   key_of, in_scope = _naming(state_dict, variables, family, part, field, read.origin)
   conversion = torch_layout.convert_state_dict(state_dict, variables, key_of)

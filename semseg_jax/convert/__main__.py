@@ -52,7 +52,7 @@ def convert_to_checkpoint(config, src: str, out: str, part: str = 'model',
   images = jnp.zeros((1, *config.augment.crop_size, 3), jnp.float32)
   rngs = {'params': jax.random.key(config.seed), 'dropout': jax.random.key(config.seed)}
   abstract = jax.eval_shape(lambda: model.init(rngs, images, train=False))
-  loaded = convert.load(src, abstract, part, '--src')
+  loaded = convert.load(src, abstract, part, '--src', model)
   complete = len(loaded.arrays) == len(jax.tree.leaves(abstract))
   # Only what the source does not cover (heads, re-initialised classifiers) needs an init.
   initial = abstract if complete else jax.device_get(jax.jit(

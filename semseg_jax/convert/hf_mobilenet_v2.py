@@ -14,10 +14,14 @@ Namings for `torch_layout.convert_state_dict`:
   ['backbone']}` with it.
 
 Our module names are HF's, with HF's `layer.{i}` (a ModuleList) spelled `layer_{i}`.
-`detect` recognises this naming and `IGNORED` lists what may stay unused (for convert.FAMILIES).
+`detect` recognises this naming and `IGNORED` lists what may stay unused (for convert.FAMILIES);
+`check_config` compares a config.json with our model where shapes cannot tell them apart.
 """
 
 import re
+from typing import Any
+
+from semseg_jax.models import deeplabv3_mobilenet
 
 # HF's MobileNetV2ImageProcessor: rescale by 1/255, then mean 0.5, std 0.5 per channel, on RGB;
 # i.e. x / 127.5 - 1 in 0..255 units, as TensorFlow's DeepLab feeds its MobileNetV2.
@@ -76,3 +80,32 @@ def model_key(path: str) -> str | None:
     key = _join([part if part in _HEAD_PARTS else None for part in rest.split('/')])
     return None if key is None else f'{HEAD_PREFIX}.{key}'
   return None
+
+
+def _architecture(model: Any) -> deeplabv3_mobilenet.Architecture | None:
+  """The Architecture of `model` (a deeplabv3_mobilenet model, or its backbone), if it has one."""
+  for module in (model, getattr(model, 'backbone', None)):
+    arch = getattr(module, 'arch', None)
+    if isinstance(arch, deeplabv3_mobilenet.Architecture):
+      return arch
+  return None
+
+
+def check_config(hf_config: dict, model: Any, part: str) -> list[str]:
+  """Refuses a MobileNetV2Config whose activation we do not build; returns warnings for
+  settings that change the function but not the shapes: padding, BatchNorm epsilon, and (whole
+  models) output stride, which DeepLab changes on purpose (trained at 16, evaluated at 8)."""
+  if hf_config.get('hidden_act', 'relu6') != 'relu6':
+    raise ValueError(f"config.json has hidden_act={hf_config['hidden_act']!r}: our MobileNetV2 "
+                     "uses 'relu6'.")
+  arch = _architecture(model)
+  if arch is None:
+    return []
+  # The defaults of transformers' MobileNetV2Config, for fields a config.json leaves out.
+  theirs = {'tf_padding': True, 'layer_norm_eps': 1e-3, 'output_stride': 32, **hf_config}
+  ours = {'tf_padding': arch.tf_padding, 'layer_norm_eps': deeplabv3_mobilenet.BACKBONE_BN_EPSILON,
+          'output_stride': arch.output_stride}
+  fields = ['tf_padding', 'layer_norm_eps'] + (['output_stride'] if part == 'model' else [])
+  return [f'config.json has {field}={theirs[field]!r}, this model {ours[field]!r}: its outputs '
+          'differ from those the weights were trained to give.'
+          for field in fields if theirs[field] != ours[field]]

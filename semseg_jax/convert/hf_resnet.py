@@ -8,6 +8,7 @@ Both are ResNet v1.5: a bottleneck's stride sits on its 3x3 conv. HF configs wit
 """
 
 import re
+from typing import Any
 
 _IN_BLOCK = {'conv1': 'layer.0.convolution', 'bn1': 'layer.0.normalization',
              'conv2': 'layer.1.convolution', 'bn2': 'layer.1.normalization',
@@ -31,10 +32,15 @@ def backbone_key(path: str) -> str | None:
   return None
 
 
-def check_config(hf_config: dict) -> None:
+def check_config(hf_config: dict, model: Any, part: str) -> list[str]:
   """Refuses HF ResNet configs whose function differs from our ResNet's."""
+  del model, part  # Our ResNets all compute what these checks need.
   for field in ('downsample_in_bottleneck', 'downsample_in_first_stage'):
     if hf_config.get(field):
       raise ValueError(f'config.json has {field}=true: our ResNet strides on the 3x3 conv of '
                        'the first block of stages 2-4 only (ResNet v1.5), as the '
                        'microsoft/resnet-* checkpoints do.')
+  if hf_config.get('hidden_act', 'relu') != 'relu':
+    raise ValueError(f"config.json has hidden_act={hf_config['hidden_act']!r}: our ResNet "
+                     "uses 'relu'.")
+  return []

@@ -5,9 +5,12 @@ Names are those of the checkpoints published on the hub (transformers 4), e.g.
 'segformer.encoder.block.0.1.attention.self.query'. transformers 5 renamed the modules when it
 loads and saves ('segformer.stages.0.blocks.1.attention.q_proj'); `canonical` maps such state
 dicts back to the published names, so both read the same way.
+
+`check_config` compares a config.json with our model where shapes cannot tell them apart.
 """
 
 import re
+from typing import Any
 
 # transformers 5 name -> published name, applied in order.
 _TRANSFORMERS5_RENAMES = (
@@ -77,3 +80,23 @@ def model_key(path: str) -> str | None:
     return head[path]
   match = re.fullmatch(r'decode_head/linear_c(\d+)', path)
   return f'decode_head.linear_c.{int(match.group(1)) - 1}.proj' if match else None
+
+
+def check_config(hf_config: dict, model: Any, part: str) -> list[str]:
+  """Refuses a SegformerConfig whose function no model here computes with its weights: another
+  activation or patch strides, or attention heads other than `model`'s (when it says)."""
+  del part  # Heads and strides are the encoder's: the same for whole models and backbones.
+  if hf_config.get('hidden_act', 'gelu') != 'gelu':
+    raise ValueError(f"config.json has hidden_act={hf_config['hidden_act']!r}: our Mix-FFN "
+                     "uses the exact GELU ('gelu').")
+  strides = tuple(hf_config.get('strides', (4, 2, 2, 2)))
+  if strides != (4, 2, 2, 2):
+    raise ValueError(f'config.json has strides={list(strides)}: our MiT embeds patches at '
+                     'strides [4, 2, 2, 2].')
+  heads = tuple(hf_config.get('num_attention_heads', (1, 2, 5, 8)))
+  ours = getattr(model, 'num_heads', None)
+  if ours is not None and tuple(ours) != heads:
+    raise ValueError(f'config.json has num_attention_heads={list(heads)}, this model '
+                     f"num_heads={list(ours)}: set config.model.overrides=(('num_heads', "
+                     f'{heads}),) to match the weights.')
+  return []
