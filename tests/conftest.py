@@ -1,6 +1,6 @@
 """Shared test setup: grain reads absl flags, which pytest never parses; a persistent XLA
 compilation cache for this test session (the end-to-end tests start many processes that compile
-the same steps: with it, each compiles once); shared fixtures."""
+the same steps: with it, each compiles once); slow tests first; shared fixtures."""
 
 import os
 import pathlib
@@ -15,6 +15,16 @@ import numpy as np
 import pytest
 
 flags.FLAGS.mark_as_parsed()
+
+
+def pytest_collection_modifyitems(items) -> None:
+  """Tests marked slow(seconds) first, longest first. pytest-xdist hands each worker a
+  contiguous share and idle workers steal from the end of another's queue, so the suite then
+  ends on short tests instead of one worker finishing a long one alone."""
+  def seconds(item) -> float:
+    marker = item.get_closest_marker('slow')
+    return marker.args[0] if marker else 0
+  items.sort(key=seconds, reverse=True)  # Stable: the others keep their order.
 
 
 @pytest.fixture(scope='session')

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 import torch
 import transformers
 
@@ -26,6 +27,7 @@ def _run(module: str, *flags: str) -> subprocess.CompletedProcess:
   return result
 
 
+@pytest.mark.slow(45)
 def test_convert_then_finetune_through_main(tmp_path):
   torch.manual_seed(0)
   reference = transformers.SegformerForSemanticSegmentation(transformers.SegformerConfig(

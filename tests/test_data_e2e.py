@@ -46,6 +46,7 @@ def _train(workdir, overrides, check=True):
               check=check)
 
 
+@pytest.mark.slow(35)
 @pytest.mark.parametrize('kind', ['tfds', 'arrayrecord'])  # Folder: the next test.
 def test_training_runs_from_each_source_type(tmp_path, tfds_dir, kind):
   if kind == 'tfds':
@@ -67,6 +68,7 @@ def test_training_runs_from_each_source_type(tmp_path, tfds_dir, kind):
   assert np.isfinite(record['aAcc'])
 
 
+@pytest.mark.slow(40)
 def test_folder_training_stops_on_a_bad_file_or_skips_and_counts_it(tmp_path):
   root = _folder_tree(tmp_path / 'data')
   bad_train = root / 'images' / 'train' / 'train2.jpg'

@@ -120,6 +120,7 @@ def test_slide_of_a_per_pixel_model_equals_whole():
   np.testing.assert_allclose(slide, whole, atol=1e-5)
 
 
+@pytest.mark.slow(30)
 def test_slide_equals_whole_when_one_window_covers_the_image():
   model = models.segformer.segformer('b0', NUM_CLASSES)
   variables = _variables(model, (32, 32))

@@ -9,6 +9,7 @@ import subprocess
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 from tests import e2e_config
 from tests.test_train import REPO
@@ -52,6 +53,7 @@ def _losses(stderr: str) -> list[float]:
   return [float(v) for v in re.findall(r'train/loss=([-+0-9.e]+)', stderr)]
 
 
+@pytest.mark.slow(125)
 def test_two_processes_train_like_one(tmp_path):
   overrides = {**e2e_config.TINY, 'train.num_steps': 4, 'train.eval_every': 4,
                'train.log_every': 1, 'checkpoint.every_steps': 4}

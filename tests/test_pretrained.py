@@ -24,6 +24,7 @@ def _model_config(config, path):
   return model_config
 
 
+@pytest.mark.slow(55)
 def test_pretrained_weights_load_exactly_and_misfits_are_named(tmp_path, caplog):
   config = e2e_config.tiny_quickstart()
   saved, _ = _state(config, 6, seed=1)

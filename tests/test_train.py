@@ -69,6 +69,7 @@ def _write_images(folder, source):
   (folder / 'notes.txt').write_text('not an image')
 
 
+@pytest.mark.slow(105)
 def test_train_eval_and_predict_modes_leave_every_artifact(tmp_path):
   """Training leaves metrics, checkpoints, overlays, confusion matrices and TensorBoard logs;
   --mode=eval reproduces the final evaluation; --mode=predict on a folder writes label PNGs at
@@ -160,6 +161,7 @@ def _steps(workdir):
   return sorted(int(s) for s in os.listdir(workdir / 'checkpoints') if s.isdigit())
 
 
+@pytest.mark.slow(75)
 def test_sigterm_then_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
   """SIGTERM (preemption) saves at the next step boundary and exits 0; SIGKILL loses only what
   came after the last checkpoint; the same command resumes; the end is bit-exact."""
@@ -197,6 +199,7 @@ def test_sigterm_then_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
   assert final_a == final_b
 
 
+@pytest.mark.slow(235)
 def test_eight_devices_match_one_and_checkpoints_move_between_meshes(tmp_path):
   """Train steps on 8 devices, data parallel or data x fsdp = 4 x 2 with every state leaf
   split over fsdp, give the 1-device losses and parameters to float tolerance; evaluating the
@@ -236,6 +239,7 @@ def test_eight_devices_match_one_and_checkpoints_move_between_meshes(tmp_path):
   np.testing.assert_array_equal(eight['reference_confusion'], one['confusion'])
 
 
+@pytest.mark.slow(50)
 def test_ade20k_segformer_trains_and_reduces_labels_once(tmp_path):
   root = make_ade20k_tree(tmp_path / 'data', num_train=4, num_val=3)
   workdir = tmp_path / 'run'
@@ -270,6 +274,7 @@ def test_bad_config_fails_at_start_naming_it(tmp_path, flags, expected):
   assert not (tmp_path / 'checkpoints').exists()
 
 
+@pytest.mark.slow(20)
 def test_benchmark_mode_prints_the_figures(tmp_path):
   result = _run(tmp_path, '--mode=benchmark', *_flags(1, **{
       'benchmark.batch_size': 8, 'benchmark.steps': 2, 'benchmark.warmup_steps': 1,

@@ -59,6 +59,7 @@ def test_step_groups_cover_every_model():
   assert sorted(sum(STEP_GROUPS, ())) == sorted(zoo_specs.TINY)
 
 
+@pytest.mark.slow(110)
 @pytest.mark.parametrize('keys', STEP_GROUPS, ids=lambda keys: '-'.join(keys))
 def test_train_step_of_every_model_on_8_devices(tmp_path, keys):
   out = tmp_path / 'zoo.json'

@@ -11,6 +11,7 @@ from tests import e2e_config
 from tests.test_train import _run
 
 
+@pytest.mark.slow(55)
 def test_camvid_enet_recipe_trains_through_main_with_enet_class_weights(tmp_path):
   overrides = dict(e2e_config.TINY, **{'data.name': 'synthetic', 'train.num_steps': 4,
                                        'train.eval_every': 4, 'checkpoint.every_steps': 4,
