@@ -4,7 +4,6 @@ the real entry point and train exactly what one process with 4 devices trains.""
 import os
 import re
 import socket
-import subprocess
 
 import jax
 import numpy as np
@@ -12,10 +11,10 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tests import e2e_config
-from tests.test_train import REPO
 from tests.test_train import _env
 from tests.test_train import _main_command
 from tests.test_train import _records
+from tests.test_train import _start_logged
 
 
 def _free_port() -> int:
@@ -36,11 +35,8 @@ def _final_state_on_host(workdir) -> tuple[int, dict]:
 
 
 def _start(command, env, log):
-  """Starts a run whose stderr goes to a file: pipes left unread while another process is
-  waited on fill up (64 KiB) and stall the run that writes to them, and its peers with it."""
-  with open(log, 'w') as f:
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=f), log
+  """(a run started by test_train's _start_logged, its log file)."""
+  return _start_logged(command, env, log), log
 
 
 def _finish(proc, log, timeout):

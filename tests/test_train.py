@@ -140,12 +140,16 @@ def test_predict_mode_names_bad_inputs(tmp_path, inputs, expected):
   assert result.returncode != 0 and expected in result.stderr
 
 
-def _start_and_wait_for_checkpoint(workdir, flags, step, log):
-  """Starts a run with its stderr in the file `log` (an unread pipe fills and stalls the run)
-  and returns it once the checkpoint of `step` exists."""
+def _start_logged(command, env, log) -> subprocess.Popen:
+  """Starts `command` with its stderr in the file `log`: a pipe left unread while the test waits
+  fills up (64 KiB) and stalls the run that writes to it, and any peer waiting on that run."""
   with open(log, 'w') as f:
-    proc = subprocess.Popen(_main_command(workdir, *flags), cwd=REPO, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=f)
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=f)
+
+
+def _start_and_wait_for_checkpoint(workdir, flags, step, log):
+  """Starts a run logging to `log` and returns it once the checkpoint of `step` exists."""
+  proc = _start_logged(_main_command(workdir, *flags), _env(), log)
   deadline = time.time() + 600
   while not (workdir / 'checkpoints' / str(step)).exists():
     assert proc.poll() is None, f'the run ended before it could be interrupted:\n' \
