@@ -10,7 +10,7 @@ from PIL import Image
 
 from semseg_jax.data.datasets import ade20k
 from semseg_jax.data.datasets import files
-from tests.fixtures import make_ade20k_tree
+from tests.helpers.fixtures import make_ade20k_tree
 
 
 @pytest.fixture

@@ -65,7 +65,7 @@ def test_a_save_cut_off_mid_write_is_never_restored(tmp_path):
 
 def test_a_process_killed_during_a_save_restores_the_previous_checkpoint(tmp_path):
   """A real SIGKILL while checkpoint 2 (256 MB) is being written: checkpoint 1 is restored."""
-  result = subprocess.run([sys.executable, '-m', 'tests.killed_save', str(tmp_path)],
+  result = subprocess.run([sys.executable, '-m', 'tests.helpers.killed_save', str(tmp_path)],
                           cwd=pathlib.Path(__file__).resolve().parents[1], capture_output=True,
                           text=True, timeout=300)
   assert result.returncode == -signal.SIGKILL, result.stdout + result.stderr[-3000:]

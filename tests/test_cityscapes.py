@@ -10,8 +10,8 @@ from configs import default
 from semseg_jax.data import datasets
 from semseg_jax.data.datasets import cityscapes
 from semseg_jax.data.datasets import files
-from tests.fixtures import ID_TO_TRAIN_ID
-from tests.fixtures import make_cityscapes_tree
+from tests.helpers.fixtures import ID_TO_TRAIN_ID
+from tests.helpers.fixtures import make_cityscapes_tree
 
 def _config(root, split='train'):
   config = default.get_config()

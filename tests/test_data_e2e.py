@@ -11,9 +11,8 @@ from PIL import Image
 
 from configs import default
 from semseg_jax.data import convert
-from tests import e2e_config
-from tests.test_train import _records
-from tests.test_train import _run
+from tests.helpers import e2e_config
+from tests.helpers import run_main
 
 CLASSES = ('sky', 'road', 'car')
 
@@ -42,7 +41,7 @@ def _overrides(**extra) -> dict:
 
 
 def _train(workdir, overrides, check=True):
-  return _run(workdir, *e2e_config.override_flags(overrides), config='configs/default.py',
+  return run_main.run(workdir, *e2e_config.override_flags(overrides), config='configs/default.py',
               check=check)
 
 
@@ -63,7 +62,7 @@ def test_training_runs_from_each_source_type(tmp_path, tfds_dir, kind):
         convert.convert_split(config, split, str(tmp_path / 'packed'), workers=1)
       overrides = _overrides(**{'data.name': f'arrayrecord:{tmp_path / "packed"}'})
   _train(tmp_path / 'run', overrides)
-  record = _records(tmp_path / 'run')[-1]
+  record = run_main.records(tmp_path / 'run')[-1]
   assert record['step'] == 2 and len(record['IoU']) == 3
   assert np.isfinite(record['aAcc'])
 
@@ -80,7 +79,7 @@ def test_folder_training_stops_on_a_bad_file_or_skips_and_counts_it(tmp_path):
   overrides.update({'data.skip_bad_examples': True, 'data.max_bad_fraction': 0.2})
   done = _train(tmp_path / 'skipped', overrides)
   assert 'skipped 1 bad example(s)' in done.stderr and str(bad_train) in done.stderr
-  record = _records(tmp_path / 'skipped')[-1]
+  record = run_main.records(tmp_path / 'skipped')[-1]
   assert record['step'] == 4 and len(record['IoU']) == 3  # Folder source, end to end.
 
 
@@ -91,7 +90,7 @@ def test_check_data_reports_problems_and_class_frequencies(tmp_path):
   label[3, 3] = 7
   Image.fromarray(label).save(bad_label)
   workdir = tmp_path / 'check'
-  result = _run(workdir, '--mode=check_data', *e2e_config.override_flags(
+  result = run_main.run(workdir, '--mode=check_data', *e2e_config.override_flags(
       _overrides(**{'data.name': 'folder', 'data.root': str(root)})),
                 config='configs/default.py', check=False)
   assert result.returncode != 0 and 'check_data found problems' in result.stderr
@@ -111,7 +110,7 @@ def test_check_data_reports_problems_and_class_frequencies(tmp_path):
 
 def test_data_benchmark_prints_images_per_second(tmp_path):
   root = _folder_tree(tmp_path / 'data')
-  result = _run(tmp_path / 'bench', '--mode=data_benchmark', *e2e_config.override_flags(
+  result = run_main.run(tmp_path / 'bench', '--mode=data_benchmark', *e2e_config.override_flags(
       _overrides(**{'data.name': 'folder', 'data.root': str(root),
                     'benchmark.data_workers': (1,), 'benchmark.data_batches': 2,
                     'benchmark.data_warmup_batches': 1})), config='configs/default.py')

@@ -11,7 +11,7 @@ from scipy import ndimage
 from semseg_jax import distance_losses as dl
 from semseg_jax import losses
 from semseg_jax.data import distance_maps
-from tests import loss_checks
+from tests.helpers import loss_checks
 
 IGNORE = 255
 NUM_CLASSES = 4

@@ -10,11 +10,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from tests import e2e_config
-from tests.test_train import _env
-from tests.test_train import _main_command
-from tests.test_train import _records
-from tests.test_train import _start_logged
+from tests.helpers import e2e_config
+from tests.helpers import run_main
 
 
 def _free_port() -> int:
@@ -35,8 +32,8 @@ def _final_state_on_host(workdir) -> tuple[int, dict]:
 
 
 def _start(command, env, log):
-  """(a run started by test_train's _start_logged, its log file)."""
-  return _start_logged(command, env, log), log
+  """(a run started by test_train's run_main.start_logged, its log file)."""
+  return run_main.start_logged(command, env, log), log
 
 
 def _finish(proc, log, timeout):
@@ -58,14 +55,14 @@ def test_two_processes_train_like_one(tmp_path):
   two = tmp_path / 'two'
   procs = []
   for process_id in (0, 1):
-    env = _env(2)
+    env = run_main.env(2)
     env['JAX_CPU_COLLECTIVES_IMPLEMENTATION'] = 'gloo'
-    command = _main_command(two, *flags, f'--coordinator_address=localhost:{port}',
+    command = run_main.main_command(two, *flags, f'--coordinator_address=localhost:{port}',
                             '--num_processes=2', f'--process_id={process_id}')
     procs.append(_start(command, env, tmp_path / f'process_{process_id}.log'))
   one = tmp_path / 'one'  # The reference: one process, 4 devices; run alongside (compiling
   # is mostly single-threaded, so three processes share the two cores well).
-  procs.append(_start(_main_command(one, *flags), _env(4), tmp_path / 'one.log'))
+  procs.append(_start(run_main.main_command(one, *flags), run_main.env(4), tmp_path / 'one.log'))
   outputs = [_finish(proc, log, timeout=600) for proc, log in procs]
   for (p, _), (_, stderr) in zip(procs, outputs):
     assert p.returncode == 0, stderr[-4000:]
@@ -90,5 +87,5 @@ def test_two_processes_train_like_one(tmp_path):
   confusion_one = np.load(one / 'confusion_val_step_0000004.npy')
   np.testing.assert_array_equal(confusion_two.sum(axis=1), confusion_one.sum(axis=1))
   assert np.abs(confusion_two - confusion_one).sum() <= 1e-3 * confusion_one.sum()
-  record_two, record_one = _records(two)[-1], _records(one)[-1]
+  record_two, record_one = run_main.records(two)[-1], run_main.records(one)[-1]
   np.testing.assert_allclose(record_two['mIoU'], record_one['mIoU'], rtol=1e-3)

@@ -7,7 +7,7 @@ from configs import ade20k_segformer
 from configs import quickstart
 from semseg_jax.data import datasets
 from semseg_jax.data import pipeline
-from tests.fixtures import make_ade20k_tree
+from tests.helpers.fixtures import make_ade20k_tree
 
 
 def _config(batch_size=4):
@@ -190,7 +190,7 @@ def test_file_dataset_batches_are_the_same_for_any_worker_count_and_resume(tmp_p
   """A file-backed dataset (Cityscapes layout): 0, 1 or 3 worker processes give identical
   batches, and a state saved mid-epoch under one worker count resumes under another."""
   from configs import datasets as dataset_settings  # pylint: disable=g-import-not-at-top
-  from tests.fixtures import make_cityscapes_tree  # pylint: disable=g-import-not-at-top
+  from tests.helpers.fixtures import make_cityscapes_tree  # pylint: disable=g-import-not-at-top
   config = dataset_settings.cityscapes(quickstart.get_config())
   config.data.root = str(make_cityscapes_tree(tmp_path))
   config.augment.resize_scale, config.augment.crop_size = (96, 48), (16, 32)

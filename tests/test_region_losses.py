@@ -10,7 +10,7 @@ import pytest
 
 from semseg_jax import losses
 from semseg_jax import region_losses as rl
-from tests import loss_checks
+from tests.helpers import loss_checks
 
 IGNORE = 255
 NUM_CLASSES = 4

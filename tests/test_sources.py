@@ -13,7 +13,7 @@ from configs import default
 from semseg_jax.data import convert
 from semseg_jax.data import datasets
 from semseg_jax.data.datasets import files
-from tests.fixtures import make_cityscapes_tree
+from tests.helpers.fixtures import make_cityscapes_tree
 
 COLOURS = ((10, 20, 30), (200, 0, 0), (0, 200, 0))  # Three classes as RGB mask colours.
 

@@ -2,54 +2,20 @@
 
 import json
 import os
-import pathlib
 import signal
 import subprocess
 import sys
 import time
 
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from semseg_jax.data import datasets
-from tests import e2e_config
-from tests.fixtures import make_ade20k_tree
+from tests.helpers import e2e_config
+from tests.helpers import run_main
+from tests.helpers.fixtures import make_ade20k_tree
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _env(num_devices: int = 1) -> dict:
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={num_devices}'
-  env['PYTHONPATH'] = str(REPO)
-  env.pop('JAX_PLATFORMS', None)
-  return env
-
-
-def _main_command(workdir, *flags, config='configs/quickstart.py'):
-  return [sys.executable, '-m', 'semseg_jax.main', f'--config={config}', f'--workdir={workdir}',
-          *flags]
-
-
-def _run(workdir, *flags, config='configs/quickstart.py', check=True, timeout=600):
-  result = subprocess.run(_main_command(workdir, *flags, config=config), cwd=REPO, env=_env(),
-                          capture_output=True, text=True, timeout=timeout)
-  if check and result.returncode != 0:
-    raise AssertionError(f'main failed ({result.returncode}):\n{result.stderr[-5000:]}')
-  return result
-
-
-def _records(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f]
-
-
-def _final_params(workdir):
-  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'))
-  restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
-      state=ocp.args.StandardRestore()))['state']
-  return manager.latest_step(), restored
+REPO = run_main.REPO
 
 
 def _flags(num_steps, **extra):
@@ -77,8 +43,8 @@ def test_train_eval_and_predict_modes_leave_every_artifact(tmp_path):
   flip + two scales; then from pretrained weights."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / 'run'
-  _run(workdir, *_flags(4, **{'train.eval_every': 2, 'checkpoint.every_steps': 2}))
-  records = _records(workdir)
+  run_main.run(workdir, *_flags(4, **{'train.eval_every': 2, 'checkpoint.every_steps': 2}))
+  records = run_main.records(workdir)
   assert [r['step'] for r in records] == [2, 4]
   for key in ('aAcc', 'mAcc', 'mIoU', 'FWIoU', 'mDice'):
     assert 0 <= records[-1][key] <= 100
@@ -91,19 +57,19 @@ def test_train_eval_and_predict_modes_leave_every_artifact(tmp_path):
   assert os.path.getsize(workdir / 'confusion_val_step_0000004.png') > 1000
 
   # --mode=eval restores the latest checkpoint and reproduces the final evaluation.
-  _run(workdir, '--mode=eval', *_flags(4))
-  again = _records(workdir)[-1]
+  run_main.run(workdir, '--mode=eval', *_flags(4))
+  again = run_main.records(workdir)[-1]
   assert again['step'] == 4 and again['mIoU'] == records[-1]['mIoU']
   assert again['IoU'] == records[-1]['IoU']
 
   modes = {'eval.mode': 'slide', 'eval.crop_size': (24, 24), 'eval.stride': (16, 16),
            'eval.flip': True, 'eval.scales': (0.75, 1.0), 'eval.num_overlays': 2}
-  _run(workdir, '--mode=eval', *_flags(4, **modes))
+  run_main.run(workdir, '--mode=eval', *_flags(4, **modes))
   source = datasets.make_source(e2e_config.tiny_quickstart().data, 'val')
   inputs = tmp_path / 'images'
   _write_images(inputs, source)
   out = tmp_path / 'out'
-  _run(workdir, '--mode=predict', *_flags(4, **modes, **{'predict.inputs': str(inputs),
+  run_main.run(workdir, '--mode=predict', *_flags(4, **modes, **{'predict.inputs': str(inputs),
                                                          'predict.output_dir': str(out)}))
   names = ['grey', source.name(0), source.name(1), 'wide']
   for kind in ('labels', 'colour', 'overlay'):
@@ -124,7 +90,7 @@ def test_train_eval_and_predict_modes_leave_every_artifact(tmp_path):
 
   # An empty workdir predicts with config.model.pretrained: the same weights, the same labels.
   other = tmp_path / 'out_pretrained'
-  _run(tmp_path / 'empty', '--mode=predict', *_flags(4, **modes, **{
+  run_main.run(tmp_path / 'empty', '--mode=predict', *_flags(4, **modes, **{
       'predict.inputs': str(inputs), 'predict.output_dir': str(other),
       'model.pretrained': str(workdir)}))
   for name in sizes:
@@ -135,21 +101,14 @@ def test_train_eval_and_predict_modes_leave_every_artifact(tmp_path):
 @pytest.mark.parametrize('inputs,expected', [('missing/*.png', 'matches no image'),
                                              ('', 'config.predict.inputs')])
 def test_predict_mode_names_bad_inputs(tmp_path, inputs, expected):
-  result = _run(tmp_path, '--mode=predict', f'--config.predict.inputs={inputs}', check=False,
+  result = run_main.run(tmp_path, '--mode=predict', f'--config.predict.inputs={inputs}', check=False,
                 timeout=120)
   assert result.returncode != 0 and expected in result.stderr
 
 
-def _start_logged(command, env, log) -> subprocess.Popen:
-  """Starts `command` with its stderr in the file `log`: a pipe left unread while the test waits
-  fills up (64 KiB) and stalls the run that writes to it, and any peer waiting on that run."""
-  with open(log, 'w') as f:
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=f)
-
-
 def _start_and_wait_for_checkpoint(workdir, flags, step, log):
   """Starts a run logging to `log` and returns it once the checkpoint of `step` exists."""
-  proc = _start_logged(_main_command(workdir, *flags), _env(), log)
+  proc = run_main.start_logged(run_main.main_command(workdir, *flags), run_main.env(), log)
   deadline = time.time() + 600
   while not (workdir / 'checkpoints' / str(step)).exists():
     assert proc.poll() is None, f'the run ended before it could be interrupted:\n' \
@@ -171,7 +130,7 @@ def test_sigterm_then_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
   came after the last checkpoint; the same command resumes; the end is bit-exact."""
   flags = _flags(40, **{'train.eval_every': 20, 'checkpoint.every_steps': 5})
   straight = tmp_path / 'straight'
-  _run(straight, *flags)
+  run_main.run(straight, *flags)
 
   killed = tmp_path / 'killed'
   log = tmp_path / 'preempted.log'
@@ -190,16 +149,16 @@ def test_sigterm_then_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert _steps(killed)[-1] < 40, _steps(killed)  # Killed mid-training.
-  _run(killed, *flags)  # The same command resumes.
+  run_main.run(killed, *flags)  # The same command resumes.
 
-  step_a, state_a = _final_params(straight)
-  step_b, state_b = _final_params(killed)
+  step_a, state_a = run_main.final_params(straight)
+  step_b, state_b = run_main.final_params(killed)
   assert step_a == step_b == 40
   leaves_a, leaves_b = (e2e_config.flat_leaves(s) for s in (state_a, state_b))
   assert leaves_a.keys() == leaves_b.keys()
   for key in leaves_a:
     np.testing.assert_array_equal(leaves_a[key], leaves_b[key], err_msg=key)
-  final_a, final_b = _records(straight)[-1], _records(killed)[-1]
+  final_a, final_b = run_main.records(straight)[-1], run_main.records(killed)[-1]
   assert final_a == final_b
 
 
@@ -215,8 +174,8 @@ def test_eight_devices_match_one_and_checkpoints_move_between_meshes(tmp_path):
                           (8, 'sharded_steps', [eight_path, one_path]),
                           (8, 'sharded_steps', [fsdp_path, '-', 'fsdp', workdir]),
                           (4, 'mesh_restore', [workdir, restored_path])):
-    subprocess.run([sys.executable, '-m', f'tests.{module}', *map(str, args)], cwd=REPO,
-                   env=_env(n), check=True, timeout=600, capture_output=True)
+    subprocess.run([sys.executable, '-m', f'tests.helpers.{module}', *map(str, args)], cwd=REPO,
+                   env=run_main.env(n), check=True, timeout=600, capture_output=True)
   one, eight = dict(np.load(one_path)), dict(np.load(eight_path))
   fsdp, restored = dict(np.load(fsdp_path)), dict(np.load(restored_path))
   # The 4 x 2 FSDP checkpoint restores exactly onto 4 devices (replicated) and trains on.
@@ -251,8 +210,8 @@ def test_ade20k_segformer_trains_and_reduces_labels_once(tmp_path):
                'augment.resize_scale': (64, 32), 'train.batch_size': 2, 'train.num_steps': 2,
                'train.eval_every': 2, 'train.log_every': 1, 'eval.resize_scale': (64, 32),
                'eval.batch_size': 2, 'schedule.warmup_steps': 1}
-  _run(workdir, *e2e_config.override_flags(overrides), config='configs/ade20k_segformer.py:b0')
-  record = _records(workdir)[-1]
+  run_main.run(workdir, *e2e_config.override_flags(overrides), config='configs/ade20k_segformer.py:b0')
+  record = run_main.records(workdir)[-1]
   assert record['step'] == 2 and len(record['IoU']) == 150
   # The confusion matrix's ground-truth counts are those of the raw PNGs reduced once:
   # raw 0 -> ignored, raw k -> class k - 1.
@@ -271,7 +230,7 @@ def test_ade20k_segformer_trains_and_reduces_labels_once(tmp_path):
     ([], 'config.data.root'),
 ])
 def test_bad_config_fails_at_start_naming_it(tmp_path, flags, expected):
-  result = _run(tmp_path, *flags, config='configs/ade20k_segformer.py:b0', check=False,
+  result = run_main.run(tmp_path, *flags, config='configs/ade20k_segformer.py:b0', check=False,
                 timeout=120)
   assert result.returncode != 0
   assert expected in result.stderr
@@ -280,7 +239,7 @@ def test_bad_config_fails_at_start_naming_it(tmp_path, flags, expected):
 
 @pytest.mark.slow(20)
 def test_benchmark_mode_prints_the_figures(tmp_path):
-  result = _run(tmp_path, '--mode=benchmark', *_flags(1, **{
+  result = run_main.run(tmp_path, '--mode=benchmark', *_flags(1, **{
       'benchmark.batch_size': 8, 'benchmark.steps': 2, 'benchmark.warmup_steps': 1,
       'benchmark.eval_image_hw': (40, 72), 'eval.mode': 'slide', 'eval.crop_size': (32, 32),
       'eval.stride': (24, 24)}))

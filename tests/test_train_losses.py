@@ -4,45 +4,18 @@ and the jitted train step, a few steps on one tiny synthetic batch, and the loss
 A small conv net stands in for the zoo's models so that the 17 train steps compile quickly;
 the step, optimizer and pipeline are the ones training uses."""
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from semseg_jax import losses
-from semseg_jax import optimizers
 from semseg_jax import sharding
-from semseg_jax import train
 from semseg_jax.data import datasets
 from semseg_jax.data import distance_maps
 from semseg_jax.data import pipeline
-from tests import e2e_config
+from tests.helpers import e2e_config
+from tests.helpers.small_net import small_net_setup
 
 NUM_STEPS = 8
-
-
-class SmallNet(nn.Module):
-  """Two 3x3 convs (the second with stride 2) and a 1x1 classifier: logits at 1/2 size."""
-  num_classes: int
-
-  @nn.compact
-  def __call__(self, images, train=False):
-    x = nn.relu(nn.Conv(16, (3, 3))(images))
-    x = nn.relu(nn.Conv(32, (3, 3), strides=2)(x))
-    return {'logits': nn.Conv(self.num_classes, (1, 1))(x)}
-
-
-def small_net_setup(config):
-  """(mesh, train state, jitted train step, one host batch) for SmallNet under `config`."""
-  mesh, source, _, _, _, _ = train.setup(config, '')
-  model = SmallNet(source.num_classes)
-  params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
-  tx, schedule = optimizers.make_optimizer(config, params['params'])
-  state, shardings = train.create_train_state(model, tx, jax.random.key(0), (32, 32), mesh)
-  step_fn = train.make_train_step(model, tx, schedule, config, shardings, mesh)
-  local = next(iter(pipeline.train_dataset(config, source)))
-  return mesh, state, step_fn, local
 
 
 @pytest.mark.parametrize('name', sorted(losses.LOSSES))

@@ -9,9 +9,9 @@ import pytest
 from semseg_jax import sharding
 from semseg_jax import train
 from semseg_jax.data import pipeline
-from tests import e2e_config
-from tests.test_train_losses import SmallNet
-from tests.test_train_losses import small_net_setup
+from tests.helpers import e2e_config
+from tests.helpers.small_net import SmallNet
+from tests.helpers.small_net import small_net_setup
 
 
 def _config(batch_size=4):

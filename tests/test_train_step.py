@@ -8,7 +8,7 @@ from semseg_jax import optimizers
 from semseg_jax import sharding
 from semseg_jax import train
 from semseg_jax.data import pipeline
-from tests import e2e_config
+from tests.helpers import e2e_config
 
 
 def test_bfloat16_compute_keeps_float32_parameters():

@@ -16,7 +16,7 @@ import pytest
 from semseg_jax import models
 from semseg_jax.models import stats
 from semseg_jax.models import table
-from tests import zoo_specs
+from tests.helpers import zoo_specs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DETAIL_MODELS = ('stdc',)
@@ -65,7 +65,7 @@ def test_train_step_of_every_model_on_8_devices(tmp_path, keys):
   out = tmp_path / 'zoo.json'
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
              JAX_PLATFORMS='cpu')
-  subprocess.run([sys.executable, '-m', 'tests.zoo_steps', str(out), *keys], cwd=ROOT, env=env,
+  subprocess.run([sys.executable, '-m', 'tests.helpers.zoo_steps', str(out), *keys], cwd=ROOT, env=env,
                  check=True, timeout=1200)
   results = json.loads(out.read_text())
   assert sorted(results) == sorted(keys)

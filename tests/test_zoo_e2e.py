@@ -7,8 +7,8 @@ import pytest
 
 from configs import camvid_enet
 from semseg_jax import train
-from tests import e2e_config
-from tests.test_train import _run
+from tests.helpers import e2e_config
+from tests.helpers import run_main
 
 
 @pytest.mark.slow(55)
@@ -16,7 +16,7 @@ def test_camvid_enet_recipe_trains_through_main_with_enet_class_weights(tmp_path
   overrides = dict(e2e_config.TINY, **{'data.name': 'synthetic', 'train.num_steps': 4,
                                        'train.eval_every': 4, 'checkpoint.every_steps': 4,
                                        'data.num_workers': 0, 'augment.cat_max_ratio': 1.0})
-  result = _run(tmp_path, *e2e_config.override_flags(overrides),
+  result = run_main.run(tmp_path, *e2e_config.override_flags(overrides),
                 config='configs/camvid_enet.py')
   log = result.stderr
   assert 'Class weights (enet) from 64 training labels' in log, log[-3000:]

@@ -14,9 +14,9 @@ import torch
 import transformers
 
 from semseg_jax.data.datasets import synthetic
-from tests import e2e_config
+from tests.helpers import e2e_config
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _run(module: str, *flags: str) -> subprocess.CompletedProcess:

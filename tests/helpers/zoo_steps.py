@@ -1,5 +1,5 @@
 """One jitted training step of each tiny zoo model on the mesh of all devices (run with
-XLA_FLAGS=--xla_force_host_platform_device_count=8): python -m tests.zoo_steps OUT.json [KEY...]
+XLA_FLAGS=--xla_force_host_platform_device_count=8): python -m tests.helpers.zoo_steps OUT.json [KEY...]
 
 Writes {key: {'loss', 'finite', 'step', 'num_devices', 'aux' and 'detail' (loss terms of
 auxiliary and detail heads), 'moved' (share of parameter arrays that changed)}} for
@@ -16,7 +16,7 @@ from configs import default
 from semseg_jax import optimizers
 from semseg_jax import sharding
 from semseg_jax import train
-from tests import zoo_specs
+from tests.helpers import zoo_specs
 
 
 def one_step(key: str) -> dict:

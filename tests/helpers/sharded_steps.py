@@ -1,13 +1,13 @@
 """Runs a few train steps and one evaluation on however many devices this process has, and
 saves losses, parameters and the confusion matrix (used by test_train's device comparison).
 
-python -m tests.sharded_steps OUT.npz [REFERENCE.npz|-] [data|fsdp] [CHECKPOINT_WORKDIR]
+python -m tests.helpers.sharded_steps OUT.npz [REFERENCE.npz|-] [data|fsdp] [CHECKPOINT_WORKDIR]
 
 With REFERENCE (another run's output), also evaluates that run's final variables here, so the
 confusion matrices of the same parameters on different device counts can be compared. `fsdp`
 trains on a data x fsdp = (devices / 2) x 2 mesh with every state leaf split over `fsdp`
 (config.mesh.partition_rules = (('.*', 'fsdp'),)); `data` (default) is pure data parallelism.
-With CHECKPOINT_WORKDIR the final state is also saved there (tests.mesh_restore reads it).
+With CHECKPOINT_WORKDIR the final state is also saved there (tests.helpers.mesh_restore reads it).
 """
 
 import sys
@@ -24,7 +24,7 @@ from semseg_jax import evaluate  # pylint: disable=g-import-not-at-top
 from semseg_jax import sharding  # pylint: disable=g-import-not-at-top
 from semseg_jax import train  # pylint: disable=g-import-not-at-top
 from semseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-from tests import e2e_config  # pylint: disable=g-import-not-at-top
+from tests.helpers import e2e_config  # pylint: disable=g-import-not-at-top
 
 
 def main(out_path: str, reference_path: str = '-', parallelism: str = 'data',

@@ -1,8 +1,8 @@
-"""Restores the checkpoint tests.sharded_steps saved (on another mesh) onto a pure
+"""Restores the checkpoint tests.helpers.sharded_steps saved (on another mesh) onto a pure
 data-parallel mesh of this process's devices, runs one train step on it, and saves the restored
 variables (test_train compares them with the saved ones).
 
-python -m tests.mesh_restore CHECKPOINT_WORKDIR OUT.npz
+python -m tests.helpers.mesh_restore CHECKPOINT_WORKDIR OUT.npz
 """
 
 import sys
@@ -18,7 +18,7 @@ from semseg_jax import checkpointing  # pylint: disable=g-import-not-at-top
 from semseg_jax import sharding  # pylint: disable=g-import-not-at-top
 from semseg_jax import train  # pylint: disable=g-import-not-at-top
 from semseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-from tests import e2e_config  # pylint: disable=g-import-not-at-top
+from tests.helpers import e2e_config  # pylint: disable=g-import-not-at-top
 
 
 def main(workdir: str, out_path: str) -> None:

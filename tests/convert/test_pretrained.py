@@ -9,7 +9,7 @@ from semseg_jax import sharding
 from semseg_jax import train
 from semseg_jax.data import datasets
 from semseg_jax.data import pipeline
-from tests import e2e_config
+from tests.helpers import e2e_config
 
 
 def _state(config, num_classes, seed):

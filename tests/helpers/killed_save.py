@@ -1,7 +1,7 @@
 """Saves checkpoint 1, then kills itself (SIGKILL) while checkpoint 2 is being written: what a
 preempted or crashed host leaves behind (test_checkpointing restores from it).
 
-python -m tests.killed_save WORKDIR
+python -m tests.helpers.killed_save WORKDIR
 """
 
 import os

@@ -1,7 +1,7 @@
 """mmsegmentation, torchvision and timm state dicts -> our models, tensor by tensor.
 
 Every model is compared with the state dict of the real reference module: its keys and shapes
-are in tests/data/mmseg_state_dicts.json ({model: [[key, shape], ...]}), read once from
+are in tests/convert/mmseg_state_dicts.json ({model: [[key, shape], ...]}), read once from
 mmsegmentation 1.2.2 (mmengine 0.10, torch 2.13) and stored, so these tests need neither torch
 nor mmseg. The state dicts are filled here with seeded random values (one seed per key), so
 every assigned leaf can be compared with its source tensor after the expected layout change.
@@ -51,7 +51,7 @@ from semseg_jax.models.backbones.resnet import ResNet
 from semseg_jax.models.encoder_decoder import EncoderDecoder
 from semseg_jax.models.heads.fcn_head import auxiliary_fcn_head
 
-FIXTURE = pathlib.Path(__file__).parent / 'data' / 'mmseg_state_dicts.json'
+FIXTURE = pathlib.Path(__file__).parent / 'mmseg_state_dicts.json'
 NUM_CLASSES = 19
 R18_HEAD = dict(channels=128)
 

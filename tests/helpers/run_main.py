@@ -1,0 +1,52 @@
+"""Running `python -m semseg_jax.main` as a user does, in a subprocess, and reading what it
+leaves in its workdir."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import orbax.checkpoint as ocp
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def env(num_devices: int = 1) -> dict:
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={num_devices}'
+  env['PYTHONPATH'] = str(REPO)
+  env.pop('JAX_PLATFORMS', None)
+  return env
+
+
+def main_command(workdir, *flags, config='configs/quickstart.py'):
+  return [sys.executable, '-m', 'semseg_jax.main', f'--config={config}', f'--workdir={workdir}',
+          *flags]
+
+
+def run(workdir, *flags, config='configs/quickstart.py', check=True, timeout=600):
+  result = subprocess.run(main_command(workdir, *flags, config=config), cwd=REPO, env=env(),
+                          capture_output=True, text=True, timeout=timeout)
+  if check and result.returncode != 0:
+    raise AssertionError(f'main failed ({result.returncode}):\n{result.stderr[-5000:]}')
+  return result
+
+
+def records(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def final_params(workdir):
+  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'))
+  restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+      state=ocp.args.StandardRestore()))['state']
+  return manager.latest_step(), restored
+
+
+def start_logged(command, env, log) -> subprocess.Popen:
+  """Starts `command` with its stderr in the file `log`: a pipe left unread while the test waits
+  fills up (64 KiB) and stalls the run that writes to it, and any peer waiting on that run."""
+  with open(log, 'w') as f:
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=f)
