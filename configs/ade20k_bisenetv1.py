@@ -10,17 +10,17 @@ poly (power 0.9) to 1e-4 at 160k steps; global batch 16 of 512x512 crops of (204
 
 import ml_collections
 
+from configs import common
 from configs import cnn_recipes
 
 BACKBONES = ('r18', 'r50', 'r101')
 
 
-def get_config(arguments: str = 'r18') -> ml_collections.ConfigDict:
-  variant = cnn_recipes.variant_of('configs/ade20k_bisenetv1.py', arguments,
-                                   {name: name for name in BACKBONES})
-  config = cnn_recipes.mmseg_cnn('ade20k', 'bisenetv1', variant)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(__file__, arg, variant=common.Choice('r18', BACKBONES), smoke=False)
+  config = cnn_recipes.mmseg_cnn('ade20k', 'bisenetv1', arg.variant)
   config.loss.aux = (('cross_entropy', 1.0, {}),)
   cnn_recipes.sgd(config, lr=0.005, momentum=0.9, weight_decay=5e-4)
   cnn_recipes.poly(config, power=0.9, min_lr=1e-4)
   cnn_recipes.linear_warmup(config, steps=1000, init_factor=0.1)
-  return config
+  return common.maybe_smoke(config, arg)

@@ -9,14 +9,15 @@ setting: global batch 16 of 512x512 crops of (2048, 512) x [0.5, 2].
 
 import ml_collections
 
+from configs import common
 from configs import cnn_recipes
 
 
-def get_config(arguments: str = '') -> ml_collections.ConfigDict:
-  cnn_recipes.variant_of('configs/ade20k_bisenetv2.py', arguments, {'': 'bisenetv2'})
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(__file__, arg, smoke=False)
   config = cnn_recipes.mmseg_cnn('ade20k', 'bisenetv2', 'bisenetv2')
   config.loss.aux = (('cross_entropy', 1.0, {}),)
   cnn_recipes.sgd(config, lr=0.05, momentum=0.9, weight_decay=5e-4)
   cnn_recipes.poly(config, power=0.9, min_lr=1e-4)
   cnn_recipes.linear_warmup(config, steps=1000, init_factor=0.1)
-  return config
+  return common.maybe_smoke(config, arg)

@@ -9,13 +9,15 @@ plain cross-entropy) on mmsegmentation's ADE20K setting: global batch 16 of 512x
 
 import ml_collections
 
+from configs import common
 from configs import cityscapes_regseg
 from configs import cnn_recipes
 
 
-def get_config(arguments: str = 'exp48_decoder26') -> ml_collections.ConfigDict:
-  variant = cnn_recipes.variant_of('configs/ade20k_regseg.py', arguments,
-                                   {name: name for name in cityscapes_regseg.VARIANTS})
-  config = cnn_recipes.mmseg_cnn('ade20k', 'regseg', variant)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(
+      __file__, arg, variant=common.Choice('exp48_decoder26', cityscapes_regseg.VARIANTS),
+      smoke=False)
+  config = cnn_recipes.mmseg_cnn('ade20k', 'regseg', arg.variant)
   cityscapes_regseg.regseg_recipe(config)
-  return config
+  return common.maybe_smoke(config, arg)

@@ -11,6 +11,7 @@ sides to a multiple of 32, as config.eval.pad_multiple does). Drop path 0.1 (T, 
 
 import ml_collections
 
+from configs import common
 from configs import cnn_recipes
 from configs import datasets
 from configs import default
@@ -30,11 +31,10 @@ def segnext_recipe(config: ml_collections.ConfigDict, size: str) -> None:
   cnn_recipes.transformer_schedule(config)
 
 
-def get_config(arguments: str = 't') -> ml_collections.ConfigDict:
-  size = cnn_recipes.variant_of('configs/ade20k_segnext.py', arguments,
-                                {name: name for name in DROP_PATH})
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(__file__, arg, variant=common.Choice('t', tuple(DROP_PATH)), smoke=False)
   config = default.get_config()
   datasets.ade20k(config)
-  segnext_recipe(config, size)
+  segnext_recipe(config, arg.variant)
   cnn_recipes.training_length(config, 16, 160_000, 16_000, num_workers=8)
-  return config
+  return common.maybe_smoke(config, arg)

@@ -9,13 +9,14 @@ crops of (2048, 512) x [0.5, 2] for 160k steps, whole-image test at (2048, 512).
 
 import ml_collections
 
+from configs import common
 from configs import cityscapes_sfnet
 from configs import cnn_recipes
 
 
-def get_config(arguments: str = 'r50') -> ml_collections.ConfigDict:
-  variant = cnn_recipes.variant_of('configs/ade20k_sfnet.py', arguments,
-                                   {name: name for name in cityscapes_sfnet.BACKBONES})
-  config = cnn_recipes.mmseg_cnn('ade20k', 'sfnet', variant)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(__file__, arg, variant=common.Choice('r50', cityscapes_sfnet.BACKBONES),
+                         smoke=False)
+  config = cnn_recipes.mmseg_cnn('ade20k', 'sfnet', arg.variant)
   cityscapes_sfnet.sfnet_recipe(config)
-  return config
+  return common.maybe_smoke(config, arg)

@@ -13,6 +13,7 @@ ImageNet-pretrained backbones.
 
 import ml_collections
 
+from configs import common
 from configs import cnn_recipes
 from configs import datasets
 from configs import default
@@ -32,12 +33,12 @@ def topformer_recipe(config: ml_collections.ConfigDict, size: str, lr: float) ->
   cnn_recipes.transformer_schedule(config)
 
 
-def get_config(arguments: str = 't') -> ml_collections.ConfigDict:
-  size = cnn_recipes.variant_of('configs/ade20k_topformer.py', arguments,
-                                {name: name for name in LEARNING_RATES})
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(__file__, arg, variant=common.Choice('t', tuple(LEARNING_RATES)),
+                         smoke=False)
   config = default.get_config()
   datasets.ade20k(config)
-  topformer_recipe(config, size, LEARNING_RATES[size])
+  topformer_recipe(config, arg.variant, LEARNING_RATES[arg.variant])
   config.eval.align_multiple = 32
   cnn_recipes.training_length(config, 16, 160_000, 16_000, num_workers=8)
-  return config
+  return common.maybe_smoke(config, arg)

@@ -8,11 +8,12 @@ upernet_<backbone>_4xb4-160k_ade20k-512x512. UPerNet (Xiao et al. 2018): ResNet 
 
 import ml_collections
 
+from configs import common
 from configs import cnn_recipes
 
 BACKBONES = {'r50': 'r50', 'r101': 'r101'}
 
 
-def get_config(arguments: str = 'r50') -> ml_collections.ConfigDict:
-  variant = cnn_recipes.variant_of('configs/ade20k_upernet.py', arguments, BACKBONES)
-  return cnn_recipes.mmseg_cnn('ade20k', 'upernet', variant)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(__file__, arg, variant=common.Choice('r50', BACKBONES), smoke=False)
+  return common.maybe_smoke(cnn_recipes.mmseg_cnn('ade20k', 'upernet', arg.variant), arg)

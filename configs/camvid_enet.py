@@ -10,12 +10,14 @@ form (the paper's Torch Adam added it to the gradient).
 
 import ml_collections
 
+from configs import common
 from configs import cnn_recipes
 from configs import datasets
 from configs import default
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(__file__, arg, smoke=False)
   config = default.get_config()
   datasets.camvid(config)
   config.model.name = 'enet'
@@ -30,4 +32,4 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.lr_multipliers = ()
   cnn_recipes.constant_lr(config)
   cnn_recipes.training_length(config, 10, 30_000, 3_000, num_workers=4)
-  return config
+  return common.maybe_smoke(config, arg)

@@ -11,6 +11,7 @@ with Monte-Carlo dropout: --config.eval.mc_dropout_samples=40 (the paper's sampl
 
 import ml_collections
 
+from configs import common
 from configs import cnn_recipes
 from configs import datasets
 from configs import default
@@ -18,16 +19,16 @@ from configs import default
 VARIANTS = {'segnet': 'vgg16', 'bayesian': 'bayesian'}
 
 
-def get_config(arguments: str = 'segnet') -> ml_collections.ConfigDict:
-  variant = cnn_recipes.variant_of('configs/camvid_segnet.py', arguments, VARIANTS)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(__file__, arg, variant=common.Choice('segnet', VARIANTS), smoke=False)
   config = default.get_config()
   datasets.camvid(config)
   config.model.name = 'segnet'
-  config.model.variant = variant
+  config.model.variant = arg.variant
   config.model.dropout_rate = 0.5
   config.model.drop_path_rate = 0.0
   config.loss.class_weighting = 'median_frequency'
   cnn_recipes.sgd(config, lr=0.1, momentum=0.9, weight_decay=5e-4)
   cnn_recipes.constant_lr(config)
   cnn_recipes.training_length(config, 12, 10_000, 1_000, num_workers=4)
-  return config
+  return common.maybe_smoke(config, arg)

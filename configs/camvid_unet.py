@@ -11,6 +11,7 @@ learning rate is lower than SegNet's 0.1 because of the high momentum: 0.01 with
 
 import ml_collections
 
+from configs import common
 from configs import cnn_recipes
 from configs import datasets
 from configs import default
@@ -18,16 +19,17 @@ from configs import default
 VARIANTS = {'bn': 'bn', 'paper': 'paper'}
 
 
-def get_config(arguments: str = 'bn') -> ml_collections.ConfigDict:
-  variant = cnn_recipes.variant_of('configs/camvid_unet.py', arguments, VARIANTS)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(__file__, arg, variant=common.Choice('bn', VARIANTS), smoke=False)
   config = default.get_config()
   datasets.camvid(config)
   config.model.name = 'unet'
-  config.model.variant = variant
+  config.model.variant = arg.variant
   config.model.dropout_rate = 0.5
   config.model.drop_path_rate = 0.0
   config.loss.class_weighting = 'median_frequency'
-  cnn_recipes.sgd(config, lr=0.01 if variant == 'bn' else 0.001, momentum=0.99, weight_decay=0.0)
+  cnn_recipes.sgd(config, lr=0.01 if arg.variant == 'bn' else 0.001, momentum=0.99,
+                  weight_decay=0.0)
   cnn_recipes.constant_lr(config)
   cnn_recipes.training_length(config, 12, 10_000, 1_000, num_workers=4)
-  return config
+  return common.maybe_smoke(config, arg)

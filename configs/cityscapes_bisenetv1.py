@@ -9,19 +9,20 @@ decode head and on both auxiliary heads; whole-image test at (2048, 1024).
 
 import ml_collections
 
+from configs import common
 from configs import cnn_recipes
 
 LEARNING_RATES = {'r18': 0.025, 'r50': 0.05}
 
 
-def get_config(arguments: str = 'r18') -> ml_collections.ConfigDict:
-  variant = cnn_recipes.variant_of('configs/cityscapes_bisenetv1.py', arguments,
-                                   {name: name for name in LEARNING_RATES})
-  config = cnn_recipes.mmseg_cnn('cityscapes', 'bisenetv1', variant)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(__file__, arg, variant=common.Choice('r18', tuple(LEARNING_RATES)),
+                         smoke=False)
+  config = cnn_recipes.mmseg_cnn('cityscapes', 'bisenetv1', arg.variant)
   config.augment.crop_size = (1024, 1024)
   config.loss.aux = (('cross_entropy', 1.0, {}),)
-  cnn_recipes.sgd(config, lr=LEARNING_RATES[variant], momentum=0.9, weight_decay=5e-4)
+  cnn_recipes.sgd(config, lr=LEARNING_RATES[arg.variant], momentum=0.9, weight_decay=5e-4)
   cnn_recipes.poly(config, power=0.9, min_lr=1e-4)
   cnn_recipes.linear_warmup(config, steps=1000, init_factor=0.1)
   cnn_recipes.training_length(config, 16, 160_000, 16_000, num_workers=8)
-  return config
+  return common.maybe_smoke(config, arg)

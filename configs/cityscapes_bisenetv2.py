@@ -10,11 +10,12 @@ config never applies OHEM: it sets `models`, not `model`; its result is this rec
 
 import ml_collections
 
+from configs import common
 from configs import cnn_recipes
 
 
-def get_config(arguments: str = '') -> ml_collections.ConfigDict:
-  cnn_recipes.variant_of('configs/cityscapes_bisenetv2.py', arguments, {'': 'bisenetv2'})
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(__file__, arg, smoke=False)
   config = cnn_recipes.mmseg_cnn('cityscapes', 'bisenetv2', 'bisenetv2')
   config.augment.crop_size = (1024, 1024)
   config.loss.aux = (('cross_entropy', 1.0, {}),)
@@ -22,4 +23,4 @@ def get_config(arguments: str = '') -> ml_collections.ConfigDict:
   cnn_recipes.poly(config, power=0.9, min_lr=1e-4)
   cnn_recipes.linear_warmup(config, steps=1000, init_factor=0.1)
   cnn_recipes.training_length(config, 16, 160_000, 16_000, num_workers=8)
-  return config
+  return common.maybe_smoke(config, arg)

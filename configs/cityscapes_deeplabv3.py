@@ -9,11 +9,12 @@ r101-d8, r50-d16: r50-d16, r101-d16: r101-d16} (argument: model variant).
 
 import ml_collections
 
+from configs import common
 from configs import cnn_recipes
 
 BACKBONES = {'r50': 'r50-d8', 'r101': 'r101-d8', 'r50-d16': 'r50-d16', 'r101-d16': 'r101-d16'}
 
 
-def get_config(arguments: str = 'r50') -> ml_collections.ConfigDict:
-  variant = cnn_recipes.variant_of('configs/cityscapes_deeplabv3.py', arguments, BACKBONES)
-  return cnn_recipes.mmseg_cnn('cityscapes', 'deeplabv3', variant)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(__file__, arg, variant=common.Choice('r50', BACKBONES), smoke=False)
+  return common.maybe_smoke(cnn_recipes.mmseg_cnn('cityscapes', 'deeplabv3', arg.variant), arg)

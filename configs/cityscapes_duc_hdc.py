@@ -9,11 +9,12 @@ r101-hdc} (argument: model variant).
 
 import ml_collections
 
+from configs import common
 from configs import cnn_recipes
 
 BACKBONES = {'r50': 'r50-hdc', 'r101': 'r101-hdc'}
 
 
-def get_config(arguments: str = 'r50') -> ml_collections.ConfigDict:
-  variant = cnn_recipes.variant_of('configs/cityscapes_duc_hdc.py', arguments, BACKBONES)
-  return cnn_recipes.mmseg_cnn('cityscapes', 'duc_hdc', variant)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(__file__, arg, variant=common.Choice('r50', BACKBONES), smoke=False)
+  return common.maybe_smoke(cnn_recipes.mmseg_cnn('cityscapes', 'duc_hdc', arg.variant), arg)

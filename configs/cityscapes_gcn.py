@@ -10,11 +10,12 @@ stem), the others the v1c deep stem.
 
 import ml_collections
 
+from configs import common
 from configs import cnn_recipes
 
 BACKBONES = {'r50': 'r50', 'r101': 'r101', 'r152': 'r152', 'r152v1': 'r152v1'}
 
 
-def get_config(arguments: str = 'r50') -> ml_collections.ConfigDict:
-  variant = cnn_recipes.variant_of('configs/cityscapes_gcn.py', arguments, BACKBONES)
-  return cnn_recipes.mmseg_cnn('cityscapes', 'gcn', variant)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(__file__, arg, variant=common.Choice('r50', BACKBONES), smoke=False)
+  return common.maybe_smoke(cnn_recipes.mmseg_cnn('cityscapes', 'gcn', arg.variant), arg)

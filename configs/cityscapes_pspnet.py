@@ -8,11 +8,12 @@ pyramid pooling (bins 1, 2, 3, 6), auxiliary FCN head.
 
 import ml_collections
 
+from configs import common
 from configs import cnn_recipes
 
 BACKBONES = {'r50': 'r50-d8', 'r101': 'r101-d8'}
 
 
-def get_config(arguments: str = 'r50') -> ml_collections.ConfigDict:
-  variant = cnn_recipes.variant_of('configs/cityscapes_pspnet.py', arguments, BACKBONES)
-  return cnn_recipes.mmseg_cnn('cityscapes', 'pspnet', variant)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(__file__, arg, variant=common.Choice('r50', BACKBONES), smoke=False)
+  return common.maybe_smoke(cnn_recipes.mmseg_cnn('cityscapes', 'pspnet', arg.variant), arg)

@@ -15,6 +15,7 @@ RegSeg), exp53_decoder29 (the repository's larger model).
 
 import ml_collections
 
+from configs import common
 from configs import cnn_recipes
 
 VARIANTS = ('exp48_decoder26', 'exp53_decoder29')
@@ -24,20 +25,20 @@ def regseg_recipe(config: ml_collections.ConfigDict) -> None:
   """RegSeg's optimizer, schedule and loss (shared with configs/ade20k_regseg.py)."""
   config.model.dropout_rate = 0.0
   config.model.aux_head = False
-  config.loss.main = (('cross_entropy', 1.0, {}),)
+  config.loss.logits = (('cross_entropy', 1.0, {}),)
   cnn_recipes.sgd(config, lr=0.05, momentum=0.9, weight_decay=1e-4)
   config.optimizer.no_decay_patterns = ('/bn',)
   cnn_recipes.poly(config, power=0.9, min_lr=0.0)
   cnn_recipes.linear_warmup(config, steps=3000, init_factor=0.1)
 
 
-def get_config(arguments: str = 'exp48_decoder26') -> ml_collections.ConfigDict:
-  variant = cnn_recipes.variant_of('configs/cityscapes_regseg.py', arguments,
-                                   {name: name for name in VARIANTS})
-  config = cnn_recipes.mmseg_cnn('cityscapes', 'regseg', variant)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(__file__, arg, variant=common.Choice('exp48_decoder26', VARIANTS),
+                         smoke=False)
+  config = cnn_recipes.mmseg_cnn('cityscapes', 'regseg', arg.variant)
   config.augment.ratio_range = (400 / 1024, 1600 / 1024)
   config.augment.crop_size = (768, 768)
   config.augment.cat_max_ratio = 1.0
   regseg_recipe(config)
   cnn_recipes.training_length(config, 8, 371_000, 37_100, num_workers=8)
-  return config
+  return common.maybe_smoke(config, arg)

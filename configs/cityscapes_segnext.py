@@ -11,17 +11,18 @@ naming the GPU count; the paper's text was not available to check).
 
 import ml_collections
 
+from configs import common
 from configs import ade20k_segnext
 from configs import cnn_recipes
 from configs import datasets
 from configs import default
 
 
-def get_config(arguments: str = 't') -> ml_collections.ConfigDict:
-  size = cnn_recipes.variant_of('configs/cityscapes_segnext.py', arguments,
-                                {name: name for name in ade20k_segnext.DROP_PATH})
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(
+      __file__, arg, variant=common.Choice('t', tuple(ade20k_segnext.DROP_PATH)), smoke=False)
   config = default.get_config()
   datasets.cityscapes_1024x1024(config)
-  ade20k_segnext.segnext_recipe(config, size)
+  ade20k_segnext.segnext_recipe(config, arg.variant)
   cnn_recipes.training_length(config, 8, 160_000, 16_000, num_workers=8)
-  return config
+  return common.maybe_smoke(config, arg)

@@ -10,6 +10,7 @@ with its decode head narrowed to 128 channels (config.model.overrides).
 
 import ml_collections
 
+from configs import common
 from configs import ade20k_topformer
 from configs import cnn_recipes
 from configs import datasets
@@ -18,15 +19,15 @@ from configs import default
 STEPS = {'t': 160_000, 'b': 80_000}
 
 
-def get_config(arguments: str = 't') -> ml_collections.ConfigDict:
-  size = cnn_recipes.variant_of('configs/cityscapes_topformer.py', arguments,
-                                {name: name for name in STEPS})
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(__file__, arg, variant=common.Choice('t', tuple(STEPS)), smoke=False)
   config = default.get_config()
   datasets.cityscapes(config)
   config.augment.resize_scale = (1024, 512)
   config.eval.resize_scale = (1024, 512)
-  ade20k_topformer.topformer_recipe(config, size, lr=3e-4)
-  if size == 'b':
+  ade20k_topformer.topformer_recipe(config, arg.variant, lr=3e-4)
+  if arg.variant == 'b':
     config.model.overrides = (('channels', 128),)
-  cnn_recipes.training_length(config, 8, STEPS[size], STEPS[size] // 10, num_workers=8)
-  return config
+  steps = STEPS[arg.variant]
+  cnn_recipes.training_length(config, 8, steps, steps // 10, num_workers=8)
+  return common.maybe_smoke(config, arg)

@@ -39,7 +39,7 @@ def mmseg_cnn(dataset: str, model: str, variant: str) -> ml_collections.ConfigDi
   config.model.dropout_rate = 0.0 if model in NO_DROPOUT else 0.1
   config.model.drop_path_rate = 0.0
   config.model.aux_head = True
-  config.loss.main = (('cross_entropy', 1.0, {}),)
+  config.loss.logits = (('cross_entropy', 1.0, {}),)
   config.loss.aux = (('cross_entropy', 0.4, {}),)
   sgd(config, lr=0.01, momentum=0.9, weight_decay=5e-4)
   poly(config, power=0.9, min_lr=1e-4)
@@ -108,10 +108,13 @@ def adamw(config: ml_collections.ConfigDict, lr: float, weight_decay: float,
   config.optimizer.lr_multipliers = lr_multipliers
 
 
-def ohem(min_kept: int, thresh: float = 0.7) -> tuple:
-  """mmseg's OHEMPixelSampler + cross-entropy as a loss term. Our OHEM ranks the pixels of the
-  global batch, so pass the reference's per-GPU min_kept times its number of GPUs."""
-  return ('ohem_cross_entropy', 1.0, {'thresh': thresh, 'min_kept': min_kept})
+def ohem(definition: str, min_kept: int, images_per_gpu: int, thresh: float = 0.7) -> tuple:
+  """OHEM cross-entropy as a loss term, mined per group of the reference's images per GPU, with
+  its definition: 'mmseg' (OHEMPixelSampler + CrossEntropyLoss) or 'kept_mean' (HRNet, SFNet);
+  see semseg_jax.losses.pixel.ohem_cross_entropy."""
+  return ('ohem_cross_entropy', 1.0, {'thresh': thresh, 'min_kept': min_kept,
+                                      'images_per_group': images_per_gpu,
+                                      'definition': definition})
 
 
 def transformer_schedule(config: ml_collections.ConfigDict) -> None:

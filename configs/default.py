@@ -2,15 +2,18 @@
 
 Other configs start from `get_config()` here and change only what differs. The returned
 config is locked: assigning a field that is not declared here is an error naming it, both in
-config files and in `--config.<field>=<value>` overrides.
+config files and in `--config.<field>=<value>` overrides. Arguments (configs/common.py): smoke.
 """
 
 import ml_collections
 from ml_collections import config_dict
 
+from configs import common
 
-def get_config() -> ml_collections.ConfigDict:
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The base config: SegFormer-B0 on the built-in synthetic dataset."""
+  arg = common.parse_arg(__file__, arg, smoke=False)
   config = ml_collections.ConfigDict()
   config.seed = 0  # One seed for parameters, dropout and data order/augmentation.
 
@@ -32,6 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   config.data.name = 'synthetic'  # Dataset: a key of semseg_jax.data.datasets.DATASETS, 'tfds:<name>' or 'arrayrecord:<dir>'.
   config.data.root = config_dict.placeholder(str)  # Dataset directory (file datasets only).
+  config.data.example_tree = False  # Instead of root: a tiny tree in this dataset's on-disk layout, written under <workdir>/example_data (the configs' `smoke` argument).
   config.data.train_split = 'train'  # Split used for training.
   config.data.eval_split = 'val'  # Split used for evaluation.
   config.data.ignore_index = 255  # Label of pixels that count nowhere (loss, metrics).
@@ -80,15 +84,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.batch_size = 16  # Global batch size (all devices and hosts).
   config.train.num_steps = 160_000  # Optimizer steps.
   config.train.log_every = 50  # Steps between training-metric logs.
-  config.train.eval_every = 16_000  # Steps between evaluations (and at the last step).
+  config.train.eval_every = 16_000  # Steps between evaluations (and at the last step) of the evaluators whose every_steps is None.
   config.train.grad_accum_steps = 1  # Micro-batches per step (gradients combined; batch_size must divide by it).
+  config.train.accept_inexact_accumulation = False  # Let grad_accum_steps > 1 compute batch-level loss terms (Dice/IoU/Lovasz... without per_image, OHEM over the whole batch) per micro-batch, which changes them; otherwise that is an error.
   config.train.max_bad_steps = 10  # Consecutive non-finite steps (each skipped) before training stops; checked every log_every steps.
 
-  # Losses: (name, weight, options) terms, names from semseg_jax.losses.LOSSES.
+  # Losses per model output: (name, weight, options) terms, names from semseg_jax.losses.LOSSES.
   config.loss = ml_collections.ConfigDict()
-  config.loss.main = (('cross_entropy', 1.0, {}),)  # Terms on the main head's logits.
-  config.loss.aux = (('cross_entropy', 0.4, {}),)  # Terms on each auxiliary head's logits.
-  config.loss.detail_weights = (1.0, 1.0)  # (BCE, Dice) weights of the boundary loss on each detail head's logits (STDC's detail branch; other models have none).
+  config.loss.logits = (('cross_entropy', 1.0, {}),)  # Terms on the main logits.
+  config.loss.aux = (('cross_entropy', 0.4, {}),)  # Terms on each auxiliary head's logits (models with aux heads).
+  config.loss.detail = (('detail_bce', 1.0, {}), ('detail_dice', 1.0, {}))  # Terms on each detail head's boundary logits (STDC's detail branch).
   config.loss.class_weights = ()  # Per-class weights for every term (() = all equal).
   config.loss.class_weighting = ''  # Per-class weights computed from the training split's labels at start: 'median_frequency' (SegNet) | 'enet' (ENet's 1 / ln(1.02 + p)) | '' (use class_weights).
   config.loss.distance_max_classes = 0  # Distance losses: classes per crop with a map (0 = all; lower it for many-class datasets).
@@ -115,21 +120,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.schedule.power = 1.0  # Poly decay power.
   config.schedule.end_factor = 0.0  # Final lr as a fraction of lr.
 
-  # Evaluation.
-  config.eval = ml_collections.ConfigDict()
-  config.eval.mode = 'whole'  # How the model sees an image: whole | slide (sliding windows).
-  config.eval.crop_size = (512, 512)  # Slide mode: window (h, w).
-  config.eval.stride = (341, 341)  # Slide mode: window stride (h, w).
-  config.eval.windows_per_step = 4  # Slide mode: windows of each image per model call.
-  config.eval.resize_scale = (2048, 512)  # Keep-ratio resize (long, short) before inference; () = none.
-  config.eval.scales = ()  # Multi-scale test ratios of resize_scale, e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75); () = single scale.
-  config.eval.flip = False  # Also infer on the horizontally flipped image; probabilities averaged.
-  config.eval.align_multiple = 0  # Resize each side up to a multiple of this (SegFormer's aligned resize: 32); 0 = off.
-  config.eval.batch_size = 8  # Global eval batch size (padded examples count nowhere).
-  config.eval.mc_dropout_samples = 0  # Monte-Carlo dropout test (Bayesian SegNet): dropout samples per view, mean probabilities predict; predict mode also writes uncertainty/ maps; 0 = off.
-  config.eval.pad_multiple = 32  # Images are padded to a multiple of this (one compile per shape).
-  config.eval.num_overlays = 4  # Prediction overlays written per evaluation.
-  config.eval.checkpoint_step = -1  # --mode=eval restores this step (-1: the latest).
+  # Evaluation: how the model sees an image at test time; the settings of --mode=eval, predict
+  # and benchmark, and of every evaluator (config.evals) but where the evaluator sets its own.
+  config.eval = eval_settings()  # Fields and defaults: eval_settings() below.
+
+  # Evaluators: name -> evaluator(...) below; each runs in training when due and in --mode=eval.
+  config.evals = ml_collections.ConfigDict()
+  config.evals.val = evaluator()  # Metrics of config.data.eval_split every config.train.eval_every steps, with config.eval's settings.
 
   # --mode=predict: label maps for images, with the evaluation settings above.
   config.predict = ml_collections.ConfigDict()
@@ -159,4 +156,48 @@ def get_config() -> ml_collections.ConfigDict:
   config.benchmark.data_batches = 10  # --mode=data_benchmark: timed batches per setting.
 
   config.lock()
-  return config
+  return common.maybe_smoke(config, arg)
+
+
+def eval_settings() -> ml_collections.ConfigDict:
+  """config.eval: how the model sees an image at test time, and what an evaluation writes."""
+  settings = ml_collections.ConfigDict()
+  settings.mode = 'whole'  # How the model sees an image: whole | slide (sliding windows).
+  settings.crop_size = (512, 512)  # Slide mode: window (h, w).
+  settings.stride = (341, 341)  # Slide mode: window stride (h, w).
+  settings.windows_per_step = 4  # Slide mode: windows of each image per model call.
+  settings.resize_scale = (2048, 512)  # Keep-ratio resize (long, short) before inference; () = none.
+  settings.scales = ()  # Multi-scale test ratios of resize_scale, e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75); () = single scale.
+  settings.flip = False  # Also infer on the horizontally flipped image; probabilities averaged.
+  settings.align_multiple = 0  # Resize each side up to a multiple of this (SegFormer's aligned resize: 32); 0 = off.
+  settings.batch_size = 8  # Global eval batch size (padded examples count nowhere).
+  settings.mc_dropout_samples = 0  # Monte-Carlo dropout test (Bayesian SegNet): dropout samples per view, mean probabilities predict; predict mode also writes uncertainty/ maps; 0 = off.
+  settings.pad_multiple = 32  # Images are padded to a multiple of this (one compile per shape).
+  settings.num_overlays = 4  # Prediction overlays written per evaluation.
+  settings.checkpoint_step = -1  # --mode=eval and predict restore this step (-1: the latest).
+  return settings
+
+
+def evaluator(**changes) -> ml_collections.ConfigDict:
+  """One entry of config.evals with every field given; `changes` set fields. The inference
+  fields (those of config.eval) left None take config.eval's value."""
+  entry = ml_collections.ConfigDict()
+  entry.type = 'segmentation'  # segmentation (confusion matrix -> metrics, per-class table, overlays) | predict (label-map PNGs of every image of the split).
+  entry.split = ''  # The split evaluated ('' = config.data.eval_split).
+  entry.every_steps = config_dict.placeholder(int)  # In training: every N steps and at the last step; 0 = at the last step only; -1 = never (--mode=eval skips it too); None = config.train.eval_every.
+  entry.output_dir = ''  # predict: where labels/, colour/ and overlay/ go ('' = <workdir>/predictions/<name>).
+  for field, value in eval_settings().items():
+    if field != 'checkpoint_step':
+      entry[field] = config_dict.placeholder(type(value))  # None: config.eval's.
+  for field, value in changes.items():
+    if field not in entry:
+      raise ValueError(f'evaluator(): unknown field {field!r}; expected one of {sorted(entry)}.')
+    entry[field] = value
+  entry.lock()
+  return entry
+
+
+def add_evaluator(config: ml_collections.ConfigDict, name: str, **changes) -> None:
+  """Adds config.evals[name] = evaluator(**changes) to a (locked) config."""
+  with config.evals.unlocked():
+    config.evals[name] = evaluator(**changes)

@@ -2,14 +2,18 @@
 few minutes, then evaluated on held-out synthetic images.
 
 python -m semseg_jax.main --config=configs/quickstart.py --workdir=/tmp/quickstart
+
+Arguments (configs/common.py): smoke.
 """
 
 import ml_collections
 
+from configs import common
 from configs import default
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(__file__, arg, smoke=False)
   config = default.get_config()
   config.model.variant = 'b0'
   config.model.drop_path_rate = 0.0  # Short from-scratch training: no stochastic depth.
@@ -35,4 +39,4 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.batch_size = 16
 
   config.checkpoint.every_steps = 500
-  return config
+  return common.maybe_smoke(config, arg)

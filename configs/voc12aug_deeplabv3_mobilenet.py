@@ -13,12 +13,14 @@ model has no auxiliary head.
 
 import ml_collections
 
+from configs import common
 from configs import cnn_recipes
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(__file__, arg, smoke=False)
   config = cnn_recipes.mmseg_cnn('voc12aug', 'deeplabv3_mobilenet', '1.0-os8')
   config.model.aux_head = False
   config.data.mean = (127.5, 127.5, 127.5)
   config.data.std = (127.5, 127.5, 127.5)
-  return config
+  return common.maybe_smoke(config, arg)

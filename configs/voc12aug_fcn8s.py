@@ -13,6 +13,7 @@ a learning rate per mean-loss unit rather than the Caffe nets' 1e-10 per summed 
 
 import ml_collections
 
+from configs import common
 from configs import cnn_recipes
 from configs import datasets
 from configs import default
@@ -20,12 +21,12 @@ from configs import default
 VARIANTS = {'8s': 'vgg16-8s', '16s': 'vgg16-16s', '32s': 'vgg16-32s'}
 
 
-def get_config(arguments: str = '8s') -> ml_collections.ConfigDict:
-  variant = cnn_recipes.variant_of('configs/voc12aug_fcn8s.py', arguments, VARIANTS)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(__file__, arg, variant=common.Choice('8s', VARIANTS), smoke=False)
   config = default.get_config()
   datasets.voc12aug(config)
   config.model.name = 'fcn'
-  config.model.variant = variant
+  config.model.variant = arg.variant
   config.model.dropout_rate = 0.5
   config.model.drop_path_rate = 0.0
   cnn_recipes.sgd(config, lr=1e-4, momentum=0.9, weight_decay=5e-4)
@@ -33,4 +34,4 @@ def get_config(arguments: str = '8s') -> ml_collections.ConfigDict:
   config.optimizer.lr_multipliers = (('^decode_head/upscore', 0.0), ('/bias$', 2.0))
   cnn_recipes.constant_lr(config)
   cnn_recipes.training_length(config, 20, 40_000, 4_000, num_workers=8)
-  return config
+  return common.maybe_smoke(config, arg)

@@ -1,9 +1,13 @@
-"""Log filtering shared by the command-line entry points."""
+"""Logging shared by the command-line entry points: the metric writer, the config as
+TensorBoard hparams, and the filter that quiets chatty libraries."""
 
 import logging
 import os
 
+import jax
+import ml_collections
 from absl import logging as absl_logging
+from clu import metric_writers
 
 _NOISY_LIBRARIES = ('orbax', 'grain')
 
@@ -22,3 +26,24 @@ def quiet_libraries() -> None:
   absl_logger = absl_logging.get_absl_logger()
   if not any(isinstance(f, QuietLibraries) for f in absl_logger.filters):
     absl_logger.addFilter(QuietLibraries())
+
+
+def make_writer(workdir: str) -> metric_writers.MetricWriter:
+  """TensorBoard and log output on process 0; a writer that writes nothing elsewhere."""
+  if jax.process_index() == 0:
+    return metric_writers.create_default_writer(workdir)
+  return metric_writers.MultiWriter([])
+
+
+def flatten_config(config: ml_collections.ConfigDict) -> dict:
+  """Config fields as 'a.b' -> scalar or string, for TensorBoard hparams."""
+  flat = {}
+  def visit(prefix, node):
+    for key, value in node.items():
+      name = f'{prefix}{key}'
+      if isinstance(value, ml_collections.ConfigDict):
+        visit(f'{name}.', value)
+      else:
+        flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+  visit('', config)
+  return flat

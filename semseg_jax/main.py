@@ -1,12 +1,12 @@
 """Entry point: `python -m semseg_jax.main --config=configs/quickstart.py --workdir=DIR`.
 
-Modes: train (trains, evaluating along the way; resumes from the latest checkpoint in the
-workdir), eval (restores a checkpoint and evaluates it), predict (label maps of
-config.predict.inputs with a checkpoint), benchmark (parameters, GFLOPs, compile
+Modes: train (trains, running the evaluators of config.evals along the way; resumes from the
+latest checkpoint in the workdir), eval (restores a checkpoint and runs the evaluators), predict
+(label maps of config.predict.inputs with a checkpoint), benchmark (parameters, GFLOPs, compile
 time and images/s at the config's crop), data_benchmark (input-pipeline images/s per worker
-count and per core), check_data (every example of a split read and checked; class
-frequencies and weights). Config fields are overridden with
---config.<field>=<value>; an unknown field is an error that names it.
+count and per core), check_data (every example of a split read and checked; class frequencies
+and weights). Config fields are overridden with --config.<field>=<value>; an unknown field is an
+error that names it.
 """
 
 import os
@@ -14,6 +14,7 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow (clu's writer) start-up noise.
 
 import jax  # pylint: disable=g-import-not-at-top
+import ml_collections  # pylint: disable=g-import-not-at-top
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
@@ -22,16 +23,39 @@ from ml_collections import config_flags
 from semseg_jax import logs  # pylint: disable=g-import-not-at-top
 from semseg_jax import sharding  # pylint: disable=g-import-not-at-top
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:variant]).',
+MODES = ('train', 'eval', 'predict', 'benchmark', 'data_benchmark', 'check_data')
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:arguments]).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and metrics.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict', 'benchmark',
-                                           'data_benchmark', 'check_data'], 'What to run.')
+_MODE = flags.DEFINE_enum('mode', 'train', MODES, 'What to run.')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
                                    'host:port of process 0, for multi-process runs.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process in a multi-process run.')
-flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def run(mode: str, config: ml_collections.ConfigDict, workdir: str):
+  """Prepares `config` (checked, derived fields filled in), logs it and runs `mode`."""
+  # Imported here, after jax.distributed.initialize in main(), so that no backend is touched
+  # before it.
+  from semseg_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from semseg_jax import prepare  # pylint: disable=g-import-not-at-top
+  from semseg_jax import train  # pylint: disable=g-import-not-at-top
+  from semseg_jax.data import check  # pylint: disable=g-import-not-at-top
+  from semseg_jax.tools import input_benchmark  # pylint: disable=g-import-not-at-top
+  from semseg_jax.tools import model_benchmark  # pylint: disable=g-import-not-at-top
+  prepare.prepare_config(config, mode, workdir)
+  logging.info('semseg_jax %s on %d devices (%d processes); workdir %s; config:\n%s', mode,
+               jax.device_count(), jax.process_count(), workdir, config)
+  if mode in ('train', 'eval', 'predict'):
+    writer = logs.make_writer(workdir)
+    modes = {'train': train.train_and_evaluate, 'eval': evaluate.evaluate_checkpoint,
+             'predict': evaluate.predict_images}
+    return modes[mode](config, workdir, writer)
+  modes = {'benchmark': model_benchmark.run, 'data_benchmark': input_benchmark.run,
+           'check_data': check.run}
+  return modes[mode](config, workdir)
 
 
 def main(argv):
@@ -41,29 +65,10 @@ def main(argv):
                                              _PROCESS_ID.value, os.environ)
   if arguments is not None:
     jax.distributed.initialize(**arguments)
-  # Imported after jax.distributed so that no backend is touched before it.
-  from semseg_jax import benchmark  # pylint: disable=g-import-not-at-top
-  from semseg_jax import predict  # pylint: disable=g-import-not-at-top
-  from semseg_jax import train  # pylint: disable=g-import-not-at-top
-  from semseg_jax.data import benchmark as data_benchmark  # pylint: disable=g-import-not-at-top
-  from semseg_jax.data import check  # pylint: disable=g-import-not-at-top
-  config, workdir = _CONFIG.value, _WORKDIR.value
-  logging.info('semseg_jax %s on %d devices (%d processes); workdir %s; config:\n%s',
-               _MODE.value, jax.device_count(), jax.process_count(), workdir, config)
-  if _MODE.value == 'train':
-    train.train_and_evaluate(config, workdir)
-  elif _MODE.value == 'eval':
-    train.evaluate_checkpoint(config, workdir)
-  elif _MODE.value == 'predict':
-    predict.run(config, workdir)
-  elif _MODE.value == 'benchmark':
-    benchmark.run(config, workdir)
-  elif _MODE.value == 'data_benchmark':
-    data_benchmark.run(config, workdir)
-  else:
-    check.run(config, workdir)
+  run(_MODE.value, _CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == '__main__':
+  flags.mark_flags_as_required(['config', 'workdir'])
   jax.config.config_with_absl()
   app.run(main)

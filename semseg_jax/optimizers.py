@@ -52,6 +52,18 @@ def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   return schedule
 
 
+def scale_by_schedule_at_step(schedule: optax.Schedule) -> optax.GradientTransformationExtraArgs:
+  """Multiplies the updates by -schedule(step), `step` given to `update` (the train state's
+  count of batches consumed), instead of optax's own count of applied updates: a skipped
+  (non-finite) step keeps the optimizer state but still consumes its step of the schedule,
+  so the rate applied is the rate logged and the schedule ends with the run."""
+  def update(updates, state, params=None, *, step, **extra_args):
+    del params, extra_args
+    step_size = -1 * schedule(step)
+    return jax.tree.map(lambda g: jnp.array(step_size, dtype=g.dtype) * g, updates), state
+  return optax.GradientTransformationExtraArgs(lambda _: optax.EmptyState(), update)
+
+
 def scale_by_tree(multipliers: Any) -> optax.GradientTransformation:
   """Multiplies each update by the float at the same place in `multipliers`."""
   def update(updates, state, params=None):
@@ -76,8 +88,10 @@ def decay_mask(params: Any, no_decay_patterns: tuple) -> Any:
 
 
 def make_optimizer(config: ml_collections.ConfigDict,
-                   params: Any) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """The optimizer of config.optimizer for `params` (a tree or its abstract shapes)."""
+                   params: Any) -> tuple[optax.GradientTransformationExtraArgs, optax.Schedule]:
+  """The optimizer of config.optimizer for `params` (a tree or its abstract shapes), and its
+  learning-rate schedule. `tx.update(grads, opt_state, params, step=s)` applies the rate of
+  schedule(s), s = batches consumed before this one (see scale_by_schedule_at_step)."""
   opt = config.optimizer
   schedule = make_schedule(config)
   mask = decay_mask(params, tuple(opt.no_decay_patterns))
@@ -92,6 +106,6 @@ def make_optimizer(config: ml_collections.ConfigDict,
               optax.trace(decay=opt.momentum, nesterov=opt.nesterov)]
   else:
     raise ValueError(f'config.optimizer.name={opt.name!r}; expected adamw or sgd.')
-  chain += [optax.scale_by_learning_rate(schedule),
+  chain += [scale_by_schedule_at_step(schedule),
             scale_by_tree(lr_multipliers(params, tuple(opt.lr_multipliers)))]
   return optax.chain(*chain), schedule

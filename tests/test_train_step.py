@@ -1,14 +1,22 @@
-"""The jitted train step in-process: compute dtype, donation, optimizer state."""
+"""The jitted train step: compute dtype; non-finite steps skipped and counted, training
+stopped after too many in a row; the schedule of skipped steps; gradient accumulation exact or
+refused."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from semseg_jax import main
 from semseg_jax import optimizers
 from semseg_jax import sharding
-from semseg_jax import train
+from semseg_jax import train_state
+from semseg_jax import train_step
+from semseg_jax.data import datasets
 from semseg_jax.data import pipeline
 from tests.helpers import e2e_config
+from tests.helpers.small_net import SmallNet
+from tests.helpers.small_net import small_net_setup
 
 
 def test_bfloat16_compute_keeps_float32_parameters():
@@ -18,9 +26,11 @@ def test_bfloat16_compute_keeps_float32_parameters():
   # 64x64 so that every attention has more than one key/value token (stage 1: 16x16 / sr 8).
   config.data.synthetic_image_size = config.augment.crop_size = (64, 64)
   config.augment.resize_scale = (128, 64)
-  mesh, source, _, model, tx, schedule = train.setup(config, '')
-  state, shardings = train.create_train_state(model, tx, jax.random.key(0), (64, 64), mesh)
-  step_fn = train.make_train_step(model, tx, schedule, config, shardings, mesh)
+  mesh = sharding.make_mesh(config.mesh)
+  source = datasets.make_source(config.data, 'train', config.seed)
+  model, tx, schedule = train_state.build_model_and_optimizer(config, source.num_classes)
+  state, shardings = train_state.create_train_state(model, tx, jax.random.key(0), (64, 64), mesh)
+  step_fn = train_step.make_train_step(model, tx, schedule, config, shardings, mesh)
   batch = next(iter(pipeline.train_dataset(config, source)))
   batch = sharding.to_global(batch, sharding.batch_sharding(mesh, ('data',)))
   before = jax.tree.map(np.asarray, state.params)
@@ -33,3 +43,156 @@ def test_bfloat16_compute_keeps_float32_parameters():
   # Every parameter moves but possibly the attention key biases: they shift all of a query's
   # scores alike, which softmax ignores, so their gradient is zero up to rounding.
   assert all(p.endswith('attn/key/bias') for p in unchanged), unchanged
+
+
+def _config(batch_size=4):
+  config = e2e_config.tiny_quickstart()
+  config.train.batch_size = batch_size
+  config.schedule.name, config.schedule.warmup_steps = 'constant', 0
+  config.optimizer.lr = 1e-2
+  return config
+
+
+def _host(tree):
+  return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def _to_global(mesh, batch):
+  return sharding.to_global(batch, sharding.batch_sharding(mesh, ('data',)))
+
+
+def test_a_nan_step_changes_nothing_but_the_counters():
+  mesh, state, step_fn, local = small_net_setup(_config())
+  poisoned = dict(local, image=local['image'].copy())
+  poisoned['image'][1, 3, 4, 0] = np.nan
+  before = _host((state.params, state.opt_state))
+  state, metrics = step_fn(state, _to_global(mesh, poisoned))
+  assert not np.isfinite(float(metrics['loss']))
+  after = _host((state.params, state.opt_state))
+  jax.tree.map(np.testing.assert_array_equal, before, after)
+  assert (int(state.step), int(state.skipped_steps), int(state.bad_streak)) == (1, 1, 1)
+  state, metrics = step_fn(state, _to_global(mesh, local))
+  assert np.isfinite(float(metrics['loss']))
+  assert (int(state.step), int(state.skipped_steps), int(state.bad_streak)) == (2, 1, 0)
+  changed = _host(state.params)
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before[0]),
+                                                      jax.tree.leaves(changed)))
+
+
+def test_a_skipped_step_consumes_its_step_of_the_schedule_and_the_log_tells_the_rate_applied():
+  """Plain SGD (no momentum, no weight decay) on a warm-up schedule: after two skipped steps
+  the update of the next good batch is schedule(2) x gradient, the rate that step logs, not
+  schedule(0), the rate of optax's own count of applied updates."""
+  config = _config()
+  config.optimizer.name, config.optimizer.momentum = 'sgd', 0.0
+  config.optimizer.weight_decay = 0.0
+  config.schedule.warmup_steps, config.schedule.warmup_init_factor = 10, 0.1
+  mesh, fresh, step_fn, local = small_net_setup(config)
+  poisoned = dict(local, image=local['image'].copy())
+  poisoned['image'][0, 0, 0, 0] = np.inf
+  start = _host(fresh.params)
+  copy = lambda s: jax.tree.map(jnp.copy, s)
+  first, first_metrics = step_fn(copy(fresh), _to_global(mesh, local))  # Rate schedule(0).
+  state = fresh
+  for _ in range(2):
+    state, _ = step_fn(state, _to_global(mesh, poisoned))
+  state, metrics = step_fn(state, _to_global(mesh, local))
+  assert int(state.skipped_steps) == 2 and int(state.step) == 3
+  rates = float(first_metrics['learning_rate']), float(metrics['learning_rate'])
+  assert rates == pytest.approx((1e-3, 1e-2 * (0.1 + 0.9 * 2 / 10)), rel=1e-6)
+  # The same gradient (same parameters, same batch, no dropout) scaled by each logged rate.
+  for a, b, s in zip(jax.tree.leaves(_host(first.params)), jax.tree.leaves(_host(state.params)),
+                     jax.tree.leaves(start)):
+    np.testing.assert_allclose((b - s) * rates[0], (a - s) * rates[1], rtol=1e-4, atol=1e-9)
+
+
+# (loss config field, terms, SmallNet with a detail output): each computes a mean that
+# accumulation splits exactly (over labelled pixels, over all pixels, over images, over OHEM
+# groups of whole images).
+EXACT_TERMS = {
+    'cross_entropy': ('logits', (('cross_entropy', 1.0, {}), ('focal', 0.5, {})), False),
+    'cross_entropy_all': ('logits', (('cross_entropy', 1.0, {'average': 'all'}),), False),
+    'ohem_groups': ('logits', (('ohem_cross_entropy', 1.0, {'images_per_group': 2,
+                                                            'min_kept': 30}),
+                               ('ohem_cross_entropy', 0.5, {'images_per_group': 1,
+                                                            'definition': 'kept_mean',
+                                                            'min_kept': 20})), False),
+    'dice_per_image': ('logits', (('dice', 1.0, {'per_image': True}),
+                                  ('lovasz_softmax', 1.0, {'per_image': True})), False),
+    'detail': ('detail', (('detail_bce', 1.0, {}), ('detail_dice', 1.0, {})), True),
+}
+
+
+@pytest.mark.parametrize('key, accum_steps', [(key, 2) for key in sorted(EXACT_TERMS)]
+                         + [('cross_entropy', 4)])
+def test_gradient_accumulation_equals_the_full_batch(key, accum_steps):
+  output, terms, detail = EXACT_TERMS[key]
+  config = _config(batch_size=4)
+  config.loss[output] = terms
+  mesh, state, full_step, local = small_net_setup(config, detail)
+  local['label'][0, :20] = config.data.ignore_index  # Micro-batches of unequal weight.
+  batch = _to_global(mesh, local)
+  config.train.grad_accum_steps = accum_steps
+  _, _, accum_step, _ = small_net_setup(config, detail)
+  copy = lambda s: jax.tree.map(jnp.copy, s)
+  full_state, full_metrics = full_step(copy(state), batch)
+  accum_state, accum_metrics = accum_step(copy(state), batch)
+  for name in full_metrics:
+    if name.startswith('loss'):
+      np.testing.assert_allclose(float(accum_metrics[name]), float(full_metrics[name]),
+                                 rtol=1e-5, err_msg=name)
+  np.testing.assert_allclose(float(accum_metrics['grad_norm']),
+                             float(full_metrics['grad_norm']), rtol=1e-4)
+  for a, b in zip(jax.tree.leaves(_host(full_state.params)),
+                  jax.tree.leaves(_host(accum_state.params))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_micro_batches_keep_loss_groups_whole_and_spread():
+  batch = {'x': np.arange(16)}
+  micro = np.asarray(train_step.micro_batches(batch, 2, 2)['x'])
+  np.testing.assert_array_equal(micro, [[0, 1, 4, 5, 8, 9, 12, 13], [2, 3, 6, 7, 10, 11, 14, 15]])
+  np.testing.assert_array_equal(np.asarray(train_step.micro_batches(batch, 4)['x'])[1],
+                                [1, 5, 9, 13])
+
+
+@pytest.mark.parametrize('term', [('dice', 1.0, {}), ('lovasz_softmax', 1.0, {}),
+                                  ('ohem_cross_entropy', 1.0, {}), ('exp_log', 1.0, {})])
+def test_accumulating_a_batch_level_term_is_refused_unless_accepted(term):
+  config = _config(batch_size=4)
+  config.loss.aux = (term,)
+  config.train.grad_accum_steps = 2
+  with pytest.raises(ValueError, match=f"config.loss.aux: \\('{term[0]}'.*accept_inexact"):
+    train_step.check_accumulation(config)
+  config.train.accept_inexact_accumulation = True
+  train_step.check_accumulation(config)
+
+
+@pytest.mark.parametrize('accum_steps,group,message', [
+    (3, 0, 'grad_accum_steps=3'), (2, 4, 'groups of 4')])
+def test_batch_must_divide_into_micro_batches_of_whole_groups(accum_steps, group, message):
+  config = _config(batch_size=4)
+  if group:
+    config.loss.logits = (('ohem_cross_entropy', 1.0, {'images_per_group': group}),)
+  config.train.grad_accum_steps = accum_steps
+  with pytest.raises(ValueError, match=message):
+    small_net_setup(config)
+
+
+def test_training_stops_after_max_bad_steps(tmp_path, monkeypatch):
+  """Through the training loop: every batch poisoned, so the run stops with an error naming
+  the field once max_bad_steps consecutive steps were skipped."""
+  config = _config()
+  config.train.num_steps, config.train.log_every, config.train.max_bad_steps = 10, 1, 3
+  monkeypatch.setattr(train_state.models, 'build_model',
+                      lambda model_config, num_classes: SmallNet(num_classes))
+  original = pipeline.TrainPreprocess.random_map
+
+  def poisoned(self, example, rng):
+    out = original(self, example, rng)
+    out['image'][0, 0, 0] = np.inf
+    return out
+
+  monkeypatch.setattr(pipeline.TrainPreprocess, 'random_map', poisoned)
+  with pytest.raises(FloatingPointError, match='config.train.max_bad_steps=3'):
+    main.run('train', config, str(tmp_path))

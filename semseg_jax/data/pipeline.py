@@ -355,12 +355,14 @@ class EvalPreprocess(grain.transforms.Map):
             'label_hw': np.array(label_hw, np.int32), 'index': np.int32(index)}
 
 
-def eval_dataset(config: ml_collections.ConfigDict, source: Any, process_index: int = 0,
+def eval_dataset(eval_config: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
+                 source: Any, process_index: int = 0,
                  process_count: int = 1) -> tuple[grain.IterDataset, int]:
-  """Host-local evaluation batches and the number of steps (the same on every host)."""
-  global_batch = config.eval.batch_size
-  local_batch = _local_batch_size(global_batch, process_count, 'config.eval.batch_size')
-  plan = eval_plan(source, config.eval, global_batch, config.data.skip_bad_examples)
+  """Host-local evaluation batches of `source` with the settings `eval_config` (config.eval or
+  an evaluator's) and the number of steps (the same on every host)."""
+  global_batch = eval_config.batch_size
+  local_batch = _local_batch_size(global_batch, process_count, 'the evaluation batch_size')
+  plan = eval_plan(source, eval_config, global_batch, data.skip_bad_examples)
   ds = grain.MapDataset.source(plan)[process_index::process_count]
-  ds = ds.map(EvalPreprocess(source, config.eval, config.data)).batch(local_batch)
-  return _iter_dataset(ds, config.data), len(plan) // global_batch
+  ds = ds.map(EvalPreprocess(source, eval_config, data)).batch(local_batch)
+  return _iter_dataset(ds, data), len(plan) // global_batch

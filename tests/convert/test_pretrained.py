@@ -6,15 +6,15 @@ import pytest
 
 from semseg_jax import checkpointing
 from semseg_jax import sharding
-from semseg_jax import train
+from semseg_jax import train_state
 from semseg_jax.data import datasets
 from semseg_jax.data import pipeline
 from tests.helpers import e2e_config
 
 
 def _state(config, num_classes, seed):
-  model, tx, _ = train.build_model_and_optimizer(config, num_classes)
-  return train.create_train_state(model, tx, jax.random.key(seed), (32, 32),
+  model, tx, _ = train_state.build_model_and_optimizer(config, num_classes)
+  return train_state.create_train_state(model, tx, jax.random.key(seed), (32, 32),
                                   sharding.make_mesh(config.mesh))
 
 
@@ -36,7 +36,7 @@ def test_pretrained_weights_load_exactly_and_misfits_are_named(tmp_path, caplog)
   fresh, shardings = _state(config, 6, seed=2)
   for path in (tmp_path / 'run', tmp_path / 'run' / 'checkpoints',
                tmp_path / 'run' / 'checkpoints' / '7'):
-    loaded = train.load_pretrained(fresh, shardings, _model_config(config, path))
+    loaded = train_state.load_pretrained(fresh, shardings, _model_config(config, path))
     want, got = e2e_config.flat_leaves(saved.params), e2e_config.flat_leaves(loaded.params)
     assert want.keys() == got.keys()
     for key in want:
@@ -45,7 +45,8 @@ def test_pretrained_weights_load_exactly_and_misfits_are_named(tmp_path, caplog)
 
   # Another class count: the classifier keeps its initialisation, everything else loads.
   other, other_shardings = _state(config, 5, seed=2)
-  loaded = train.load_pretrained(other, other_shardings, _model_config(config, tmp_path / 'run'))
+  loaded = train_state.load_pretrained(other, other_shardings,
+                                       _model_config(config, tmp_path / 'run'))
   assert "params/decode_head/classifier/bias (6 classes in the source, 5 here)" in caplog.text
   got = e2e_config.flat_leaves(loaded.params)
   for key, value in e2e_config.flat_leaves(saved.params).items():
@@ -57,7 +58,7 @@ def test_pretrained_weights_load_exactly_and_misfits_are_named(tmp_path, caplog)
   # The backbone only: the heads keep their initialisation.
   backbone_config = config.model.copy_and_resolve_references()
   backbone_config.backbone_pretrained = str(tmp_path / 'run')
-  loaded = train.load_pretrained(other, other_shardings, backbone_config)
+  loaded = train_state.load_pretrained(other, other_shardings, backbone_config)
   got, initial = e2e_config.flat_leaves(loaded.params), e2e_config.flat_leaves(other.params)
   for key, value in e2e_config.flat_leaves(saved.params).items():
     want = value if "['backbone']" in key else initial[key]
@@ -73,6 +74,6 @@ def test_pretrained_weights_load_exactly_and_misfits_are_named(tmp_path, caplog)
                                        r"\(256,\) vs model \(32,\);.*params/decode_head/"
                                        r"classifier/kernel: source \(1, 1, 256, 6\) vs model "
                                        r"\(1, 1, 32, 6\)"):
-    train.load_pretrained(wide, wide_shardings, _model_config(config, tmp_path / 'run'))
+    train_state.load_pretrained(wide, wide_shardings, _model_config(config, tmp_path / 'run'))
   with pytest.raises(ValueError, match='holds no semseg_jax checkpoint'):
-    train.load_pretrained(fresh, shardings, _model_config(config, tmp_path))
+    train_state.load_pretrained(fresh, shardings, _model_config(config, tmp_path))

@@ -16,9 +16,9 @@ flags.FLAGS.mark_as_parsed()
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from tests import test_checkpointing  # pylint: disable=g-import-not-at-top
 from configs import default  # pylint: disable=g-import-not-at-top
 from semseg_jax import checkpointing  # pylint: disable=g-import-not-at-top
+from tests import test_checkpointing  # pylint: disable=g-import-not-at-top
 
 
 def _kill_when_writing(checkpoints: str, step: int) -> None:

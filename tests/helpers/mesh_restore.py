@@ -16,22 +16,26 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 
 from semseg_jax import checkpointing  # pylint: disable=g-import-not-at-top
 from semseg_jax import sharding  # pylint: disable=g-import-not-at-top
-from semseg_jax import train  # pylint: disable=g-import-not-at-top
+from semseg_jax import train_state  # pylint: disable=g-import-not-at-top
+from semseg_jax import train_step  # pylint: disable=g-import-not-at-top
+from semseg_jax.data import datasets  # pylint: disable=g-import-not-at-top
 from semseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 from tests.helpers import e2e_config  # pylint: disable=g-import-not-at-top
 
 
 def main(workdir: str, out_path: str) -> None:
   config = e2e_config.tiny_quickstart()
-  mesh, train_source, _, model, tx, schedule = train.setup(config, '')
-  target, state_shardings = train.create_train_state(
+  mesh = sharding.make_mesh(config.mesh)
+  train_source = datasets.make_source(config.data, 'train', config.seed)
+  model, tx, schedule = train_state.build_model_and_optimizer(config, train_source.num_classes)
+  target, state_shardings = train_state.create_train_state(
       model, tx, jax.random.key(1), tuple(config.augment.crop_size), mesh)
   manager = checkpointing.make_manager(workdir, config)
   it = iter(pipeline.train_dataset(config, train_source))
   state = checkpointing.restore(manager, manager.latest_step(), target, it)
   restored = e2e_config.flat_leaves(state.variables())
   assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(state))
-  step_fn = train.make_train_step(model, tx, schedule, config, state_shardings, mesh)
+  step_fn = train_step.make_train_step(model, tx, schedule, config, state_shardings, mesh)
   batch = sharding.to_global(next(it), sharding.batch_sharding(mesh, ('data',)))
   state, metrics = step_fn(state, batch)
   np.savez(out_path, num_devices=jax.device_count(), step=int(state.step),

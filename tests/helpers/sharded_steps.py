@@ -20,10 +20,13 @@ import jax  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from semseg_jax import checkpointing  # pylint: disable=g-import-not-at-top
-from semseg_jax import evaluate  # pylint: disable=g-import-not-at-top
 from semseg_jax import sharding  # pylint: disable=g-import-not-at-top
-from semseg_jax import train  # pylint: disable=g-import-not-at-top
+from semseg_jax import train_state  # pylint: disable=g-import-not-at-top
+from semseg_jax import train_step  # pylint: disable=g-import-not-at-top
+from semseg_jax.data import datasets  # pylint: disable=g-import-not-at-top
 from semseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+from semseg_jax.evaluators import common  # pylint: disable=g-import-not-at-top
+from semseg_jax.evaluators import inference  # pylint: disable=g-import-not-at-top
 from tests.helpers import e2e_config  # pylint: disable=g-import-not-at-top
 
 
@@ -35,34 +38,41 @@ def main(out_path: str, reference_path: str = '-', parallelism: str = 'data',
     config.mesh.shape, config.mesh.axes = (-1, 2), ('data', 'fsdp')
     config.mesh.data_axes = ('data', 'fsdp')
     config.mesh.partition_rules = (('.*', 'fsdp'),)
-  mesh, train_source, eval_source, model, tx, schedule = train.setup(config, '')
-  state, state_shardings = train.create_train_state(
+  mesh = sharding.make_mesh(config.mesh)
+  train_source = datasets.make_source(config.data, 'train', config.seed)
+  eval_source = datasets.make_source(config.data, 'val', config.seed)
+  model, tx, schedule = train_state.build_model_and_optimizer(config, train_source.num_classes)
+  state, state_shardings = train_state.create_train_state(
       model, tx, jax.random.key(config.seed), tuple(config.augment.crop_size), mesh,
       config.mesh.partition_rules)
-  step_fn = train.make_train_step(model, tx, schedule, config, state_shardings, mesh)
+  step_fn = train_step.make_train_step(model, tx, schedule, config, state_shardings, mesh)
   batch_sharding = sharding.batch_sharding(mesh, tuple(config.mesh.data_axes))
   it = iter(pipeline.train_dataset(config, train_source))
   losses = []
   for _ in range(config.train.num_steps):
     state, metrics = step_fn(state, sharding.to_global(next(it), batch_sharding))
     losses.append(float(metrics['loss']))
-  eval_step = evaluate.make_eval_step(model, config.eval, mesh, tuple(config.mesh.data_axes),
-                                      eval_source.num_classes, config.data.ignore_index)
+  data_axes = tuple(config.mesh.data_axes)
+  eval_step = inference.make_eval_step(model, config.eval, mesh, data_axes,
+                                       eval_source.num_classes, config.data.ignore_index)
+
+  def evaluate(variables):
+    return common.run_over_source(eval_step, variables, eval_source, config.eval, config.data,
+                                  mesh, data_axes, 'val').confusion
+
   variables = state.variables()
   sharded = [leaf for leaf in jax.tree.leaves(state)
              if not leaf.sharding.is_fully_replicated]
   outputs = {'losses': np.array(losses), 'num_devices': jax.device_count(),
              'num_sharded_leaves': len(sharded),
-             'confusion': evaluate.evaluate(eval_step, variables, config, eval_source,
-                                            mesh).confusion}
+             'confusion': evaluate(variables)}
   if reference_path != '-':
     with np.load(reference_path) as reference:
       paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(variables)]
       leaves = [jax.device_put(reference[p], leaf.sharding)
                 for p, leaf in zip(paths, jax.tree.leaves(variables))]
     reference_variables = jax.tree.unflatten(jax.tree.structure(variables), leaves)
-    outputs['reference_confusion'] = evaluate.evaluate(
-        eval_step, reference_variables, config, eval_source, mesh).confusion
+    outputs['reference_confusion'] = evaluate(reference_variables)
   if checkpoint_workdir:
     manager = checkpointing.make_manager(checkpoint_workdir, config)
     checkpointing.save(manager, config.train.num_steps, state, it)

@@ -6,10 +6,14 @@ decoding pixels), `name(i)`, `class_names`, `palette` and `num_classes`. A bad e
 `files.DataError` naming its file(s).
 
 `config.data.name` is a key of DATASETS, or '<kind>:<argument>' for the kinds that take one:
-'tfds:<tfds name>' and 'arrayrecord:<directory of converted shards>'.
+'tfds:<tfds name>' and 'arrayrecord:<directory of converted shards>'. DATASETS maps each kind
+to a `Dataset`: its classes, its source and the writer of a tiny example tree in its release's
+layout (`write_example_tree(config.data, directory)` -> a root to train a few steps on).
 """
 
-from typing import Any, Callable
+import dataclasses
+from types import ModuleType
+from typing import Any, Callable, Optional
 
 import ml_collections
 import numpy as np
@@ -29,54 +33,40 @@ from semseg_jax.data.datasets import voc
 Data = ml_collections.ConfigDict
 
 
-def _synthetic(data: Data, split: str, seed: int) -> Any:
-  size = data.synthetic_train_size if split == 'train' else data.synthetic_eval_size
-  return synthetic.SyntheticSource(split, size, data.synthetic_image_size, seed=seed,
-                                   ignore_index=data.ignore_index)
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """Everything about one dataset kind: its module's class_names_and_palette, from_config and
+  write_example_tree.
+
+  classes: config.data -> (class names, uint8 [C, 3] palette), reading no image.
+  source: (config.data, split, seed) -> the split's random-access source.
+  write_example_tree: (directory, config.data) -> the root of a tiny tree written under
+      directory in the release's exact layout and label encodings, holding the train and eval
+      splits; None for kinds that read no dataset files of their own.
+  """
+  classes: Callable[[Data], tuple[tuple[str, ...], np.ndarray]]
+  source: Callable[[Data, str, int], Any]
+  write_example_tree: Optional[Callable[[str, Data], str]]
 
 
-def _ade20k(data: Data, split: str, seed: int) -> Any:
-  del seed
-  return ade20k.ADE20KSource(data.root, split, ignore_index=data.ignore_index)
+def _dataset(module: ModuleType, reads_files: bool = True) -> Dataset:
+  return Dataset(classes=module.class_names_and_palette, source=module.from_config,
+                 write_example_tree=module.write_example_tree if reads_files else None)
 
 
-def _without_seed(from_config: Callable[[Data, str], Any]) -> Callable[[Data, str, int], Any]:
-  return lambda data, split, seed: from_config(data, split)
-
-
-# Dataset kind -> source constructor (config.data, split, seed).
-DATASETS: dict[str, Callable[[Data, str, int], Any]] = {
-    'synthetic': _synthetic,
-    'ade20k': _ade20k,
-    'cityscapes': _without_seed(cityscapes.from_config),
-    'camvid': _without_seed(camvid.from_config),
-    'voc2012': _without_seed(voc.from_config),
-    'pascal_context': _without_seed(pascal_context.from_config),
-    'coco_stuff': _without_seed(coco_stuff.from_config),
-    'mapillary': _without_seed(mapillary.from_config),
-    'folder': _without_seed(folder.from_config),
-    'tfds': _without_seed(tfds_source.from_config),
-    'arrayrecord': _without_seed(arrayrecord.from_config),
-}
-
-
-def _fixed(names: tuple[str, ...], palette: np.ndarray) -> Callable[[Data], tuple]:
-  return lambda data: (names, palette)
-
-
-# Dataset kind -> (class names, uint8 [C, 3] palette) from config.data, read from no image.
-CLASSES: dict[str, Callable[[Data], tuple[tuple[str, ...], np.ndarray]]] = {
-    'synthetic': _fixed(synthetic.CLASS_NAMES, synthetic.PALETTE),
-    'ade20k': _fixed(ade20k.CLASS_NAMES, ade20k.PALETTE),
-    'cityscapes': _fixed(cityscapes.CLASS_NAMES, cityscapes.PALETTE),
-    'camvid': _fixed(camvid.CLASS_NAMES, camvid.PALETTE),
-    'voc2012': _fixed(voc.CLASS_NAMES, voc.PALETTE),
-    'pascal_context': pascal_context.class_names_and_palette,
-    'coco_stuff': coco_stuff.class_names_and_palette,
-    'mapillary': _fixed(mapillary.CLASS_NAMES, mapillary.PALETTE),
-    'folder': folder.class_names_and_palette,
-    'tfds': tfds_source.class_names_and_palette,
-    'arrayrecord': arrayrecord.class_names_and_palette,
+# Dataset kind -> everything about it.
+DATASETS: dict[str, Dataset] = {
+    'synthetic': _dataset(synthetic, reads_files=False),
+    'ade20k': _dataset(ade20k),
+    'cityscapes': _dataset(cityscapes),
+    'camvid': _dataset(camvid),
+    'voc2012': _dataset(voc),
+    'pascal_context': _dataset(pascal_context),
+    'coco_stuff': _dataset(coco_stuff),
+    'mapillary': _dataset(mapillary),
+    'folder': _dataset(folder),
+    'tfds': _dataset(tfds_source, reads_files=False),
+    'arrayrecord': _dataset(arrayrecord, reads_files=False),
 }
 
 
@@ -96,7 +86,7 @@ def _check_name(name: str) -> str:
 def class_names_and_palette(data: Data) -> tuple[tuple[str, ...], np.ndarray]:
   """(class names, uint8 [C, 3] palette) of the dataset of `config.data`."""
   try:
-    return CLASSES[_check_name(data.name)](data)
+    return DATASETS[_check_name(data.name)].classes(data)
   except (ValueError, FileNotFoundError) as e:
     raise ValueError(f'Dataset config.data.name={data.name!r}: {e}') from e
 
@@ -105,7 +95,22 @@ def make_source(data: Data, split: str, seed: int = 0) -> Any:
   """The source of `split` for `config.data`; errors name the field that is wrong."""
   dataset_kind = _check_name(data.name)
   try:
-    return DATASETS[dataset_kind](data, split, seed)
+    return DATASETS[dataset_kind].source(data, split, seed)
   except (ValueError, FileNotFoundError) as e:
     raise ValueError(f'Dataset config.data.name={data.name!r}, config.data.root={data.root!r}, '
                      f'split {split!r}: {e}') from e
+
+
+def write_example_tree(data: Data, directory: str) -> str:
+  """Writes a tiny tree of config.data's dataset (its release's layout and label encodings,
+  the train and eval splits of config.data) under `directory`; returns the path to use as
+  config.data.root. ValueError for a dataset that reads no files of its own."""
+  dataset_kind = _check_name(data.name)
+  writer = DATASETS[dataset_kind].write_example_tree
+  if writer is None:
+    raise ValueError(f'config.data.name={data.name!r} reads no dataset files of its own: it has '
+                     f'no example tree.')
+  try:
+    return writer(directory, data)
+  except (ValueError, FileNotFoundError) as e:
+    raise ValueError(f'Dataset config.data.name={data.name!r}: {e}') from e

@@ -20,7 +20,7 @@ of each objectInfo150 entry), so predictions coloured here look like mmseg's.
 import operator
 import os
 import pathlib
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -272,3 +272,48 @@ class ADE20KSource:
         'label': reduce_zero_label(raw, self.ignore_index),
         'index': i,
     }
+
+
+def class_names_and_palette(data: Any) -> tuple[tuple[str, ...], np.ndarray]:
+  """The 150 classes and mmseg's palette, whatever config.data says."""
+  del data
+  return CLASS_NAMES, PALETTE
+
+
+def from_config(data: Any, split: str, seed: int = 0) -> ADE20KSource:
+  """The source of `split` for config.data (root, ignore_index); `seed` is not used."""
+  del seed
+  return ADE20KSource(data.root, split, ignore_index=data.ignore_index)
+
+
+def write_example_tree(directory: str, data: Any, *, splits: Optional[Sequence[str]] = None,
+                       seed: int = 0, num_train: int = 4, num_val: int = 3,
+                       sizes: Optional[Sequence[tuple[int, int]]] = None) -> str:
+  """Writes a tiny ADEChallengeData2016 tree under `directory`; returns its path (the root).
+
+  For each split of config.data.train_split / eval_split (or `splits`): images/<dir>/
+  ADE_<train|val>_0000000k.jpg RGB JPEGs (k from 1; num_train or num_val of them) and
+  annotations/<dir>/ADE_..._0000000k.png single-channel 8-bit PNGs (mode L) holding every raw
+  value 0..150 (0 = unlabelled) in square regions. The k-th image written (from 0, train before
+  val) is sizes[k % len(sizes)] (H, W), by default files.EXAMPLE_SIZES: landscape and portrait.
+  """
+  chosen = files.example_splits(data, tuple(SPLITS), 'ADE20K', splits)
+  sizes = tuple(sizes) if sizes is not None else files.EXAMPLE_SIZES
+  rng = np.random.default_rng(seed)
+  base = os.path.join(directory, DIRNAME)
+  count = 0
+  for split, prefix, num in (('train', 'train', num_train), ('val', 'val', num_val)):
+    if split not in chosen:
+      continue
+    image_dir = os.path.join(base, 'images', SPLITS[split])
+    label_dir = os.path.join(base, 'annotations', SPLITS[split])
+    os.makedirs(image_dir, exist_ok=True)
+    os.makedirs(label_dir, exist_ok=True)
+    for k in range(1, num + 1):
+      regions = files.example_regions(rng, sizes[count % len(sizes)], NUM_CLASSES + 1)
+      count += 1
+      stem = f'ADE_{prefix}_{k:08d}'
+      files.save_image(os.path.join(image_dir, stem + IMAGE_SUFFIX),
+                       files.example_image(rng, regions))
+      files.save_label(os.path.join(label_dir, stem + LABEL_SUFFIX), regions)  # Raw = region.
+  return base

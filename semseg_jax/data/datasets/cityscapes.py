@@ -14,7 +14,7 @@ images in train / val / test (test labels are withheld: all ignore).
 
 import logging
 import os
-from typing import Any
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -81,5 +81,54 @@ def make_source(root: str, split: str, ignore_index: int = 255) -> files.FileSou
                           CLASS_NAMES, PALETTE)
 
 
-def from_config(data: Any, split: str) -> files.FileSource:
+def class_names_and_palette(data: Any) -> tuple[tuple[str, ...], np.ndarray]:
+  """The 19 evaluated classes and their colours, whatever config.data says."""
+  del data
+  return CLASS_NAMES, PALETTE
+
+
+def from_config(data: Any, split: str, seed: int = 0) -> files.FileSource:
+  """The source of `split` for config.data (root, ignore_index); `seed` is not used."""
+  del seed
   return make_source(files.optional_str(data.root), split, data.ignore_index)
+
+
+# Cities of an example tree, as in the release (test labels are withheld: ids 0..3 only).
+EXAMPLE_CITIES = {'train': ('aachen', 'bochum'), 'val': ('frankfurt',), 'test': ('berlin',)}
+EXAMPLE_FRAMES = (19, 123)
+_WITHHELD_IDS = 4  # 0 unlabeled, 1 ego vehicle, 2 rectification border, 3 out of roi.
+
+
+def write_example_tree(directory: str, data: Any, *, splits: Optional[Sequence[str]] = None,
+                       seed: int = 0, train_ids: bool = False) -> str:
+  """Writes a tiny `cityscapes` tree under `directory`; returns its path (the root).
+
+  For each split of config.data.train_split / eval_split (or `splits`), two frames per city of
+  EXAMPLE_CITIES: leftImg8bit/<split>/<city>/<city>_000000_<frame>_leftImg8bit.png RGB PNGs
+  and gtFine/<split>/<city>/..._gtFine_labelIds.png 8-bit labelIds holding every id 0..33 (test:
+  ids 0..3, as released), with the ..._gtFine_color.png beside them; with `train_ids`, also
+  cityscapesScripts' ..._gtFine_labelTrainIds.png (0..18, 255). Sizes: files.EXAMPLE_SIZES.
+  """
+  chosen = files.example_splits(data, SPLITS, 'Cityscapes', splits)
+  rng = np.random.default_rng(seed)
+  base = os.path.join(directory, 'cityscapes')
+  to_train_id = label_id_map(255).lut.astype(np.uint8)
+  colours = np.zeros((256, 3), np.uint8)
+  colours[list(LABEL_ID_TO_TRAIN_ID)] = PALETTE[list(LABEL_ID_TO_TRAIN_ID.values())]
+  count = 0
+  for split in chosen:
+    for city in EXAMPLE_CITIES[split]:
+      image_dir = os.path.join(base, 'leftImg8bit', split, city)
+      label_dir = os.path.join(base, 'gtFine', split, city)
+      for frame in EXAMPLE_FRAMES:
+        stem = f'{city}_000000_{frame:06d}'
+        ids = files.example_regions(rng, files.example_size(count),
+                                    _WITHHELD_IDS if split == 'test' else NUM_LABEL_IDS)
+        count += 1
+        files.save_image(os.path.join(image_dir, stem + IMAGE_SUFFIX),
+                         files.example_image(rng, ids))
+        files.save_label(os.path.join(label_dir, stem + LABEL_ID_SUFFIX), ids)
+        files.save_label(os.path.join(label_dir, stem + '_gtFine_color.png'), colours[ids])
+        if train_ids:
+          files.save_label(os.path.join(label_dir, stem + TRAIN_ID_SUFFIX), to_train_id[ids])
+  return base

@@ -39,7 +39,8 @@ palette follow mmsegmentation's COCOStuffDataset (its palette repeats a few colo
 
 import logging
 import os
-from typing import Any
+import shutil
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -222,6 +223,81 @@ def make_source(root: str, split: str, ignore_index: int = 255,
                           [labels[s] for s in stems], label_map, CLASS_NAMES, PALETTE)
 
 
-def from_config(data: Any, split: str) -> files.FileSource:
-  """The source of `split` for config.data (root, ignore_index, variant)."""
+def from_config(data: Any, split: str, seed: int = 0) -> files.FileSource:
+  """The source of `split` for config.data (root, ignore_index, variant); `seed` is not used."""
+  del seed
   return make_source(files.optional_str(data.root), split, data.ignore_index, data.variant)
+
+
+# Image names of an example tree, by directory of each partition.
+EXAMPLE_STEMS = {
+    '164k': {'train2017': ('000000000009', '000000000025'),
+             'val2017': ('000000000139', '000000000285')},
+    '10k': {'train2014': ('COCO_train2014_000000000077', 'COCO_train2014_000000000109'),
+            'test2014': ('COCO_train2014_000000000250', 'COCO_train2014_000000000307')},
+}
+_10K_LISTS = {'train2014': 'train.txt', 'test2014': 'test.txt'}  # The release's imageLists/.
+
+
+def write_example_tree(directory: str, data: Any, *, splits: Optional[Sequence[str]] = None,
+                       seed: int = 0, train_ids: bool = False, converted: bool = True) -> str:
+  """Writes a tiny `coco` tree of the partition config.data.variant picks under `directory`;
+  returns its path (the root). Files are written for the directories of config.data.
+  train_split / eval_split (or `splits`), with the images of EXAMPLE_STEMS:
+
+  164k: images/<dir>/<id>.jpg and annotations/<dir>/<id>.png, raw stuffthingmaps (8-bit, mode
+    L) holding every used raw id (0..181 without RAW_UNUSED_THING_IDS) and 255; with
+    `train_ids`, mmseg's <id>_labelTrainIds.png (0..170, 255) beside them.
+  10k: the cocostuff-10k-v1.1 release, images/<name>.jpg, annotations/<name>.mat (S: uint16,
+    0 = unlabeled, labels.txt ids 1..182, every used one) and imageLists/{train,test}.txt;
+    with `converted` (default) also mmseg's conversion read here: images/<dir>/<name>.jpg and
+    annotations/<dir>/<name>_labelTrainIds.png (0 unlabeled, class + 1; the last three pixels
+    255).
+  Sizes: files.EXAMPLE_SIZES.
+  """
+  variant = check_variant(data.variant)
+  chosen = files.example_splits(data, tuple(SPLIT_DIRS[variant]), f'COCO-Stuff {variant}',
+                                splits)
+  directories = tuple(dict.fromkeys(SPLIT_DIRS[variant][split] for split in chosen))
+  rng = np.random.default_rng(seed)
+  base = os.path.join(directory, 'coco')
+  used = np.array(sorted(RAW_ID_TO_CLASS), np.int64)  # Raw 164k ids of classes 0..170.
+  count = 0
+  for split_dir in directories:
+    if variant == '10k':
+      files.write_lines(os.path.join(base, 'imageLists', _10K_LISTS[split_dir]),
+                        EXAMPLE_STEMS[variant][split_dir])
+    for stem in EXAMPLE_STEMS[variant][split_dir]:
+      # Region k < 171 is class k; region 171 is unlabeled.
+      regions = files.example_regions(rng, files.example_size(count), NUM_CLASSES + 1)
+      count += 1
+      image = files.example_image(rng, regions)
+      if variant == '164k':
+        files.save_image(os.path.join(base, 'images', split_dir, stem + IMAGE_SUFFIX), image)
+        raw = np.append(used, RAW_UNLABELED)[regions].astype(np.uint8)
+        label_dir = os.path.join(base, 'annotations', split_dir)
+        files.save_label(os.path.join(label_dir, stem + RAW_LABEL_SUFFIX), raw)
+        if train_ids:
+          train_id = np.where(regions == NUM_CLASSES, RAW_UNLABELED, regions)
+          files.save_label(os.path.join(label_dir, stem + TRAIN_ID_SUFFIX),
+                           train_id.astype(np.uint8))
+        continue
+      release_image = os.path.join(base, 'images', stem + IMAGE_SUFFIX)
+      files.save_image(release_image, image)
+      mat_ids = np.where(regions == NUM_CLASSES, 0, np.append(used, 0)[regions] + 1)
+      _save_mat(os.path.join(base, 'annotations', stem + '.mat'), mat_ids.astype(np.uint16))
+      if converted:
+        os.makedirs(os.path.join(base, 'images', split_dir), exist_ok=True)
+        shutil.copyfile(release_image, os.path.join(base, 'images', split_dir,
+                                                    stem + IMAGE_SUFFIX))
+        label = np.where(regions == NUM_CLASSES, 0, regions + 1)
+        label[-1, -3:] = RAW_UNLABELED
+        files.save_label(os.path.join(base, 'annotations', split_dir, stem + TRAIN_ID_SUFFIX),
+                         label.astype(np.uint8))
+  return base
+
+
+def _save_mat(path: str, mat_ids: np.ndarray) -> None:
+  from scipy import io as scipy_io  # Only the 10k release's .mat files need scipy.
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  scipy_io.savemat(path, {'S': mat_ids})

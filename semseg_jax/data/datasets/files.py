@@ -372,3 +372,92 @@ def default_palette(num_classes: int, seed: int = 0) -> np.ndarray:
 
 def optional_str(value: Optional[str]) -> str:
   return '' if value is None else str(value)
+
+
+# --- Tiny example trees ---------------------------------------------------------------------
+# Each dataset module's `write_example_tree(directory, data)` writes a few small examples in its
+# release's exact layout and label encoding (for tests and smoke runs); these are its tools.
+
+# (H, W) of the examples of a tree, in turn: landscape, portrait, square, odd landscape, odd
+# portrait. The smallest holds 41 * 53 = 2173 pixels: room for every raw label value.
+EXAMPLE_SIZES: tuple[tuple[int, int], ...] = ((48, 64), (72, 40), (56, 56), (41, 53), (61, 45))
+_EXAMPLE_CELL = 8  # Side of the square cells that make up the regions of an example label.
+# One fixed colour per region value, the same in every image: the labels can be learnt.
+_EXAMPLE_COLOURS = np.random.default_rng(1234).integers(0, 256, size=(256, 3))
+
+
+def example_splits(data: Any, known: Optional[Sequence[str]], dataset: str,
+                   splits: Optional[Sequence[str]] = None) -> tuple[str, ...]:
+  """The splits an example tree holds: `splits`, or config.data.train_split and eval_split
+  (once each); ValueError naming the field of a split not in `known` (None: any split)."""
+  if splits is None:
+    named = (('config.data.train_split', data.train_split),
+             ('config.data.eval_split', data.eval_split))
+  else:
+    named = tuple(('split', s) for s in splits)
+  for field, split in named:
+    if known is not None and split not in known:
+      raise ValueError(f'{dataset}: {field}={split!r} is not a split of the dataset; expected '
+                       f'one of {tuple(known)}.')
+  return tuple(dict.fromkeys(split for _, split in named))
+
+
+def example_size(index: int) -> tuple[int, int]:
+  """(H, W) of the `index`-th example of a tree: EXAMPLE_SIZES in turn."""
+  return EXAMPLE_SIZES[index % len(EXAMPLE_SIZES)]
+
+
+def example_regions(rng: np.random.Generator, size: Sequence[int], count: int) -> np.ndarray:
+  """int [H, W] map of square regions of values 0..count-1, each value occurring at least once
+  (a permutation of them fills the first pixels): index into a dataset's raw label values."""
+  height, width = size
+  if count > height * width:
+    raise ValueError(f'{count} values do not fit in a {height}x{width} example.')
+  cells = rng.integers(0, count, size=(-(-height // _EXAMPLE_CELL), -(-width // _EXAMPLE_CELL)))
+  regions = np.kron(cells, np.ones((_EXAMPLE_CELL, _EXAMPLE_CELL), np.int64))[:height, :width]
+  regions.flat[:count] = rng.permutation(count)
+  return regions
+
+
+def example_borders(regions: np.ndarray) -> np.ndarray:
+  """bool [H, W]: pixels with a 4-neighbour in another region (VOC-style object borders)."""
+  padded = np.pad(regions, 1, mode='edge')
+  centre = padded[1:-1, 1:-1]
+  return ((padded[:-2, 1:-1] != centre) | (padded[2:, 1:-1] != centre)
+          | (padded[1:-1, :-2] != centre) | (padded[1:-1, 2:] != centre))
+
+
+def example_image(rng: np.random.Generator, regions: np.ndarray) -> np.ndarray:
+  """uint8 [H, W, 3] RGB: each region's fixed colour (by value modulo 256) plus noise."""
+  image = _EXAMPLE_COLOURS[regions % 256] + rng.normal(0.0, 12.0, size=(*regions.shape, 3))
+  return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def save_image(path: str, image: np.ndarray) -> None:
+  """uint8 [H, W, 3] RGB -> a JPEG (quality 90) or, for other suffixes, a file of the format
+  the suffix names (.png); the directory is made."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  if path.lower().endswith(('.jpg', '.jpeg')):
+    Image.fromarray(image).save(path, format='JPEG', quality=90)
+  else:
+    Image.fromarray(image).save(path)
+
+
+def save_label(path: str, label: np.ndarray,
+               palette: Optional[Sequence[Sequence[int]]] = None) -> None:
+  """A label PNG as stored: uint8 [H, W] -> mode L, or mode P with `palette` ((r, g, b) per
+  index, at most 256); uint8 [H, W, 3] -> an RGB colour mask. The directory is made."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  label = np.ascontiguousarray(label, np.uint8)
+  image = Image.fromarray(label)
+  if palette is not None:
+    flat = [int(c) for colour in palette for c in colour]
+    image.putpalette(flat + [0] * (768 - len(flat)))  # Mode L becomes P: indices kept.
+  image.save(path, format='PNG')
+
+
+def write_lines(path: str, lines: Iterable[str]) -> None:
+  """A split list: one entry a line; the directory is made."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w') as f:
+    f.write(''.join(f'{line}\n' for line in lines))

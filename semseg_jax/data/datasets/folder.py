@@ -13,7 +13,7 @@ names the classes; config.data.folder.split_list optionally lists the stems of a
 """
 
 import os
-from typing import Any
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -96,5 +96,59 @@ def make_source(data: Any, split: str) -> files.FileSource:
                           palette)
 
 
-def from_config(data: Any, split: str) -> files.FileSource:
+def from_config(data: Any, split: str, seed: int = 0) -> files.FileSource:
+  """The source of `split` for config.data; `seed` is not used."""
+  del seed
   return make_source(data, split)
+
+
+def write_example_tree(directory: str, data: Any, *, splits: Optional[Sequence[str]] = None,
+                       seed: int = 0, num_train: int = 4, num_eval: int = 3) -> str:
+  """Writes a tiny tree in the layout and label encoding config.data describes into
+  `directory` itself; returns `directory` (the root).
+
+  For each split of config.data.train_split / eval_split (or `splits`; num_train examples for
+  the train split, num_eval for the others): <folder.image_dir>/<split>_<k><folder.image_suffix>
+  RGB images (JPEG for .jpg / .jpeg, else the format the suffix names) and <folder.label_dir>/
+  <split>_<k><folder.label_suffix> labels holding every class in square regions, and an ignored
+  region: with config.data.label_colors, RGB masks in those colours (the ignored region in the
+  first of config.data.ignore_colors, none without them); otherwise 8-bit index maps of the
+  class ids (k + 1 with config.data.reduce_zero_label) with 255 (or 0 with reduce_zero_label)
+  ignored. With folder.split_list, each split's list names its stems. Sizes:
+  files.EXAMPLE_SIZES.
+  """
+  names, _ = class_names_and_palette(data)
+  label_map(data, len(names))  # Checks label_colors, ignore_colors and ignore_index.
+  folder = data.folder
+  chosen = files.example_splits(data, None, NAME, splits)
+  rng = np.random.default_rng(seed)
+  num_classes = len(names)
+  # Region values 0..C-1 are the classes; value C, where there is one, is ignored.
+  if data.label_colors:
+    colours = np.array([tuple(c) for c in data.label_colors]
+                       + [tuple(c) for c in data.ignore_colors[:1]], np.uint8)
+    num_values = len(colours)
+  else:
+    num_values = num_classes + 1
+  count = 0
+  for split in chosen:
+    image_dir = os.path.join(directory, folder.image_dir.format(split=split))
+    label_dir = os.path.join(directory, folder.label_dir.format(split=split))
+    stems = [f'{split.replace("/", "_")}_{k}'
+             for k in range(num_train if split == data.train_split else num_eval)]
+    for stem in stems:
+      regions = files.example_regions(rng, files.example_size(count), num_values)
+      count += 1
+      files.save_image(os.path.join(image_dir, stem + folder.image_suffix),
+                       files.example_image(rng, regions))
+      if data.label_colors:
+        label = colours[regions]
+      elif data.reduce_zero_label:
+        label = np.where(regions == num_classes, 0, regions + 1)
+      else:
+        label = np.where(regions == num_classes, 255, regions)
+      files.save_label(os.path.join(label_dir, stem + folder.label_suffix),
+                       label.astype(np.uint8))
+    if folder.split_list:
+      files.write_lines(os.path.join(directory, folder.split_list.format(split=split)), stems)
+  return directory

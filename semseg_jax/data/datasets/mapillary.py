@@ -21,8 +21,9 @@ Mask2Former expects) is read when `<split>/v1.2/labels` does not exist; v1.2/lab
 both do. The v2.0 labels (124 classes) are a different label set and are never read.
 """
 
+import json
 import os
-from typing import Any
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -126,5 +127,57 @@ def make_source(root: str, split: str, ignore_index: int = 255) -> files.FileSou
                           PALETTE)
 
 
-def from_config(data: Any, split: str) -> files.FileSource:
+def class_names_and_palette(data: Any) -> tuple[tuple[str, ...], np.ndarray]:
+  """The 65 evaluated classes of v1.2 and their colours, whatever config.data says."""
+  del data
+  return CLASS_NAMES, PALETTE
+
+
+def from_config(data: Any, split: str, seed: int = 0) -> files.FileSource:
+  """The source of `split` for config.data (root, ignore_index); `seed` is not used."""
+  del seed
   return make_source(files.optional_str(data.root), split, data.ignore_index)
+
+
+# Image keys of an example tree (22 characters of [A-Za-z0-9_-], as in the release).
+EXAMPLE_KEYS = {'train': ('A1b2C3d4E5f6G7h8I9j0Kk', 'zZyYxXwWvVuUtTsSrRqQpP',
+                          '_-0123456789abcdefghij'),
+                'val': ('Mm0nN1oO2pP3qQ4rR5sS6t', 'Nn1oO2pP3qQ4rR5sS6tT7u')}
+# config_v1.2.json's colours, Unlabeled last: entry k is the colour of label index k.
+LABEL_COLOURS: tuple[tuple[int, int, int], ...] = (*(c for _, c in _CLASSES), (0, 0, 0))
+
+
+def write_example_tree(directory: str, data: Any, *, splits: Optional[Sequence[str]] = None,
+                       seed: int = 0, flat: bool = False) -> str:
+  """Writes a tiny Vistas release directory `vistas` under `directory`; returns its path (the
+  root).
+
+  config_v1.2.json (`labels`: readable name and colour of indices 0..65) and testing/images/;
+  for each split of config.data.train_split / eval_split (or `splits`): <split dir>/images/
+  <key>.jpg RGB JPEGs of EXAMPLE_KEYS and <split dir>/v1.2/labels/<key>.png (with `flat`, the
+  older <split dir>/labels/) 8-bit palette PNGs (mode P, the colours of LABEL_COLOURS) whose
+  indices hold every value 0..65 (65 = Unlabeled). Sizes: files.EXAMPLE_SIZES.
+  """
+  chosen = files.example_splits(data, tuple(SPLITS), 'Mapillary Vistas v1.2', splits)
+  rng = np.random.default_rng(seed)
+  base = os.path.join(directory, 'vistas')
+  os.makedirs(os.path.join(base, 'testing', 'images'), exist_ok=True)
+  labels = [{'readable': name, 'color': list(colour), 'evaluate': True}
+            for name, colour in _CLASSES]
+  labels.append({'readable': 'Unlabeled', 'color': [0, 0, 0], 'evaluate': False})
+  with open(os.path.join(base, 'config_v1.2.json'), 'w') as f:
+    json.dump({'labels': labels, 'version': '1.2'}, f)
+  count = 0
+  for split in chosen:
+    split_dir = os.path.join(base, SPLITS[split])
+    labels_dir = os.path.join(split_dir, FLAT_LABEL_DIR if flat else VERSIONED_LABEL_DIR)
+    # The release's instance PNGs sit in v1.2/instances/; a flat tree keeps that folder too.
+    os.makedirs(os.path.join(split_dir, 'v1.2', 'instances'), exist_ok=True)
+    for key in EXAMPLE_KEYS[split]:
+      indices = files.example_regions(rng, files.example_size(count), UNLABELED + 1)
+      count += 1
+      files.save_image(os.path.join(split_dir, 'images', key + IMAGE_SUFFIX),
+                       files.example_image(rng, indices))
+      files.save_label(os.path.join(labels_dir, key + LABEL_SUFFIX), indices.astype(np.uint8),
+                       LABEL_COLOURS)
+  return base

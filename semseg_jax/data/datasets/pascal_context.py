@@ -141,8 +141,41 @@ def make_source(root: str, split: str, ignore_index: int = 255,
                           label_map(variant, ignore_index), class_names, palette)
 
 
-def from_config(data: Any, split: str) -> files.FileSource:
+def from_config(data: Any, split: str, seed: int = 0) -> files.FileSource:
+  """The source of `split` for config.data (root, ignore_index, variant); `seed` is not used."""
+  del seed
   return make_source(files.optional_str(data.root), split, data.ignore_index, variant_of(data))
+
+
+# Ids of an example tree's split lists (sorted, as the converters write them).
+EXAMPLE_IDS = {'train': ('2008_000002', '2008_000008', '2010_000003'),
+               'val': ('2008_000010', '2009_000001')}
+
+
+def write_example_tree(directory: str, data: Any, *, splits: Optional[Sequence[str]] = None,
+                       seed: int = 0) -> str:
+  """Writes a tiny VOCdevkit/VOC2010 tree in the converted form read here; returns the
+  VOCdevkit path (the root). Both variants read the same files.
+
+  For each split of config.data.train_split / eval_split (or `splits`): the ids of EXAMPLE_IDS
+  in ImageSets/SegmentationContext/<split>.txt, JPEGImages/<id>.jpg RGB JPEGs and
+  SegmentationClassContext/<id>.png 8-bit PNGs (mode L) holding every value 0..59 (0 =
+  background) and a few 255 (ignored in both variants). Sizes: files.EXAMPLE_SIZES.
+  """
+  variant_of(data)
+  chosen = files.example_splits(data, SPLITS, 'Pascal Context', splits)
+  rng = np.random.default_rng(seed)
+  voc = os.path.join(directory, 'VOCdevkit', VOC_DIR)
+  count = 0
+  for split in chosen:
+    files.write_lines(os.path.join(voc, SPLIT_DIR, f'{split}.txt'), EXAMPLE_IDS[split])
+    for i in EXAMPLE_IDS[split]:
+      regions = files.example_regions(rng, files.example_size(count), len(CLASS_NAMES_60) + 1)
+      count += 1
+      files.save_image(os.path.join(voc, IMAGE_DIR, i + '.jpg'), files.example_image(rng, regions))
+      raw = np.where(regions == len(CLASS_NAMES_60), RAW_IGNORE, regions)  # The 61st: 255.
+      files.save_label(os.path.join(voc, LABEL_DIR, i + '.png'), raw.astype(np.uint8))
+  return os.path.join(directory, 'VOCdevkit')
 
 
 # --- Converter: trainval_merged.json -> SegmentationClassContext/*.png ----------------------

@@ -8,7 +8,7 @@ checkerboard on a disk or a square) decides. The one-pixel rim of every object i
 (seed, split, i, image size).
 """
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -148,3 +148,16 @@ class SyntheticSource:
 
   def name(self, index: int) -> str:
     return f'synthetic_{self.split}_{index:06d}'
+
+
+def class_names_and_palette(data: Any) -> tuple[tuple[str, ...], np.ndarray]:
+  """The six shape and texture classes, whatever config.data says."""
+  del data
+  return CLASS_NAMES, PALETTE
+
+
+def from_config(data: Any, split: str, seed: int = 0) -> SyntheticSource:
+  """The `split` of config.data.synthetic_* sizes; example i is a pure function of `seed`."""
+  size = data.synthetic_train_size if split == 'train' else data.synthetic_eval_size
+  return SyntheticSource(split, size, data.synthetic_image_size, seed=seed,
+                         ignore_index=data.ignore_index)

@@ -97,7 +97,9 @@ def tfds_name(data: Any) -> str:
   return name
 
 
-def from_config(data: Any, split: str) -> TfdsSource:
+def from_config(data: Any, split: str, seed: int = 0) -> TfdsSource:
+  """The source of `split` for config.data (name, tfds, classes); `seed` is not used."""
+  del seed
   names, palette = folder.class_names_and_palette(data)
   return TfdsSource(tfds_name(data), split, files.optional_str(data.tfds.data_dir),
                     data.tfds.image_feature, data.tfds.label_feature,

@@ -25,7 +25,7 @@ train_aug.txt if present, else mmseg's trainaug.txt (sorted; its line order is a
 
 import argparse
 import os
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -151,7 +151,15 @@ def make_source(root: str, split: str, ignore_index: int = 255) -> files.FileSou
                           CLASS_NAMES, PALETTE)
 
 
-def from_config(data: Any, split: str) -> files.FileSource:
+def class_names_and_palette(data: Any) -> tuple[tuple[str, ...], np.ndarray]:
+  """The 21 classes and the VOC colour map's first 21 colours, whatever config.data says."""
+  del data
+  return CLASS_NAMES, PALETTE
+
+
+def from_config(data: Any, split: str, seed: int = 0) -> files.FileSource:
+  """The source of `split` for config.data (root, ignore_index); `seed` is not used."""
+  del seed
   return make_source(files.optional_str(data.root), split, data.ignore_index)
 
 
@@ -279,6 +287,92 @@ def main(argv: Optional[list[str]] = None) -> None:
     convert_sbd(args.sbd, args.voc, verbose=True)
   except ValueError as e:
     parser.exit(1, f'error: {e}\n')
+
+
+# --- A tiny example tree ------------------------------------------------------------------
+
+# Ids of an example tree: VOC's train and val lists and SBD's, overlapping as the real ones do
+# (2008_000002 is a VOC train id SBD lacks; 2007_000033 is VOC val and SBD train).
+EXAMPLE_VOC_IDS = {'train': ('2007_000032', '2007_000039', '2008_000002'),
+                   'val': ('2007_000033', '2009_000001')}
+EXAMPLE_SBD_IDS = {'train': ('2007_000032', '2007_000033', '2008_000100', '2010_000300'),
+                   'val': ('2007_000039', '2008_000200')}
+
+
+def colour_map(n: int = 256) -> list[tuple[int, int, int]]:
+  """The VOCdevkit's VOClabelcolormap: the bits of index i interleaved into (r, g, b)."""
+  colours = []
+  for i in range(n):
+    r = g = b = 0
+    c = i
+    for j in range(8):
+      r |= (c & 1) << (7 - j)
+      g |= ((c >> 1) & 1) << (7 - j)
+      b |= ((c >> 2) & 1) << (7 - j)
+      c >>= 3
+    colours.append((r, g, b))
+  return colours
+
+
+def save_palette_png(indices: np.ndarray, path: str) -> None:
+  """uint8 [H, W] indices -> a SegmentationClass PNG: mode P with the VOC colour map."""
+  files.save_label(path, indices, colour_map())
+
+
+def save_sbd_mat(segmentation: np.ndarray, path: str) -> None:
+  """An SBD cls/<id>.mat: struct GTcls with Boundaries (a sparse map per class), Segmentation
+  (the uint8 [H, W] class map) and CategoriesPresent, as the release's files hold them."""
+  from scipy import io as scipy_io  # Only SBD files need scipy.
+  from scipy import sparse
+  boundaries = np.empty((NUM_CLASSES - 1, 1), object)
+  for k in range(NUM_CLASSES - 1):
+    boundaries[k, 0] = sparse.csc_matrix(segmentation == k + 1, dtype=float)
+  present = np.unique(segmentation[segmentation > 0]).reshape(-1, 1).astype(np.uint8)
+  scipy_io.savemat(path, {'GTcls': {'Boundaries': boundaries, 'Segmentation': segmentation,
+                                    'CategoriesPresent': present}})
+
+
+def write_example_tree(directory: str, data: Any, *, splits: Optional[Sequence[str]] = None,
+                       seed: int = 0, convert: Optional[bool] = None) -> str:
+  """Writes a tiny VOCdevkit under `directory`; returns its path (the root).
+
+  VOC2012/: JPEGImages/<id>.jpg of every id of EXAMPLE_VOC_IDS and EXAMPLE_SBD_IDS,
+  SegmentationClass/<id>.png palette PNGs (VOC colour map) of the VOC train and val ids holding
+  every index 0..20 with 255 on region borders, and ImageSets/Segmentation/{train,val,
+  trainval}.txt. VOCaug/dataset/ (SBD's benchmark_RELEASE/dataset): cls/<id>.mat whose
+  GTcls.Segmentation holds every class 0..20, train.txt and val.txt. With `convert` (by default
+  when config.data.train_split / eval_split, or `splits`, name 'train_aug') `convert_sbd` then
+  writes SegmentationClassAug/ and train_aug.txt, as a user does. An image and its labels share
+  one size; sizes follow files.EXAMPLE_SIZES.
+  """
+  chosen = files.example_splits(data, SPLITS, NAME, splits)
+  convert = 'train_aug' in chosen if convert is None else convert
+  rng = np.random.default_rng(seed)
+  devkit = os.path.join(directory, 'VOCdevkit')
+  voc2012 = os.path.join(devkit, 'VOC2012')
+  dirs = _voc_dirs(voc2012)
+  sbd = os.path.join(devkit, 'VOCaug', 'dataset')
+  voc_ids = EXAMPLE_VOC_IDS['train'] + EXAMPLE_VOC_IDS['val']
+  sbd_ids = EXAMPLE_SBD_IDS['train'] + EXAMPLE_SBD_IDS['val']
+  for count, i in enumerate(sorted(set(voc_ids + sbd_ids))):
+    size = files.example_size(count)
+    regions = files.example_regions(rng, size, NUM_CLASSES)
+    files.save_image(os.path.join(dirs['images'], i + IMAGE_SUFFIX),
+                     files.example_image(rng, regions))
+    if i in voc_ids:
+      indices = np.where(files.example_borders(regions), RAW_IGNORE, regions)
+      indices.flat[:NUM_CLASSES] = regions.flat[:NUM_CLASSES]  # Every class, borders or not.
+      save_palette_png(indices.astype(np.uint8), os.path.join(dirs['labels'], i + LABEL_SUFFIX))
+    if i in sbd_ids:  # SBD's annotation of the same regions: no borders.
+      os.makedirs(os.path.join(sbd, 'cls'), exist_ok=True)
+      save_sbd_mat(regions.astype(np.uint8), os.path.join(sbd, 'cls', i + '.mat'))
+  for split, ids in (*EXAMPLE_VOC_IDS.items(), ('trainval', sorted(voc_ids))):
+    files.write_lines(os.path.join(dirs['lists'], f'{split}.txt'), ids)
+  for split, ids in EXAMPLE_SBD_IDS.items():
+    files.write_lines(os.path.join(sbd, f'{split}.txt'), ids)
+  if convert:
+    convert_sbd(sbd, voc2012)
+  return devkit
 
 
 if __name__ == '__main__':

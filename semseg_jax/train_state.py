@@ -1,0 +1,117 @@
+"""The train state and what makes one, shared by training, evaluation, prediction and the
+benchmark: the model and optimizer of a config, a fresh state created into its shardings, a
+checkpoint restored, pretrained weights loaded."""
+
+import os
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from absl import logging
+from jax.sharding import Mesh
+
+from semseg_jax import checkpointing
+from semseg_jax import convert
+from semseg_jax import models
+from semseg_jax import optimizers
+from semseg_jax import sharding
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # Batches consumed (skipped non-finite steps included).
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  skipped_steps: jax.Array  # Steps whose loss or gradient was not finite (state kept).
+  bad_streak: jax.Array  # Consecutive such steps up to now.
+
+  def variables(self) -> dict:
+    """The model variables for `model.apply`."""
+    if self.batch_stats:
+      return {'params': self.params, 'batch_stats': self.batch_stats}
+    return {'params': self.params}
+
+
+def build_model_and_optimizer(config: ml_collections.ConfigDict, num_classes: int
+                              ) -> tuple[nn.Module, optax.GradientTransformationExtraArgs,
+                                         optax.Schedule]:
+  """The model of config.model with num_classes outputs, its optimizer and schedule."""
+  model = models.build_model(config.model, num_classes)
+  input_hw = tuple(config.augment.crop_size)
+  abstract_params = jax.eval_shape(
+      lambda: model.init({'params': jax.random.key(0), 'dropout': jax.random.key(0)},
+                         jnp.zeros((1, *input_hw, 3)), train=False))['params']
+  tx, schedule = optimizers.make_optimizer(config, abstract_params)
+  return model, tx, schedule
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
+                       input_hw: tuple[int, int], mesh: Mesh,
+                       partition_rules: Any = ()) -> tuple[TrainState, Any]:
+  """The initial state, created by a jitted init directly into its shardings (replicated, or
+  by config.mesh.partition_rules: see sharding.leaf_spec)."""
+  def init():
+    param_rng, dropout_rng = jax.random.split(rng)
+    images = jnp.zeros((1, *input_hw, 3), jnp.float32)
+    variables = model.init({'params': param_rng, 'dropout': dropout_rng}, images, train=False)
+    params = variables['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
+                      skipped_steps=jnp.zeros((), jnp.int32), bad_streak=jnp.zeros((), jnp.int32))
+  abstract = jax.eval_shape(init)
+  shardings = sharding.state_shardings(abstract, mesh, partition_rules)
+  return jax.jit(init, out_shardings=shardings)(), shardings
+
+
+PRETRAINED_FIELDS = (('pretrained', 'model'), ('backbone_pretrained', 'backbone'))
+
+
+def load_pretrained(state: TrainState, state_shardings: Any,
+                    model_config: ml_collections.ConfigDict,
+                    model: nn.Module | None = None) -> TrainState:
+  """state with the weights of config.model.pretrained (the whole model) or
+  config.model.backbone_pretrained (its backbone); see semseg_jax.convert. `model` (the module
+  of state) lets a Hugging Face config.json be checked against it."""
+  for field, part in PRETRAINED_FIELDS:
+    source = model_config[field]
+    if not source:
+      continue
+    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), variables)
+    loaded = convert.load(source, abstract, part, f'config.model.{field}', model)
+    logging.info('config.model.%s: %d arrays from %s (%s).', field, len(loaded.arrays), source,
+                 loaded.family)
+    variables = convert.merge(variables, loaded.arrays, jax.device_put,
+                              {'params': state_shardings.params,
+                               'batch_stats': state_shardings.batch_stats})
+    state = state.replace(params=variables['params'], batch_stats=variables['batch_stats'])
+  return state
+
+
+def restore_for_inference(config: ml_collections.ConfigDict, workdir: str, model: nn.Module,
+                          tx: optax.GradientTransformation, mesh: Mesh) -> tuple[TrainState, int]:
+  """The train state at config.eval.checkpoint_step (-1: the latest) in workdir; with no
+  checkpoint there, the weights of config.model.pretrained (step 0)."""
+  manager = checkpointing.make_manager(workdir, config)
+  step = config.eval.checkpoint_step
+  if step < 0:
+    step = manager.latest_step()
+  state, shardings = create_train_state(model, tx, jax.random.key(config.seed),
+                                        tuple(config.augment.crop_size), mesh,
+                                        config.mesh.partition_rules)
+  if step is None and config.model.pretrained:
+    logging.info('No checkpoint in %s: using config.model.pretrained=%s.', workdir,
+                 config.model.pretrained)
+    return load_pretrained(state, shardings, config.model, model), 0
+  if step is None or step not in manager.all_steps():
+    raise FileNotFoundError(f'No checkpoint at step {config.eval.checkpoint_step} '
+                            f'(config.eval.checkpoint_step) in '
+                            f'{os.path.join(workdir, "checkpoints")}; available: '
+                            f'{sorted(manager.all_steps())}; config.model.pretrained is '
+                            f'{config.model.pretrained!r}.')
+  return checkpointing.restore(manager, step, state), step
