@@ -12,7 +12,8 @@
   python launch/sweep.py summarize runs/ablation [more dirs ...] --csv=runs/ablation.csv
 
 A run's workdir is <root>/<override>=<value>,... and holds sweep_overrides.json, which
-`summarize` reads to put each override in a column beside the last line of metrics.jsonl.
+`summarize` reads to put each override in a column beside the last line of metrics.jsonl of each
+of the run's evaluators (config.evals: one row per run and evaluator).
 Rerunning `run` resumes unfinished runs from their checkpoints (the training entry point's
 own behaviour). Print mode is how to use a cluster: submit each printed command as a job.
 """
@@ -97,8 +98,8 @@ def _run_dirs(paths: Sequence[str]) -> list[str]:
 
 
 def summarize(paths: Sequence[str]) -> tuple[list[str], list[list[Any]]]:
-  """(columns, rows): one row per run with its overrides and final metrics.jsonl line
-  (runs without one show 'not evaluated')."""
+  """(columns, rows): one row per run and evaluator with its overrides and that evaluator's
+  final metrics.jsonl line (runs without one show 'not evaluated')."""
   runs = _run_dirs(paths)
   if not runs:
     raise ValueError(f'no run workdirs (with {OVERRIDES_FILE}) in {list(paths)}.')
@@ -106,21 +107,25 @@ def summarize(paths: Sequence[str]) -> tuple[list[str], list[list[Any]]]:
   for run in runs:
     with open(os.path.join(run, OVERRIDES_FILE)) as f:
       info = json.load(f)
-    final = None
+    finals = {}  # Evaluator -> its last line.
     metrics_path = os.path.join(run, 'metrics.jsonl')
     if os.path.isfile(metrics_path):
       with open(metrics_path) as f:
-        lines = [line for line in f if line.strip()]
-      final = json.loads(lines[-1]) if lines else None
-    infos.append((run, info['overrides'], final))
+        for line in f:
+          if line.strip():
+            record = json.loads(line)
+            finals[record.get('evaluator', record.get('split', ''))] = record
+    infos.append((run, info['overrides'], finals))
   keys = list(dict.fromkeys(k for _, overrides, _ in infos for k in overrides))
-  columns = ['run', *keys, *METRIC_KEYS]
+  columns = ['run', *keys, 'evaluator', *METRIC_KEYS]
   rows = []
-  for run, overrides, final in infos:
-    metrics = ([final.get(k, '') for k in METRIC_KEYS] if final
-               else ['not evaluated'] + [''] * (len(METRIC_KEYS) - 1))
-    rows.append([os.path.basename(os.path.normpath(run)),
-                 *[overrides.get(k, '') for k in keys], *metrics])
+  for run, overrides, finals in infos:
+    name = os.path.basename(os.path.normpath(run))
+    values = [overrides.get(k, '') for k in keys]
+    if not finals:
+      rows.append([name, *values, '', 'not evaluated'] + [''] * (len(METRIC_KEYS) - 1))
+    for evaluator, final in finals.items():
+      rows.append([name, *values, evaluator, *[final.get(k, '') for k in METRIC_KEYS]])
   return columns, rows
 
 

@@ -25,14 +25,20 @@ from semseg_jax import sharding  # pylint: disable=g-import-not-at-top
 
 MODES = ('train', 'eval', 'predict', 'benchmark', 'data_benchmark', 'check_data')
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:arguments]).',
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and metrics.')
-_MODE = flags.DEFINE_enum('mode', 'train', MODES, 'What to run.')
-_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
-                                   'host:port of process 0, for multi-process runs.')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process in a multi-process run.')
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command line (defined when run as a program, so that importing `run` defines none)."""
+  config_flags.DEFINE_config_file('config', None, 'Config file (path[:arguments]).',
+                                  lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and metrics.')
+  flags.DEFINE_enum('mode', 'train', MODES, 'What to run.')
+  flags.DEFINE_string('coordinator_address', None,
+                      'host:port of process 0, for multi-process runs.')
+  flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.')
+  flags.DEFINE_integer('process_id', None, 'This process in a multi-process run.')
+  flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def run(mode: str, config: ml_collections.ConfigDict, workdir: str):
@@ -61,14 +67,14 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str):
 def main(argv):
   del argv
   logs.quiet_libraries()
-  arguments = sharding.distributed_arguments(_COORDINATOR.value, _NUM_PROCESSES.value,
-                                             _PROCESS_ID.value, os.environ)
+  arguments = sharding.distributed_arguments(FLAGS.coordinator_address, FLAGS.num_processes,
+                                             FLAGS.process_id, os.environ)
   if arguments is not None:
     jax.distributed.initialize(**arguments)
-  run(_MODE.value, _CONFIG.value, _WORKDIR.value)
+  run(FLAGS.mode, FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['config', 'workdir'])
+  define_flags()
   jax.config.config_with_absl()
   app.run(main)

@@ -53,7 +53,7 @@ def test_adamw_matches_pytorch_param_groups():
   params = _params()
   grads = jax.tree.map(lambda p: 0.3 * jnp.ones_like(p), params)
   tx, _ = optimizers.make_optimizer(config, params)
-  updates, _ = tx.update(grads, tx.init(params), params)
+  updates, _ = tx.update(grads, tx.init(params), params, step=0)
   new = jax.tree.map(lambda p, u: p + u, params, updates)
   adam = 1.0 / (1.0 + 1e-8 / 0.3)  # First step: m_hat / (sqrt(v_hat) + eps) = g / (|g| + eps).
   def expected(mult, decay):
@@ -77,8 +77,8 @@ def test_sgd_momentum_weight_decay_and_clipping():
   tx, _ = optimizers.make_optimizer(config, params)
   state = tx.init(params)
   p, buf = np.array([2.0, -1.0]), np.zeros(2)
-  for g in ([3.0, 4.0], [0.1, 0.2]):
-    updates, state = tx.update({'w': jnp.array(g)}, state, params)
+  for step, g in enumerate(([3.0, 4.0], [0.1, 0.2])):
+    updates, state = tx.update({'w': jnp.array(g)}, state, params, step=step)
     params = {'w': params['w'] + updates['w']}
     g = np.array(g) / max(1.0, np.linalg.norm(g))  # clip_grad_norm_, then PyTorch SGD:
     d = g + 0.01 * p

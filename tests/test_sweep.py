@@ -49,17 +49,20 @@ def test_summarize_tabulates_the_final_metrics(tmp_path, capsys):
     run = tmp_path / f'optimizer.lr={lr}'
     sweep._write_overrides(str(run), 'c.py', {'optimizer.lr': lr})
     with open(run / 'metrics.jsonl', 'w') as f:
-      f.write(json.dumps({'step': 5, 'mIoU': 0.1}) + '\n')
-      f.write(json.dumps({'step': 10, 'aAcc': 0.9, 'mAcc': 0.7, 'mIoU': miou, 'FWIoU': 0.8,
-                          'mDice': 0.75}) + '\n')
+      f.write(json.dumps({'step': 5, 'evaluator': 'val', 'mIoU': 0.1}) + '\n')
+      f.write(json.dumps({'step': 10, 'evaluator': 'val', 'aAcc': 0.9, 'mAcc': 0.7, 'mIoU': miou,
+                          'FWIoU': 0.8, 'mDice': 0.75}) + '\n')
+      f.write(json.dumps({'step': 10, 'evaluator': 'val_ms', 'mIoU': miou + 0.01}) + '\n')
   sweep._write_overrides(str(tmp_path / 'unfinished'), 'c.py', {'optimizer.lr': '1e-1'})
   csv_path = tmp_path / 'summary.csv'
   assert sweep.main(['summarize', str(tmp_path), f'--csv={csv_path}']) == 0
   table = capsys.readouterr().out.strip().split('\n')
-  assert table[0] == '| run | optimizer.lr | step | aAcc | mAcc | mIoU | FWIoU | mDice |'
-  assert table[2] == ('| optimizer.lr=1e-3 | 1e-3 | 10 | 0.9000 | 0.7000 | 0.5000 | 0.8000 | '
-                      '0.7500 |')
-  assert '| unfinished | 1e-1 | not evaluated |' in table[4]
+  assert table[0] == ('| run | optimizer.lr | evaluator | step | aAcc | mAcc | mIoU | FWIoU | '
+                      'mDice |')
+  assert table[2] == ('| optimizer.lr=1e-3 | 1e-3 | val | 10 | 0.9000 | 0.7000 | 0.5000 | '
+                      '0.8000 | 0.7500 |')
+  assert table[3] == '| optimizer.lr=1e-3 | 1e-3 | val_ms | 10 |  |  | 0.5100 |  |  |'
+  assert '| unfinished | 1e-1 |  | not evaluated |' in table[6]
   rows = csv_path.read_text().strip().split('\n')
-  assert rows[0] == 'run,optimizer.lr,step,aAcc,mAcc,mIoU,FWIoU,mDice'
-  assert rows[2] == 'optimizer.lr=3e-3,3e-3,10,0.9,0.7,0.625,0.8,0.75'
+  assert rows[0] == 'run,optimizer.lr,evaluator,step,aAcc,mAcc,mIoU,FWIoU,mDice'
+  assert rows[3] == 'optimizer.lr=3e-3,3e-3,val,10,0.9,0.7,0.625,0.8,0.75'

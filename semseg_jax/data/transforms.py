@@ -105,7 +105,7 @@ def random_crop(image: Array, label: OptLabel, rng: np.random.Generator,
   return image[y0:y1, x0:x1].copy(), (None if label is None else label[y0:y1, x0:x1].copy())
 
 
-def nearest_indices(src: int, dst: int, start: int, count: int) -> np.ndarray:
+def cv2_nearest_indices(src: int, dst: int, start: int, count: int) -> np.ndarray:
   """Source indices of output pixels start..start+count-1 when a length-src axis is resized to
   dst by cv2.INTER_NEAREST (floor(x * (1 / (dst / src))) in float64, as OpenCV computes it)."""
   inverse_scale = 1.0 / (dst / src)
@@ -148,8 +148,8 @@ def random_resize_crop(image: Array, label: Array, rng: np.random.Generator,
     y0, y1, x0, x1 = box[0], min(box[1], out_h), box[2], min(box[3], out_w)
     if (out_h, out_w) == (h, w):
       return label[y0:y1, x0:x1]
-    rows = nearest_indices(h, out_h, y0, y1 - y0)
-    cols = nearest_indices(w, out_w, x0, x1 - x0)
+    rows = cv2_nearest_indices(h, out_h, y0, y1 - y0)
+    cols = cv2_nearest_indices(w, out_w, x0, x1 - x0)
     return label[rows[:, None], cols[None, :]]
 
   box = _crop_box((out_h, out_w), crop_hw, rng)

@@ -30,12 +30,18 @@ from semseg_jax.data import datasets
 from semseg_jax.data.datasets import arrayrecord
 from semseg_jax.data.datasets import files
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:variant]).',
-                                          lock_config=True)
-_SPLIT = flags.DEFINE_string('split', None, 'Split to convert (e.g. train, val).')
-_OUT = flags.DEFINE_string('out', None, 'Output directory (any etils.epath path).')
-_EXAMPLES_PER_SHARD = flags.DEFINE_integer('examples_per_shard', 1024, 'Records per shard.')
-_WORKERS = flags.DEFINE_integer('workers', 0, 'Decode processes (0: all CPU cores).')
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command line (defined when run as a program: importing the module defines none)."""
+  config_flags.DEFINE_config_file('config', None, 'Config file (path[:arguments]).',
+                                  lock_config=True)
+  flags.DEFINE_string('split', None, 'Split to convert (e.g. train, val).')
+  flags.DEFINE_string('out', None, 'Output directory (any etils.epath path).')
+  flags.DEFINE_integer('examples_per_shard', 1024, 'Records per shard.')
+  flags.DEFINE_integer('workers', 0, 'Decode processes (0: all CPU cores).')
+  flags.mark_flags_as_required(['config', 'split', 'out'])
 
 _source: Any = None  # The split's source, in each worker process.
 
@@ -131,10 +137,9 @@ def convert_split(config: ml_collections.ConfigDict, split: str, out: str,
 
 def main(argv):
   del argv
-  convert_split(_CONFIG.value, _SPLIT.value, _OUT.value, _EXAMPLES_PER_SHARD.value,
-                _WORKERS.value)
+  convert_split(FLAGS.config, FLAGS.split, FLAGS.out, FLAGS.examples_per_shard, FLAGS.workers)
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['config', 'split', 'out'])
+  define_flags()
   app.run(main)

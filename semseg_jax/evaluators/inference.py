@@ -146,7 +146,7 @@ def predict_with_uncertainty(model: Any, variables: Any, batch: dict[str, Any],
   """(scores as predict_scores, per-pixel uncertainty [N, Hl, Wl] or None).
 
   With config.eval.mc_dropout_samples = S > 0 the model runs S times per view with dropout on
-  (models.mc_dropout): its scores are the log of the mean probabilities, and the uncertainty,
+  (evaluators.mc_dropout): its scores are the log of the mean probabilities, and the uncertainty,
   the samples' variance averaged over classes, is averaged over the views like the scores.
   """
   if eval_config.mc_dropout_samples > 0 and not isinstance(model, mc_dropout.MonteCarloDropout):

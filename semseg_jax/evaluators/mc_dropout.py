@@ -4,7 +4,7 @@ prediction is the mean of the sampled softmax probabilities and the per-pixel mo
 is their variance averaged over classes (Bayesian SegNet, Sec. 3.2).
 
 Works for any model that has a boolean field `mc_dropout` making its dropout layers sample when
-train=False: Bayesian SegNet (models.segnet) and the VGG FCNs (models.fcn_vgg).
+train=False: Bayesian SegNet (models.segnet) and the VGG FCNs (models.fcn).
 """
 
 import dataclasses

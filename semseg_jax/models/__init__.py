@@ -3,7 +3,7 @@
 A constructor takes (variant, num_classes, **options) and returns a linen Module called as
 `model.apply(variables, images, train=...)` that returns {'logits': [N, h, w, C], 'aux': [...]}
 (`aux`: logits of auxiliary heads, computed when training only) and, for models with a detail
-branch (STDC), 'detail': [boundary logits [N, h, w, 1]] when training (see detail_loss.py).
+branch (STDC), 'detail': [boundary logits [N, h, w, 1]] when training (see losses/detail.py).
 
 Options come from config.model and are passed to a constructor only if its signature names
 them: dtype always; dropout_rate, drop_path_rate, aux_head, multi_grid where the model has such

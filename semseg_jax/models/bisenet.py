@@ -55,17 +55,7 @@ Deviations and notes:
 - Initialisation as mmcv/mmseg: He normal (fan out) convs, BN gamma 1 / beta 0, ResNet's last
   BN of each residual branch at 0, classifiers N(0, 0.01).
 
-Parameters:
-  BiSeNetV1: backbone/{context_path/{backbone/... (backbones/resnet.py), gap_conv, arm32/
-    {conv_layer, atten_conv_layer}, arm16/..., conv_head32, conv_head16}, spatial_path/
-    layer{1..4}, ffm/{conv1, conv_atten}}, decode_head/{convs_0, classifier},
-    auxiliary_heads_{0,1}/{convs_0, classifier}
-  BiSeNetV2: backbone/{detail/stage{i}_{j}, semantic/{stage1/{conv_first, convs_0, convs_1,
-    fuse_last}, stage{2,3,4}_{j}/{conv1, dwconv | dwconv_0 + dwconv_1 + shortcut/
-    {depthwise_conv, pointwise_conv}, conv2}, ce_block/{gap_bn, conv_gap, conv_last}},
-    bga/{detail_dwconv, detail_down, semantic_conv, semantic_dwconv, conv}},
-    decode_head/{convs_0, classifier}, auxiliary_heads_{0..3}/{convs_0, convs_1, classifier}
-  (every ConvBNAct holds conv + bn; mmseg's nn.Sequential indices become _<i> suffixes.)
+Parameter names are mmseg's (nn.Sequential indices become _<i> suffixes).
 """
 
 import dataclasses
@@ -76,10 +66,10 @@ import jax
 import jax.numpy as jnp
 
 from semseg_jax.models.backbones.resnet import ResNet
-from semseg_jax.models.encoder_decoder import EncoderDecoder
 from semseg_jax.models.heads.fcn_head import FCNHead
-from semseg_jax.models.layers import (ConvBNAct, avg_pool_3x3_s2, batch_norm, bilinear_resize,
-                                      conv2d, global_avg_pool, max_pool, resize_nearest)
+from semseg_jax.models.layers import (AttentionRefinement, ConvBNAct, DepthwiseSeparableConvBNAct,
+                                      EncoderDecoder, avg_pool, batch_norm, bilinear_resize,
+                                      global_avg_pool, max_pool, resize_nearest)
 
 # --- BiSeNet V1 ---------------------------------------------------------------------------------
 
@@ -94,20 +84,6 @@ class SpatialPath(nn.Module):
     for i, (width, (kernel, stride)) in enumerate(zip(self.channels, kernels_and_strides)):
       x = ConvBNAct(width, kernel, stride, dtype=self.dtype, name=f'layer{i + 1}')(x, train)
     return x
-
-
-class AttentionRefinement(nn.Module):
-  """ARM: 3x3 ConvBNReLU, then the result re-weighted per channel by
-  sigmoid(BN(1x1 conv(GAP)))."""
-  features: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    x = ConvBNAct(self.features, 3, dtype=self.dtype, name='conv_layer')(x, train)
-    attention = ConvBNAct(self.features, 1, activation=None, dtype=self.dtype,
-                          name='atten_conv_layer')(global_avg_pool(x), train)
-    return x * nn.sigmoid(attention)
 
 
 class ContextPath(nn.Module):
@@ -198,25 +174,6 @@ class StemBlock(nn.Module):
         jnp.concatenate([left, right], axis=-1), train)
 
 
-class DepthwiseSeparable(nn.Module):
-  """mmcv's DepthwiseSeparableConvModule without activations: 3x3 depthwise conv + BN, then a
-  1x1 conv with BN (`pointwise_norm`) or with a bias instead."""
-  features: int
-  stride: int = 1
-  pointwise_norm: bool = True
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    x = ConvBNAct(x.shape[-1], 3, self.stride, groups=x.shape[-1], activation=None,
-                  dtype=self.dtype, name='depthwise_conv')(x, train)
-    if self.pointwise_norm:
-      return ConvBNAct(self.features, 1, activation=None, dtype=self.dtype,
-                       name='pointwise_conv')(x, train)
-    return conv2d(self.features, 1, use_bias=True, dtype=self.dtype,
-                  name='pointwise_conv')(x)
-
-
 class GatherExpand(nn.Module):
   """GE layer: 3x3 ConvBNReLU -> depthwise expansion (x `expansion`; at stride 2 a strided
   depthwise conv-BN then a depthwise ConvBNReLU) -> 1x1 conv-BN; plus the identity or, at
@@ -238,8 +195,8 @@ class GatherExpand(nn.Module):
       y = ConvBNAct(mid, 3, self.stride, groups=in_channels, activation=None, dtype=self.dtype,
                     name='dwconv_0')(y, train)
       y = ConvBNAct(mid, 3, groups=mid, dtype=self.dtype, name='dwconv_1')(y, train)
-      shortcut = DepthwiseSeparable(self.features, self.stride, dtype=self.dtype,
-                                    name='shortcut')(x, train)
+      shortcut = DepthwiseSeparableConvBNAct(self.features, stride=self.stride, activation=None,
+                                             dtype=self.dtype, name='shortcut')(x, train)
     y = ConvBNAct(self.features, 1, activation=None, dtype=self.dtype, name='conv2')(y, train)
     return nn.relu(y + shortcut)
 
@@ -286,14 +243,16 @@ class BilateralGuidedAggregation(nn.Module):
   @nn.compact
   def __call__(self, detail: jax.Array, semantic: jax.Array,
                train: bool = False) -> jax.Array:
-    detail_keep = DepthwiseSeparable(self.features, pointwise_norm=False, dtype=self.dtype,
-                                     name='detail_dwconv')(detail, train)
-    detail_down = avg_pool_3x3_s2(ConvBNAct(self.features, 3, 2, activation=None,
-                                            dtype=self.dtype, name='detail_down')(detail, train))
+    detail_keep = DepthwiseSeparableConvBNAct(self.features, activation=None,
+                                              pointwise_norm=False, dtype=self.dtype,
+                                              name='detail_dwconv')(detail, train)
+    detail_down = avg_pool(ConvBNAct(self.features, 3, 2, activation=None, dtype=self.dtype,
+                                     name='detail_down')(detail, train), 3, 2, padding=1)
     semantic_up = ConvBNAct(self.features, 3, activation=None, dtype=self.dtype,
                             name='semantic_conv')(semantic, train)
-    semantic_keep = DepthwiseSeparable(self.features, pointwise_norm=False, dtype=self.dtype,
-                                       name='semantic_dwconv')(semantic, train)
+    semantic_keep = DepthwiseSeparableConvBNAct(self.features, activation=None,
+                                                pointwise_norm=False, dtype=self.dtype,
+                                                name='semantic_dwconv')(semantic, train)
     size = detail_keep.shape[1:3]
     high = detail_keep * nn.sigmoid(bilinear_resize(semantic_up, size))
     low = bilinear_resize(detail_down * nn.sigmoid(semantic_keep), size)

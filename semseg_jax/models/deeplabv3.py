@@ -16,9 +16,6 @@ Multi-grid (Sec. 3.2) is the backbone's `multi_grid` unit rates, e.g. (1, 2, 4) 
 Differences from the paper, following mmseg: 512-wide branches (paper 256), a 3x3 fusion conv
 (paper 1x1), Dropout2d before the classifier, the auxiliary head, and mmseg's V1c deep stem.
 
-Parameters: backbone/..., decode_head/{image_pool, aspp_modules_{i}, bottleneck, classifier},
-auxiliary_heads_0/{convs_0, classifier}.
-
 Variants: 'r<depth>[v1]-d<8|16>' (depth 18/34/50/101/152) and 'mv2-d<8|16>'; the benchmark
 settings are 'r50-d8', 'r101-d8', 'r101-d16' (with multi_grid=(1, 2, 4)) and 'mv2-d8'.
 """
@@ -28,27 +25,9 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 
 from semseg_jax.models.backbones import dilated_backbone
-from semseg_jax.models.encoder_decoder import EncoderDecoder
-from semseg_jax.models.heads.aspp_head import ASPPHead
+from semseg_jax.models.heads.aspp_head import ASPPHead, aspp_dilations
 from semseg_jax.models.heads.fcn_head import auxiliary_fcn_head
-
-# backbone output stride -> ASPP rates (the first, 1, is the 1x1 branch).
-ASPP_DILATIONS: dict[int, tuple[int, ...]] = {
-    8: (1, 12, 24, 36),
-    16: (1, 6, 12, 18),
-}
-
-
-def aspp_dilations(model: str, variant: str, output_stride: int,
-                   overrides: dict[str, Any]) -> tuple[int, ...]:
-  """The ASPP rates: `overrides['dilations']` if given, else those of the output stride."""
-  if 'dilations' in overrides:
-    return tuple(overrides['dilations'])
-  if output_stride not in ASPP_DILATIONS:
-    raise ValueError(f'{model} variant {variant!r} has output stride {output_stride}; ASPP '
-                     f'rates are defined for output strides {sorted(ASPP_DILATIONS)} (use '
-                     f"'-d8' or '-d16'), or pass dilations=(...).")
-  return ASPP_DILATIONS[output_stride]
+from semseg_jax.models.layers import EncoderDecoder
 
 
 def deeplabv3(variant: str, num_classes: int, *, dtype: Any = jnp.float32,

@@ -28,12 +28,7 @@ classifier with bias. The head's convs use BatchNorm eps 1e-5 and ReLU. Logits c
 output stride, NOT upsampled (as HF's). Conv kernels start N(0, 0.02^2), biases 0, BN gamma 1 /
 beta 0 (HF's init).
 
-Parameter layout (HF's names; `layer_{i}` is HF's `layer.{i}`):
-  backbone/conv_stem/{first_conv, [expand_1x1], conv_3x3, reduce_1x1}/{convolution, normalization}
-  backbone/layer_{0..15}/{expand_1x1, conv_3x3, reduce_1x1}/{convolution, normalization}
-  backbone/conv_1x1/{convolution, normalization}                          (final_conv=True only)
-  segmentation_head/{conv_pool, conv_aspp, conv_projection}/{convolution, normalization}
-  segmentation_head/classifier/convolution
+Parameter names are HF's (`layer_{i}` is HF's `layer.{i}`).
 
 Deviations from HF:
 - HF also builds the backbone's final 1x1 conv to 1280 channels (`conv_1x1`; its width is where
@@ -57,6 +52,7 @@ import jax
 import jax.numpy as jnp
 
 from semseg_jax.models.backbones.mobilenet_v2 import make_divisible
+from semseg_jax.models.layers import conv2d, global_avg_pool
 
 # Output widths of the stem and of the 16 inverted residual blocks, before the multiplier.
 BLOCK_CHANNELS = (16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96, 160, 160, 160, 320)
@@ -134,19 +130,13 @@ class ConvLayer(nn.Module):
   activation: Callable[[jax.Array], jax.Array] | None = nn.relu6
   dtype: Any = jnp.float32
 
-  def padding(self) -> str | tuple[tuple[int, int], tuple[int, int]]:
-    if self.arch.tf_padding:
-      return 'SAME'
-    pad = (self.kernel_size - 1) // 2 * self.dilation
-    return ((pad, pad), (pad, pad))
-
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    x = nn.Conv(self.features, (self.kernel_size, self.kernel_size), strides=self.stride,
-                padding=self.padding(), kernel_dilation=self.dilation,
-                feature_group_count=self.groups, use_bias=self.use_bias,
-                kernel_init=nn.initializers.normal(0.02), bias_init=nn.initializers.zeros,
-                dtype=self.dtype, name='convolution')(x)
+    # tf_padding: TensorFlow's 'SAME'; else symmetric dilation * (k - 1) / 2 (conv2d's default).
+    x = conv2d(self.features, self.kernel_size, self.stride, self.dilation,
+               padding='SAME' if self.arch.tf_padding else None, groups=self.groups,
+               use_bias=self.use_bias, kernel_init=nn.initializers.normal(0.02),
+               dtype=self.dtype, name='convolution')(x)
     if self.bn_epsilon is not None:
       x = nn.BatchNorm(use_running_average=not train, momentum=self.arch.bn_momentum,
                        epsilon=self.bn_epsilon, dtype=self.dtype, name='normalization')(x)
@@ -223,7 +213,7 @@ class SegmentationHead(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    pooled = self.branch('conv_pool')(jnp.mean(x, axis=(1, 2), keepdims=True), train)
+    pooled = self.branch('conv_pool')(global_avg_pool(x), train)
     pooled = jnp.broadcast_to(pooled, x.shape[:3] + pooled.shape[3:])
     x = jnp.concatenate([pooled, self.branch('conv_aspp')(x, train)], axis=-1)
     x = self.branch('conv_projection')(x, train)

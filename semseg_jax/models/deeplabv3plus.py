@@ -4,7 +4,7 @@ deeplabv3plus_r50-d8.py`, `configs/mobilenet_v2/*deeplabv3plus*`).
 
 Encoder: a dilated backbone (ResNetV1c-D8 / -D16 or MobileNetV2-D8) and the ASPP whose dilated
 branches are depthwise-separable (`heads/aspp_head.py`, DepthwiseSeparableASPPHead; 512
-channels, rates chosen from the output stride as in `deeplabv3.py`). Decoder (Sec. 3.1, Fig. 2):
+channels, rates chosen from the output stride by `aspp_dilations`). Decoder (Sec. 3.1, Fig. 2):
 the stride-4 backbone feature (ResNet stage 1, 256 ch; MobileNetV2 layer 2, 24 ch) reduced to
 48 channels, concatenated with the upsampled encoder output, two depthwise-separable 3x3
 ConvModules of 512 channels, dropout 0.1 and the classifier: logits at stride 4. An auxiliary
@@ -16,9 +16,6 @@ ASPP fusion conv (paper 1x1), output stride 8 in training (paper's main setting 
 (V1c deep stem) or MobileNetV2 rather than the modified Xception, Dropout2d before the
 classifier and the auxiliary head.
 
-Parameters: backbone/..., decode_head/{image_pool, aspp_modules_{i}, bottleneck,
-c1_bottleneck, sep_bottleneck_{0,1}, classifier}, auxiliary_heads_0/{convs_0, classifier}.
-
 Variants: 'r<depth>[v1]-d<8|16>' (depth 18/34/50/101/152) and 'mv2-d<8|16>'; the benchmark
 settings are 'r50-d8', 'r101-d8' and 'mv2-d8'.
 """
@@ -27,11 +24,10 @@ from typing import Any, Sequence
 
 import jax.numpy as jnp
 
-from semseg_jax.models.deeplabv3 import aspp_dilations
 from semseg_jax.models.backbones import dilated_backbone
-from semseg_jax.models.encoder_decoder import EncoderDecoder
-from semseg_jax.models.heads.aspp_head import DepthwiseSeparableASPPHead
+from semseg_jax.models.heads.aspp_head import DepthwiseSeparableASPPHead, aspp_dilations
 from semseg_jax.models.heads.fcn_head import auxiliary_fcn_head
+from semseg_jax.models.layers import EncoderDecoder
 
 
 def deeplabv3plus(variant: str, num_classes: int, *, dtype: Any = jnp.float32,

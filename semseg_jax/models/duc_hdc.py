@@ -37,11 +37,8 @@ Deviations from the official code, for the zoo's shared backbones and recipe:
     He-normal (fan_out) as the zoo's ResNet.
   No auxiliary head and no dropout (the official has none).
 
-Parameters (names as backbones/resnet.py's ResNet, so its weights load unchanged):
-  backbone/{stem_conv1..3, stem_bn1..3 | conv1, bn1}
-  backbone/layer{1..4}_block{j}/{conv1, bn1, conv2, bn2[, conv3, bn3][, downsample_conv,
-                                  downsample_bn]}
-  decode_head/aspp_convs_{0..3}/{kernel, bias}
+The backbone's parameter names are those of backbones/resnet.py's ResNet, so its weights load
+unchanged.
 """
 
 import re
@@ -53,8 +50,7 @@ import jax.numpy as jnp
 
 from semseg_jax.models.backbones.resnet import (RESNET_DEPTHS, STAGE_WIDTHS, BasicBlock,
                                                 Bottleneck, stem)
-from semseg_jax.models.encoder_decoder import EncoderDecoder
-from semseg_jax.models.layers import conv2d
+from semseg_jax.models.layers import EncoderDecoder, conv2d
 
 HDC_RES4_GROUP = (1, 2, 5, 9)
 HDC_RES4_FIRST = 2  # The official res4a (conv4_1) is at 2, not the group's 1.

@@ -23,13 +23,6 @@ block and stages 1-3, ReLU in stages 4-5 (Torch7 decoder). Projections, expansio
 decoder's shortcut convs have no bias; the main convs do (Torch7 code). BatchNorm eps 1e-3.
 Spatial dropout p = dropout_rate / 10 (0.01) in stage 1, dropout_rate (0.1) in stages 2-3.
 
-Parameter layout:
-  initial/{conv, bn, prelu}
-  bottleneck{s}_{i}/{projection, projection_bn, conv | conv_1x5 + conv_5x1, conv_bn, expansion,
-                     expansion_bn, projection_prelu, conv_prelu, output_prelu (stages 1-3)}
-  bottleneck{4,5}_0/{main_conv, main_bn, projection, projection_bn, conv, conv_bn, expansion,
-                     expansion_bn}
-  fullconv
 Parameters: 363,076 + 65 * num_classes (363,791 at 11 classes, 364,311 at 19); the paper quotes
 0.37M. PyTorch-ENet has 348,924 + 144 * num_classes: it drops all biases, uses one PReLU slope per
 layer, adds a PReLU after each expansion, projects downsampling/upsampling blocks to in/4 instead
@@ -51,15 +44,14 @@ Deviations from the Torch7 code:
     size (PyTorch's output_size for the transposed convs), so the logits equal the input size.
 """
 
-import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from semseg_jax.models.layers import (Initializer, batch_norm, max_pool_2x2_with_indices,
-                                      max_unpool_2x2)
+from semseg_jax.models.layers import (batch_norm, conv_transpose2d, max_pool_2x2_with_indices,
+                                      max_unpool_2x2, torch_conv, torch_default_init)
 
 ENET_VARIANTS = ('enet',)
 BN_EPS = 1e-3  # Torch7 code: nn.SpatialBatchNormalization(n, 1e-3).
@@ -68,39 +60,6 @@ INITIAL_WIDTH = 16
 # Stages 2 and 3 after the downsampling block: (dilation, asymmetric kernel or 0) per bottleneck.
 DILATED_STAGE: tuple[tuple[int, int], ...] = (
     (1, 0), (2, 0), (1, 5), (4, 0), (1, 0), (8, 0), (1, 5), (16, 0))
-
-
-def torch7_uniform(fan_in: int) -> Initializer:
-  """Torch7 nn's default init for conv weights and biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
-  fan_in = kh * kw * C_in (also for transposed convs)."""
-  bound = 1.0 / math.sqrt(fan_in)
-
-  def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-  return init
-
-
-def conv(features: int, kernel: tuple[int, int], in_features: int, stride: int = 1,
-         dilation: int = 1, padding: Sequence[tuple[int, int]] | None = None,
-         use_bias: bool = False, dtype: Any = jnp.float32, name: str | None = None) -> nn.Conv:
-  """A Torch7/PyTorch conv; default padding dilation * (k - 1) // 2 per side keeps the size."""
-  if padding is None:
-    padding = [(dilation * (k - 1) // 2,) * 2 for k in kernel]
-  init = torch7_uniform(kernel[0] * kernel[1] * in_features)
-  return nn.Conv(features, kernel, strides=stride, padding=padding, kernel_dilation=dilation,
-                 use_bias=use_bias, kernel_init=init, bias_init=init, dtype=dtype, name=name)
-
-
-def conv_transpose(features: int, kernel: int, in_features: int, stride: int, padding: int,
-                   output_padding: int, use_bias: bool = True, dtype: Any = jnp.float32,
-                   name: str | None = None) -> nn.ConvTranspose:
-  """PyTorch's ConvTranspose2d(kernel, stride, padding, output_padding) (Torch7's
-  SpatialFullConvolution with adj = output_padding); the kernel is stored (kh, kw, out, in)."""
-  pads = (kernel - 1 - padding, kernel - 1 - padding + output_padding)
-  init = torch7_uniform(kernel * kernel * in_features)
-  return nn.ConvTranspose(features, (kernel, kernel), strides=(stride, stride),
-                          padding=(pads, pads), transpose_kernel=True, use_bias=use_bias,
-                          kernel_init=init, bias_init=init, dtype=dtype, name=name)
 
 
 class PReLU(nn.Module):
@@ -130,8 +89,8 @@ class InitialBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     c_in = x.shape[-1]
-    y = conv(INITIAL_WIDTH - c_in, (3, 3), c_in, stride=2, use_bias=True, dtype=self.dtype,
-             name='conv')(x)
+    y = torch_conv(INITIAL_WIDTH - c_in, c_in, 3, stride=2, use_bias=True, dtype=self.dtype,
+                   name='conv')(x)
     pooled, _ = max_pool_2x2_with_indices(x)
     y = jnp.concatenate([y, pooled.astype(y.dtype)], axis=-1)
     y = batch_norm(train, self.dtype, epsilon=BN_EPS, name='bn')(y)
@@ -151,20 +110,20 @@ class Bottleneck(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     width = x.shape[-1]
     internal = width // 4
-    y = conv(internal, (1, 1), width, dtype=self.dtype, name='projection')(x)
+    y = torch_conv(internal, width, dtype=self.dtype, name='projection')(x)
     y = batch_norm(train, self.dtype, epsilon=BN_EPS, name='projection_bn')(y)
     y = activation(self.prelu, self.dtype, 'projection_prelu')(y)
     if self.asymmetric:
       k = self.asymmetric
-      y = conv(internal, (1, k), internal, dtype=self.dtype, name=f'conv_1x{k}')(y)
-      y = conv(internal, (k, 1), internal, use_bias=True, dtype=self.dtype,
-               name=f'conv_{k}x1')(y)
+      y = torch_conv(internal, internal, (1, k), dtype=self.dtype, name=f'conv_1x{k}')(y)
+      y = torch_conv(internal, internal, (k, 1), use_bias=True, dtype=self.dtype,
+                     name=f'conv_{k}x1')(y)
     else:
-      y = conv(internal, (3, 3), internal, dilation=self.dilation, use_bias=True,
-               dtype=self.dtype, name='conv')(y)
+      y = torch_conv(internal, internal, 3, dilation=self.dilation, use_bias=True,
+                     dtype=self.dtype, name='conv')(y)
     y = batch_norm(train, self.dtype, epsilon=BN_EPS, name='conv_bn')(y)
     y = activation(self.prelu, self.dtype, 'conv_prelu')(y)
-    y = conv(width, (1, 1), internal, dtype=self.dtype, name='expansion')(y)
+    y = torch_conv(width, internal, dtype=self.dtype, name='expansion')(y)
     y = batch_norm(train, self.dtype, epsilon=BN_EPS, name='expansion_bn')(y)
     if self.dropout_rate:
       y = spatial_dropout(y, self.dropout_rate, train)
@@ -183,14 +142,14 @@ class DownsamplingBottleneck(nn.Module):
     internal = self.features // 4
     main, indices = max_pool_2x2_with_indices(x)
     main = jnp.pad(main, ((0, 0), (0, 0), (0, 0), (0, self.features - c_in)))
-    y = conv(internal, (2, 2), c_in, stride=2, padding=((0, h % 2), (0, w % 2)), dtype=self.dtype,
-             name='projection')(x)
+    y = torch_conv(internal, c_in, 2, stride=2, padding=((0, h % 2), (0, w % 2)),
+                   dtype=self.dtype, name='projection')(x)
     y = batch_norm(train, self.dtype, epsilon=BN_EPS, name='projection_bn')(y)
     y = PReLU(self.dtype, name='projection_prelu')(y)
-    y = conv(internal, (3, 3), internal, use_bias=True, dtype=self.dtype, name='conv')(y)
+    y = torch_conv(internal, internal, 3, use_bias=True, dtype=self.dtype, name='conv')(y)
     y = batch_norm(train, self.dtype, epsilon=BN_EPS, name='conv_bn')(y)
     y = PReLU(self.dtype, name='conv_prelu')(y)
-    y = conv(self.features, (1, 1), internal, dtype=self.dtype, name='expansion')(y)
+    y = torch_conv(self.features, internal, dtype=self.dtype, name='expansion')(y)
     y = batch_norm(train, self.dtype, epsilon=BN_EPS, name='expansion_bn')(y)
     if self.dropout_rate:
       y = spatial_dropout(y, self.dropout_rate, train)
@@ -208,15 +167,17 @@ class UpsamplingBottleneck(nn.Module):
                train: bool = False) -> jax.Array:
     c_in = x.shape[-1]
     internal = self.features // 4
-    main = conv(self.features, (1, 1), c_in, dtype=self.dtype, name='main_conv')(x)
+    main = torch_conv(self.features, c_in, dtype=self.dtype, name='main_conv')(x)
     main = batch_norm(train, self.dtype, epsilon=BN_EPS, name='main_bn')(main)
     main = max_unpool_2x2(main, indices, output_hw)
-    y = conv(internal, (1, 1), c_in, dtype=self.dtype, name='projection')(x)
+    y = torch_conv(internal, c_in, dtype=self.dtype, name='projection')(x)
     y = nn.relu(batch_norm(train, self.dtype, epsilon=BN_EPS, name='projection_bn')(y))
-    y = conv_transpose(internal, 3, internal, stride=2, padding=1, output_padding=1,
-                       dtype=self.dtype, name='conv')(y)[:, :output_hw[0], :output_hw[1]]
+    init = torch_default_init(3 * 3 * internal)  # Torch7's fan_in: kh * kw * C_in.
+    y = conv_transpose2d(internal, 3, 2, padding=1, output_padding=1, kernel_init=init,
+                         bias_init=init, dtype=self.dtype, name='conv')(y)
+    y = y[:, :output_hw[0], :output_hw[1]]
     y = nn.relu(batch_norm(train, self.dtype, epsilon=BN_EPS, name='conv_bn')(y))
-    y = conv(self.features, (1, 1), internal, dtype=self.dtype, name='expansion')(y)
+    y = torch_conv(self.features, internal, dtype=self.dtype, name='expansion')(y)
     y = batch_norm(train, self.dtype, epsilon=BN_EPS, name='expansion_bn')(y)
     return nn.relu(main + y)
 
@@ -254,8 +215,9 @@ class ENet(nn.Module):
     x = UpsamplingBottleneck(16, self.dtype, name='bottleneck5_0')(x, indices1, stage1_hw, train)
     x = Bottleneck(prelu=False, dtype=self.dtype, name='bottleneck5_1')(x, train)
 
-    logits = conv_transpose(self.num_classes, 2, x.shape[-1], stride=2, padding=0,
-                            output_padding=0, dtype=self.dtype, name='fullconv')(x)
+    init = torch_default_init(2 * 2 * x.shape[-1])
+    logits = conv_transpose2d(self.num_classes, 2, 2, kernel_init=init, bias_init=init,
+                              dtype=self.dtype, name='fullconv')(x)
     return {'logits': logits[:, :h, :w].astype(jnp.float32), 'aux': []}
 
 

@@ -34,13 +34,6 @@ Decisions where the paper is silent (and deviations):
     stem; the configs use 'r50', 'r101', 'r152'. No auxiliary head and no dropout (none in the
     paper).
 
-Parameters:
-  backbone/... (backbones/resnet.py)
-  decode_head/gcn{1..4}/{left_kx1, left_1xk, right_1xk, right_kx1}   (on stages 1..4)
-  decode_head/br{1..4}/{conv1, conv2}           (BR after each GCN)
-  decode_head/deconv{4,3,2}/kernel              (stage s's map up to stage s - 1's size)
-  decode_head/fuse_br{3,2,1}/{conv1, conv2}     (BR after each sum)
-  decode_head/{deconv_half, br_half, deconv_full, br_full}   (stride 4 -> 2 -> 1)
 """
 
 from typing import Any, Sequence
@@ -48,43 +41,9 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from semseg_jax.models.backbones.resnet import stride32_resnet_from_variant
-from semseg_jax.models.encoder_decoder import EncoderDecoder
-from semseg_jax.models.layers import conv2d
-
-
-def bilinear_upsampling_kernel(kernel_size: int, channels: int) -> np.ndarray:
-  """FCN's bilinear deconvolution weights: [k, k, channels (in), channels (out)], the 2-D tent
-  (1 - |i - center| / factor) (1 - |j - center| / factor) on the in == out diagonal, 0 elsewhere.
-  With stride factor = (k + 1) // 2 (k = 4: factor 2) it upsamples bilinearly."""
-  factor = (kernel_size + 1) // 2
-  center = factor - 1 if kernel_size % 2 == 1 else factor - 0.5
-  taps = 1.0 - np.abs(np.arange(kernel_size) - center) / factor
-  kernel = np.zeros((kernel_size, kernel_size, channels, channels), np.float32)
-  kernel[:, :, np.arange(channels), np.arange(channels)] = np.outer(taps, taps)[:, :, None]
-  return kernel
-
-
-class BilinearDeconv(nn.Module):
-  """PyTorch's ConvTranspose2d(C, C, kernel_size=4, stride=2, padding=1, bias=False) (exactly 2x
-  the size), initialised to bilinear upsampling. The kernel is stored [kh, kw, in, out]
-  (PyTorch's weight [in, out, kh, kw] transposed (2, 3, 0, 1))."""
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    channels = x.shape[-1]
-    kernel = self.param(
-        'kernel', lambda key, shape: jnp.asarray(bilinear_upsampling_kernel(4, channels)),
-        (4, 4, channels, channels))
-    # A transposed conv = a conv over the 2x-dilated input, padded by k - 1 - p = 2, with the
-    # spatially flipped kernel.
-    return jax.lax.conv_general_dilated(
-        x.astype(self.dtype), kernel[::-1, ::-1].astype(self.dtype), window_strides=(1, 1),
-        padding=((2, 2), (2, 2)), lhs_dilation=(2, 2),
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+from semseg_jax.models.layers import BilinearConvTranspose, EncoderDecoder, conv2d
 
 
 class GlobalConv(nn.Module):
@@ -131,7 +90,7 @@ class GCNHead(nn.Module):
       scores.append(BoundaryRefinement(dtype=self.dtype, name=f'br{s}')(x))
 
     def upsample(x: jax.Array, hw: tuple[int, int], name: str) -> jax.Array:
-      return BilinearDeconv(dtype=self.dtype, name=name)(x)[:, :hw[0], :hw[1]]
+      return BilinearConvTranspose(2, self.dtype, name=name)(x, hw)
 
     x = scores[-1]
     for s in range(len(scores) - 1, 0, -1):  # Stage s + 1's map joins stage s's.

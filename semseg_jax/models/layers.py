@@ -1,4 +1,11 @@
-"""Small building blocks shared by the models (NHWC layout throughout)."""
+"""The building blocks that more than one model uses (NHWC layout throughout): initialisers, the
+convolution factories, norm-conv blocks, the backbone + heads composition, stochastic depth,
+resizes and pools. Everything here follows PyTorch's conventions (padding, pooling windows,
+resize arithmetic), bit for bit where the docstring says so.
+
+A piece that only one paper's network has lives in that model's file; a backbone or decode head
+that several models share lives in backbones/ or heads/.
+"""
 
 import math
 from typing import Any, Callable, Sequence
@@ -9,11 +16,18 @@ import jax.numpy as jnp
 import numpy as np
 
 Initializer = Callable[..., jax.Array]
+Padding = int | Sequence[int] | Sequence[tuple[int, int]] | str | None
 
 # Resizes and pools written as matrix products run under this name scope, so that the
-# multiply-add count (models/stats.py) leaves them out, as the papers' counters do.
+# multiply-add count (tools/model_stats.py) leaves them out, as the papers' counters do.
 RESAMPLING_SCOPE = 'resampling'
 
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+  return (value, value) if isinstance(value, int) else tuple(value)
+
+
+# --- Initialisers -------------------------------------------------------------------------------
 
 def trunc_normal_init(std: float = 0.02, bound: float = 2.0) -> Initializer:
   """timm's `trunc_normal_(std=std)`: N(0, std^2) cut at the absolute values +-bound.
@@ -26,11 +40,276 @@ def trunc_normal_init(std: float = 0.02, bound: float = 2.0) -> Initializer:
   return init
 
 
-def conv_fan_out_init(kernel_size: int, out_channels: int, groups: int = 1) -> Initializer:
-  """N(0, 2 / fan_out), fan_out = k * k * out_channels / groups: the MiT/SegFormer conv init."""
-  fan_out = kernel_size * kernel_size * out_channels // groups
-  return nn.initializers.normal(stddev=math.sqrt(2.0 / fan_out))
+def he_normal_init(fan: int) -> Initializer:
+  """N(0, 2 / fan) for a fan the caller counts (fan_in or fan_out, groups divided out): U-Net's
+  and Caffe's MSRA init, and the `normal_(0, sqrt(2 / fan_out))` of MiT, MSCAN and TopFormer."""
+  return nn.initializers.normal(stddev=math.sqrt(2.0 / fan))
 
+
+def conv_fan_out_init(kernel_size: int | tuple[int, int], out_channels: int,
+                      groups: int = 1) -> Initializer:
+  """N(0, 2 / fan_out), fan_out = kh * kw * out_channels / groups: the conv init of MiT
+  (SegFormer), MSCAN (SegNeXt) and TopFormer."""
+  kh, kw = _pair(kernel_size)
+  return he_normal_init(kh * kw * out_channels // groups)
+
+
+def kaiming_normal_fan_out() -> Initializer:
+  """PyTorch's `kaiming_normal_(mode='fan_out', nonlinearity='relu')`: N(0, 2 / fan_out) with
+  fan_out read off the kernel's shape; the init of torchvision's ResNet convs and of mmcv's
+  ConvModule."""
+  return nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+
+
+def torch_default_init(fan_in: int) -> Initializer:
+  """PyTorch's default Conv2d init of weights (kaiming_uniform_, a=sqrt(5)) and biases, which is
+  also Torch7's: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = kh * kw * C_in / groups (for
+  references that leave their convs at the framework's defaults)."""
+  bound = 1.0 / math.sqrt(fan_in)
+
+  def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
+
+
+# --- Convolutions -------------------------------------------------------------------------------
+
+def conv2d(features: int, kernel_size: int | tuple[int, int], stride: int = 1,
+           dilation: int = 1, padding: Padding = None, groups: int = 1, use_bias: bool = False,
+           kernel_init: Initializer | None = None,
+           bias_init: Initializer = nn.initializers.zeros, dtype: Any = jnp.float32,
+           name: str | None = None) -> nn.Conv:
+  """A PyTorch `nn.Conv2d`, the one convolution factory of the models.
+
+  padding: None (default) pads dilation * (k - 1) // 2 zeros per side, which keeps the size at
+  stride 1; an int or (ph, pw) pads symmetrically; ((top, bottom), (left, right)) explicitly;
+  'SAME' is TensorFlow's (asymmetric where the total is odd). No bias by default (a norm
+  follows); weights He normal (fan_out, `kaiming_normal_fan_out`) unless `kernel_init`; biases
+  zero unless `bias_init`.
+  """
+  kh, kw = _pair(kernel_size)
+  if padding is None:
+    padding = (dilation * (kh - 1) // 2, dilation * (kw - 1) // 2)
+  if not isinstance(padding, str):
+    padding = tuple((p, p) if isinstance(p, int) else tuple(p) for p in _pair(padding))
+  return nn.Conv(features, (kh, kw), strides=stride, padding=padding, kernel_dilation=dilation,
+                 feature_group_count=groups, use_bias=use_bias,
+                 kernel_init=kernel_init or kaiming_normal_fan_out(), bias_init=bias_init,
+                 dtype=dtype, name=name)
+
+
+def torch_conv(features: int, in_features: int, kernel_size: int | tuple[int, int] = 1,
+               stride: int = 1, dilation: int = 1, groups: int = 1, use_bias: bool = False,
+               padding: Padding = None, dtype: Any = jnp.float32,
+               name: str | None = None) -> nn.Conv:
+  """`conv2d` left at PyTorch's (and Torch7's) default init: weights and biases
+  U(+-1/sqrt(fan_in)), `torch_default_init`."""
+  kh, kw = _pair(kernel_size)
+  init = torch_default_init(kh * kw * in_features // groups)
+  return conv2d(features, (kh, kw), stride, dilation, padding, groups, use_bias,
+                kernel_init=init, bias_init=init, dtype=dtype, name=name)
+
+
+def fan_out_conv(features: int, kernel_size: int | tuple[int, int], stride: int = 1,
+                 padding: Padding = None, groups: int = 1, use_bias: bool = False,
+                 dtype: Any = jnp.float32, name: str | None = None) -> nn.Conv:
+  """`conv2d` with the conv init of MiT (SegFormer), MSCAN (SegNeXt) and TopFormer:
+  N(0, 2 / fan_out) weights with fan_out = kh * kw * out / groups (`conv_fan_out_init`: the
+  groups are divided out, unlike `kaiming_normal_fan_out`), zero biases."""
+  return conv2d(features, kernel_size, stride, padding=padding, groups=groups,
+                use_bias=use_bias, kernel_init=conv_fan_out_init(kernel_size, features, groups),
+                dtype=dtype, name=name)
+
+
+def conv_transpose2d(features: int, kernel_size: int, stride: int, padding: int = 0,
+                     output_padding: int = 0, use_bias: bool = True, *,
+                     kernel_init: Initializer, bias_init: Initializer = nn.initializers.zeros,
+                     dtype: Any = jnp.float32, name: str | None = None) -> nn.ConvTranspose:
+  """PyTorch's ConvTranspose2d(kernel_size, stride, padding, output_padding) (Torch7's
+  SpatialFullConvolution with adj = output_padding): output (n - 1) * stride - 2 * padding +
+  kernel_size + output_padding. The kernel is stored (kh, kw, out, in): the torch weight
+  [in, out, kh, kw] transposed (2, 3, 1, 0)."""
+  pads = (kernel_size - 1 - padding, kernel_size - 1 - padding + output_padding)
+  return nn.ConvTranspose(features, (kernel_size, kernel_size), strides=(stride, stride),
+                          padding=(pads, pads), transpose_kernel=True, use_bias=use_bias,
+                          kernel_init=kernel_init, bias_init=bias_init, dtype=dtype, name=name)
+
+
+def bilinear_filter(size: int) -> np.ndarray:
+  """The [size, size] bilinear interpolation kernel of FCN's surgery.upsample_filt: for an even
+  size 2f, weights 1 - |t - (f - 1/2)| / f along each axis."""
+  factor = (size + 1) // 2
+  center = factor - 1 if size % 2 == 1 else factor - 0.5
+  taps = 1.0 - np.abs(np.arange(size) - center) / factor
+  return np.outer(taps, taps)
+
+
+def bilinear_upsampling_init(key: jax.Array, shape: tuple[int, ...],
+                             dtype: Any = jnp.float32) -> jax.Array:
+  """A [k, k, C, C] transposed-conv kernel that upsamples each channel on its own, bilinearly
+  (`bilinear_filter` on the channel diagonal, zeros elsewhere)."""
+  del key
+  size, _, c_in, c_out = shape
+  if c_in != c_out:
+    raise ValueError(f'Bilinear upsampling maps C channels to C; got {c_in} -> {c_out}.')
+  return jnp.asarray(bilinear_filter(size)[:, :, None, None] * np.eye(c_in), dtype)
+
+
+class BilinearConvTranspose(nn.Module):
+  """FCN's learnable upsampling by an even `factor` f ("deconvolution", Long et al. 2015):
+  PyTorch's ConvTranspose2d(C, C, 2f, stride=f, padding=f/2, bias=False) initialised to
+  bilinear interpolation: [N, h, w, C] -> [N, f*h, f*w, C], then cropped to `output_hw` (at most
+  f*h x f*w) at the bottom and right. The kernel is stored [2f, 2f, C_in, C_out]: the torch
+  weight [C_in, C_out, 2f, 2f] transposed (2, 3, 0, 1)."""
+  factor: int = 2
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, output_hw: Sequence[int] | None = None) -> jax.Array:
+    f, c = self.factor, x.shape[-1]
+    if output_hw is None:
+      output_hw = (f * x.shape[1], f * x.shape[2])
+    if f % 2 or any(size > f * n for size, n in zip(output_hw, x.shape[1:3])):
+      raise ValueError(f'Upsampling x{f} of {x.shape[1:3]} to {tuple(output_hw)}: the factor '
+                       'must be even and the output at most factor x the input.')
+    kernel = self.param('kernel', bilinear_upsampling_init, (2 * f, 2 * f, c, c), jnp.float32)
+    # lax's transpose_kernel expects the kernel of the forward conv (HW, out, in); the torch
+    # padding p = f/2 becomes 2f - 1 - p on each side of the stride-dilated input.
+    pad = 2 * f - 1 - f // 2
+    y = jax.lax.conv_transpose(x.astype(self.dtype), kernel.astype(self.dtype).swapaxes(2, 3),
+                               strides=(f, f), padding=((pad, pad), (pad, pad)),
+                               dimension_numbers=('NHWC', 'HWIO', 'NHWC'), transpose_kernel=True)
+    return y[:, :output_hw[0], :output_hw[1]]
+
+
+# --- Norms and conv blocks (PyTorch/mmcv conventions) -------------------------------------------
+
+def batch_norm(train: bool, dtype: Any = jnp.float32, zero_init: bool = False,
+               epsilon: float = 1e-5, name: str | None = None) -> nn.BatchNorm:
+  """PyTorch's BatchNorm2d (momentum 0.1 = flax 0.9, eps 1e-5). Under jit over a sharded batch
+  its statistics are those of the global batch (SyncBN). `zero_init` starts gamma at 0."""
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=epsilon,
+                      dtype=dtype, scale_init=nn.initializers.zeros if zero_init else
+                      nn.initializers.ones, name=name)
+
+
+class ConvBNAct(nn.Module):
+  """mmcv's ConvModule: conv (no bias) -> BatchNorm -> activation (None: linear)."""
+  features: int
+  kernel_size: int | tuple[int, int] = 3
+  stride: int = 1
+  dilation: int = 1
+  groups: int = 1
+  activation: Callable[[jax.Array], jax.Array] | None = nn.relu
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    x = conv2d(self.features, self.kernel_size, self.stride, self.dilation, groups=self.groups,
+               dtype=self.dtype, name='conv')(x)
+    x = batch_norm(train, self.dtype, name='bn')(x)
+    return x if self.activation is None else self.activation(x)
+
+
+class DepthwiseSeparableConvBNAct(nn.Module):
+  """mmcv's DepthwiseSeparableConvModule: a depthwise k x k ConvModule (conv, BN, activation)
+  then a pointwise 1x1 ConvModule to `features` (conv, BN, activation); without
+  `pointwise_norm` the pointwise conv has a bias instead of the BN. `activation` None: linear
+  (BiSeNet V2's form); DeepLabV3+ uses ReLU."""
+  features: int
+  kernel_size: int = 3
+  stride: int = 1
+  dilation: int = 1
+  activation: Callable[[jax.Array], jax.Array] | None = nn.relu
+  pointwise_norm: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    in_features = x.shape[-1]
+    x = ConvBNAct(in_features, self.kernel_size, self.stride, self.dilation, groups=in_features,
+                  activation=self.activation, dtype=self.dtype, name='depthwise_conv')(x, train)
+    if self.pointwise_norm:
+      return ConvBNAct(self.features, 1, activation=self.activation, dtype=self.dtype,
+                       name='pointwise_conv')(x, train)
+    x = conv2d(self.features, 1, use_bias=True, dtype=self.dtype, name='pointwise_conv')(x)
+    return x if self.activation is None else self.activation(x)
+
+
+class AttentionRefinement(nn.Module):
+  """BiSeNet's attention refinement module (ARM; also STDC's context path): 3x3 ConvBNReLU,
+  then the result re-weighted per channel by sigmoid(BN(1x1 conv(GAP)))."""
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    x = ConvBNAct(self.features, 3, dtype=self.dtype, name='conv_layer')(x, train)
+    attention = ConvBNAct(self.features, 1, activation=None, dtype=self.dtype,
+                          name='atten_conv_layer')(global_avg_pool(x), train)
+    return x * nn.sigmoid(attention)
+
+
+def pyramid_pooling(x: jax.Array, pool_scales: Sequence[int], channels: int, train: bool,
+                    dtype: Any, name: str) -> list[jax.Array]:
+  """mmseg's pyramid pooling module (PPM; PSPNet's, also UPerNet's): per scale b, adaptive
+  average pooling to b x b bins -> 1x1 ConvModule to `channels` -> bilinear upsampling back to
+  x's size. Returns the upsampled maps (x itself not included). Called inside a compact
+  `__call__`, so the ConvModules belong to the caller, named `name.format(i)`."""
+  levels = []
+  for i, bins in enumerate(pool_scales):
+    level = ConvBNAct(channels, 1, dtype=dtype, name=name.format(i))(
+        adaptive_avg_pool(x, bins), train)
+    levels.append(bilinear_resize(level, x.shape[1:3]))
+  return levels
+
+
+class SegClassifier(nn.Module):
+  """mmseg's BaseDecodeHead.cls_seg: channel dropout (Dropout2d) then a 1x1 conv with bias,
+  weights N(0, 0.01^2)."""
+  num_classes: int
+  dropout_rate: float = 0.1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2), deterministic=not train)(x)
+    return conv2d(self.num_classes, 1, use_bias=True, kernel_init=nn.initializers.normal(0.01),
+                  dtype=self.dtype, name='conv_seg')(x)
+
+
+# --- The backbone + decode head (+ auxiliary heads) composition ---------------------------------
+
+class EncoderDecoder(nn.Module):
+  """mmsegmentation's EncoderDecoder, the network most models of the zoo are:
+  backbone(images) -> a list of features; decode_head(features) -> logits.
+
+  Parameters live under `backbone/`, `decode_head/` and `auxiliary_heads_<i>/` (so per-part
+  learning-rate regexes and weight converters can name them). Auxiliary heads also read the
+  backbone's features; their logits are computed only when training (they feed the loss and
+  nothing else), so `aux` is empty at inference. A head whose logits must cover the image
+  exactly (GCN, DUC) is called as decode_head(features, image_hw) with
+  `decode_head_takes_image_hw`.
+  """
+  backbone: nn.Module
+  decode_head: nn.Module
+  auxiliary_heads: Sequence[nn.Module] = ()
+  decode_head_takes_image_hw: bool = False
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> dict[str, Any]:
+    features = self.backbone(images, train=train)
+    if self.decode_head_takes_image_hw:
+      logits = self.decode_head(features, images.shape[1:3], train=train)
+    else:
+      logits = self.decode_head(features, train=train)
+    aux = []
+    if train or self.is_initializing():  # Their parameters exist whatever mode init runs in.
+      aux = [head(features, train=train).astype(jnp.float32) for head in self.auxiliary_heads]
+    return {'logits': logits.astype(jnp.float32), 'aux': aux if train else []}
+
+
+# --- Stochastic depth ---------------------------------------------------------------------------
 
 class DropPath(nn.Module):
   """Stochastic depth: zeroes whole samples of a residual branch with probability `rate`.
@@ -58,6 +337,8 @@ def stage_drop_path_rates(rate: float, depths: Sequence[int]) -> list[tuple[floa
   starts = [sum(depths[:s]) for s in range(len(depths))]
   return [tuple(rates[start:start + depth]) for start, depth in zip(starts, depths)]
 
+
+# --- Resizing -----------------------------------------------------------------------------------
 
 def bilinear_resize(x: jax.Array, size: tuple[int, int]) -> jax.Array:
   """Resizes NHWC `x` to spatial `size` = (H, W) like PyTorch's
@@ -94,10 +375,11 @@ def resize_align_corners(x: jax.Array, size: tuple[int, int]) -> jax.Array:
   return y.astype(x.dtype)
 
 
-def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
+def torch_nearest_indices(in_size: int, out_size: int) -> np.ndarray:
   """Source index of each output position of PyTorch's `F.interpolate(mode='nearest')` with an
   explicit size: floor(dst * scale), scale = float32(in / out) (its float32 rounding is part of
-  the result, e.g. 2 -> 82 row 41 reads row 0), clamped to in - 1."""
+  the result, e.g. 2 -> 82 row 41 reads row 0), clamped to in - 1. (The data pipeline's
+  `transforms.cv2_nearest_indices` is OpenCV's INTER_NEAREST, in float64.)"""
   scale = np.float32(in_size) / np.float32(out_size)
   src = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int64)
   return np.minimum(src, in_size - 1)
@@ -109,126 +391,92 @@ def resize_nearest(x: jax.Array, size: tuple[int, int], axes: tuple[int, int] = 
   `size` = (H, W)."""
   for axis, out_size in zip(axes, size):
     if x.shape[axis] != out_size:
-      x = jnp.take(x, jnp.asarray(nearest_indices(x.shape[axis], out_size)), axis=axis)
+      x = jnp.take(x, jnp.asarray(torch_nearest_indices(x.shape[axis], out_size)), axis=axis)
   return x
 
 
+# --- Pooling ------------------------------------------------------------------------------------
+
+def adaptive_bin_edges(size: int, bins: int) -> list[tuple[int, int]]:
+  """[start, end) of each of `bins` bins over `size` positions, as AdaptiveAvgPool2d cuts them:
+  bin i spans [floor(i * size / bins), ceil((i + 1) * size / bins)), so neighbouring bins
+  overlap by a row/column when `bins` does not divide `size`."""
+  return [((i * size) // bins, -(-((i + 1) * size) // bins)) for i in range(bins)]
+
+
+def _bin_averaging_matrix(size: int, bins: int) -> np.ndarray:
+  """[bins, size] matrix whose row i averages the positions of bin i."""
+  matrix = np.zeros((bins, size), np.float32)
+  for i, (start, end) in enumerate(adaptive_bin_edges(size, bins)):
+    matrix[i, start:end] = 1.0 / (end - start)
+  return matrix
+
+
+def adaptive_avg_pool(x: jax.Array, bins: int | tuple[int, int]) -> jax.Array:
+  """PyTorch's `AdaptiveAvgPool2d(bins)` on NHWC `x` -> [N, bins_h, bins_w, C] (`bins` an int
+  for a square grid, or (h, w)).
+
+  Written as two small averaging matrices (rows, columns) contracted with `x`, accumulated in
+  float32 whatever `x`'s dtype; the result has `x`'s dtype. (Under the resampling scope: the
+  multiply-add count of tools/model_stats.py leaves pooling out.) `global_avg_pool` is the
+  1 x 1 case written as a mean.
+  """
+  bins_h, bins_w = _pair(bins)
+  _, h, w, _ = x.shape
+  with jax.named_scope(RESAMPLING_SCOPE):
+    rows = jnp.asarray(_bin_averaging_matrix(h, bins_h))
+    cols = jnp.asarray(_bin_averaging_matrix(w, bins_w))
+    pooled = jnp.einsum('ih,nhwc,jw->nijc', rows, x, cols,
+                        precision=jax.lax.Precision.HIGHEST, preferred_element_type=jnp.float32)
+  return pooled.astype(x.dtype)
+
+
 def global_avg_pool(x: jax.Array) -> jax.Array:
-  """AdaptiveAvgPool2d(1) on NHWC, keeping the 1 x 1 spatial axes."""
+  """AdaptiveAvgPool2d(1) on NHWC as a mean over the spatial axes, keeping them as 1 x 1: the
+  global pooling of attention gates, image-pooling branches and SE blocks. (The same value as
+  adaptive_avg_pool(x, 1), which pyramid poolings use for their 1-bin level, but summed in
+  another order, so not always to the last bit; each model keeps the one its outputs were
+  pinned with.)"""
   return jnp.mean(x, axis=(1, 2), keepdims=True)
 
 
-def avg_pool_3x3_s2(x: jax.Array) -> jax.Array:
-  """PyTorch's AvgPool2d(3, stride=2, padding=1): zero padding counted in the mean (/ 9)."""
-  return nn.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
-                     count_include_pad=True)
+def _pool_padding(hw: Sequence[int], window: int, stride: int, padding: int,
+                  ceil_mode: bool) -> list[tuple[int, int]]:
+  """PyTorch's pooling padding per spatial axis: `padding` on both sides, plus, with ceil_mode,
+  the rows/columns a partial last window reaches past them (none for a window that would start
+  in the padding, which PyTorch drops)."""
+  pads = []
+  for size in hw:
+    extra = 0
+    if ceil_mode:
+      out = -(-(size + 2 * padding - window) // stride) + 1
+      if (out - 1) * stride >= size + padding:
+        out -= 1
+      extra = max((out - 1) * stride + window - (size + 2 * padding), 0)
+    pads.append((padding, padding + extra))
+  return pads
 
 
-def torch_default_init(fan_in: int) -> Initializer:
-  """PyTorch's default Conv2d init of weights (kaiming_uniform_, a=sqrt(5)) and biases:
-  U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = kh * kw * C_in / groups (for references that
-  leave their convs at PyTorch's defaults)."""
-  bound = 1.0 / math.sqrt(fan_in)
-
-  def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-  return init
-
-
-def torch_conv(features: int, in_features: int, kernel_size: int = 1, stride: int = 1,
-               dilation: int = 1, groups: int = 1, use_bias: bool = False,
-               dtype: Any = jnp.float32, name: str | None = None) -> nn.Conv:
-  """A PyTorch `nn.Conv2d` left at its default init (weights and biases U(+-1/sqrt(fan_in)),
-  `torch_default_init`), with symmetric zero padding dilation * (k - 1) / 2."""
-  pad = dilation * (kernel_size - 1) // 2
-  init = torch_default_init(kernel_size * kernel_size * in_features // groups)
-  return nn.Conv(features, (kernel_size, kernel_size), strides=stride,
-                 padding=((pad, pad), (pad, pad)), kernel_dilation=dilation,
-                 feature_group_count=groups, use_bias=use_bias, kernel_init=init,
-                 bias_init=init, dtype=dtype, name=name)
-
-
-# --- Convolutional building blocks (the CNN models; PyTorch/mmcv conventions) ---------------
-
-def kaiming_normal_fan_out() -> Initializer:
-  """PyTorch's `kaiming_normal_(mode='fan_out', nonlinearity='relu')`: N(0, 2 / fan_out), the
-  init of torchvision's ResNet convs and of mmcv's ConvModule."""
-  return nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
-
-
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
-  return (value, value) if isinstance(value, int) else tuple(value)
-
-
-def conv2d(features: int, kernel_size: int | tuple[int, int], stride: int = 1,
-           dilation: int = 1, padding: int | tuple[int, int] | None = None, groups: int = 1,
-           use_bias: bool = False, kernel_init: Initializer | None = None,
-           dtype: Any = jnp.float32, name: str | None = None) -> nn.Conv:
-  """A PyTorch `nn.Conv2d`: explicit symmetric zero padding (default dilation * (k - 1) // 2 per
-  side, which keeps the size at stride 1), no bias by default (a norm follows), He init."""
-  kh, kw = _pair(kernel_size)
-  if padding is None:
-    padding = (dilation * (kh - 1) // 2, dilation * (kw - 1) // 2)
-  ph, pw = _pair(padding)
-  return nn.Conv(features, (kh, kw), strides=stride, padding=((ph, ph), (pw, pw)),
-                 kernel_dilation=dilation, feature_group_count=groups, use_bias=use_bias,
-                 kernel_init=kernel_init or kaiming_normal_fan_out(),
-                 bias_init=nn.initializers.zeros, dtype=dtype, name=name)
-
-
-def batch_norm(train: bool, dtype: Any = jnp.float32, zero_init: bool = False,
-               epsilon: float = 1e-5, name: str | None = None) -> nn.BatchNorm:
-  """PyTorch's BatchNorm2d (momentum 0.1 = flax 0.9, eps 1e-5). Under jit over a sharded batch
-  its statistics are those of the global batch (SyncBN). `zero_init` starts gamma at 0."""
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=epsilon,
-                      dtype=dtype, scale_init=nn.initializers.zeros if zero_init else
-                      nn.initializers.ones, name=name)
-
-
-class ConvBNAct(nn.Module):
-  """mmcv's ConvModule: conv (no bias) -> BatchNorm -> activation (None: linear)."""
-  features: int
-  kernel_size: int | tuple[int, int] = 3
-  stride: int = 1
-  dilation: int = 1
-  groups: int = 1
-  activation: Callable[[jax.Array], jax.Array] | None = nn.relu
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    x = conv2d(self.features, self.kernel_size, self.stride, self.dilation, groups=self.groups,
-               dtype=self.dtype, name='conv')(x)
-    x = batch_norm(train, self.dtype, name='bn')(x)
-    return x if self.activation is None else self.activation(x)
-
-
-class SegClassifier(nn.Module):
-  """mmseg's BaseDecodeHead.cls_seg: channel dropout (Dropout2d) then a 1x1 conv with bias,
-  weights N(0, 0.01^2)."""
-  num_classes: int
-  dropout_rate: float = 0.1
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2), deterministic=not train)(x)
-    return conv2d(self.num_classes, 1, use_bias=True, kernel_init=nn.initializers.normal(0.01),
-                  dtype=self.dtype, name='conv_seg')(x)
+def avg_pool(x: jax.Array, window: int, stride: int, padding: int = 0,
+             ceil_mode: bool = False) -> jax.Array:
+  """PyTorch's AvgPool2d (count_include_pad=True): the zero padding counts in a window's mean,
+  the part of a ceil_mode window past the padding does not (e.g. AvgPool2d(2, 2,
+  ceil_mode=True) averages a partial last window over its in-bounds pixels)."""
+  pads = _pool_padding(x.shape[1:3], window, stride, padding, ceil_mode)
+  if all(extra == padding for _, extra in pads):
+    return nn.avg_pool(x, (window, window), strides=(stride, stride), padding=pads,
+                       count_include_pad=True)
+  if padding:  # The padding counts, the ceil_mode overhang does not.
+    x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    pads = [(0, extra - padding) for _, extra in pads]
+  return nn.avg_pool(x, (window, window), strides=(stride, stride), padding=pads,
+                     count_include_pad=False)
 
 
 def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0,
              ceil_mode: bool = False) -> jax.Array:
   """PyTorch's MaxPool2d: padding counts as -inf; ceil_mode adds the partial last window."""
-  pads = []
-  for size in x.shape[1:3]:
-    extra = 0
-    if ceil_mode:
-      out = -(-(size + 2 * padding - window) // stride) + 1
-      if (out - 1) * stride >= size + padding:  # PyTorch drops a window starting in the padding.
-        out -= 1
-      extra = max((out - 1) * stride + window - (size + 2 * padding), 0)
-    pads.append((padding, padding + extra))
+  pads = _pool_padding(x.shape[1:3], window, stride, padding, ceil_mode)
   return nn.max_pool(x, (window, window), strides=(stride, stride), padding=pads)
 
 

@@ -11,9 +11,6 @@ The paper's deep-supervision loss (Sec. 3.3) is this auxiliary head on res4b22 w
 Its released models' ResNets have a deep (three 3x3 convs) stem, as mmseg's V1c; see
 `heads/psp_head.py` for the head's differences from the paper.
 
-Parameters: backbone/... (see backbones/resnet.py, backbones/mobilenet_v2.py),
-decode_head/{psp_modules_{i}, bottleneck, classifier}, auxiliary_heads_0/{convs_0, classifier}.
-
 Variants: 'r<depth>[v1]-d<8|16|32>' (depth 18/34/50/101/152; 'v1': torchvision stem) and
 'mv2-d<8|16|32>'; the benchmark settings are 'r50-d8', 'r101-d8' and 'mv2-d8'.
 """
@@ -23,9 +20,10 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 
 from semseg_jax.models.backbones import dilated_backbone
-from semseg_jax.models.encoder_decoder import EncoderDecoder
 from semseg_jax.models.heads.fcn_head import auxiliary_fcn_head
 from semseg_jax.models.heads.psp_head import PSPHead
+from semseg_jax.models.layers import EncoderDecoder
+
 
 def pspnet(variant: str, num_classes: int, *, dtype: Any = jnp.float32,
            dropout_rate: float = 0.1, aux_head: bool = True, multi_grid: Sequence[int] = (),

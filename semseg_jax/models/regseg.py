@@ -29,13 +29,9 @@ Decoders: decoder26/29 as above (decoder29: heads 256, 256, 16, convs 128, 128);
 decoder4 (concat): heads 1/16 -> 128, 1/8 -> 32, concat [1/8, 1/16], 3x3 ConvBnAct 128,
 classifier (1/8). Upsampling is bilinear with align_corners=False throughout.
 
-Parameter layout (the reference's state_dict names, Sequential indices as `_i`):
-  stem/{conv, bn}
-  body/stage{4,8,16}_{i}/{conv1, bn1, conv2 | conv2/convs_{j}, bn2, se/{conv1, conv2}, conv3,
-                          bn3, shortcut/{conv, bn}}
-  decoder/{head16, head8, head4, conv8, conv4}/{conv, bn}, decoder/classifier   (decoder26/29)
-  decoder/{head16, head8, conv}/{conv, bn}, decoder/classifier                  (decoder4/14)
-(the reference names a single-block stage4 `body.stage4.*`; here it is `body/stage4_0`.)
+Parameter names are the reference's state_dict names (Sequential indices as `_i`; a
+single-block stage4, `body.stage4.*` there, is `body/stage4_0`).
+
 Parameters: 3,333,716 + 65 * num_classes for exp48_decoder26 (3,334,951 at 19 classes, the
 paper's 3.34M; equal to the official PyTorch module). BatchNorm: PyTorch defaults (momentum
 0.1, eps 1e-5). Init: PyTorch's defaults, as the reference sets none: conv weights and biases
@@ -54,7 +50,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from semseg_jax.models.layers import batch_norm, bilinear_resize, torch_conv
+from semseg_jax.models.layers import (avg_pool, batch_norm, bilinear_resize, global_avg_pool,
+                                      torch_conv)
 
 # The stage16 dilation lists after its strided block (`RegSeg.__init__` in model.py).
 EXP48_DILATIONS: tuple[tuple[int, ...], ...] = (
@@ -77,14 +74,6 @@ DECODERS: dict[str, dict[str, Any]] = {
     'decoder4': dict(decoder='concat', decoder_widths=(128, 32, 128)),
 }
 REGSEG_VARIANTS = tuple(f'{body}_{decoder}' for body in BODIES for decoder in DECODERS)
-
-
-def avg_pool_2x2_ceil(x: jax.Array) -> jax.Array:
-  """PyTorch's `AvgPool2d(2, 2, ceil_mode=True)`: odd sizes get a last partial window, which
-  averages only its in-bounds pixels (padding 0, so the divisor is clipped to the input)."""
-  _, h, w, _ = x.shape
-  return nn.avg_pool(x, (2, 2), strides=(2, 2), padding=((0, h % 2), (0, w % 2)),
-                     count_include_pad=False)
 
 
 class ConvBnAct(nn.Module):
@@ -110,7 +99,7 @@ class SqueezeExcite(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     width = x.shape[-1]
-    y = jnp.mean(x, axis=(1, 2), keepdims=True)
+    y = global_avg_pool(x)
     y = nn.relu(torch_conv(self.squeeze_features, width, use_bias=True, dtype=self.dtype,
                            name='conv1')(y))
     y = nn.sigmoid(torch_conv(width, self.squeeze_features, use_bias=True, dtype=self.dtype,
@@ -146,7 +135,7 @@ class Shortcut(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     if self.stride != 1:
-      x = avg_pool_2x2_ceil(x)
+      x = avg_pool(x, 2, 2, ceil_mode=True)
     x = torch_conv(self.features, x.shape[-1], dtype=self.dtype, name='conv')(x)
     return batch_norm(train, self.dtype, name='bn')(x)
 

@@ -11,13 +11,9 @@ norm1/norm2 and each stage's output norm (1e-5 in the patch embeddings and the s
 reduction), and mmsegmentation uses 1e-6 for all of them. Matching HF makes converted weights
 reproduce HF's outputs.
 
-Parameter layout (the optimizer's regexes rely on it: every norm has `norm` in its name, the
-Mix-FFN's positional depthwise conv is `dwconv`, the whole head lives under `decode_head`):
-  backbone/stage{1..4}/patch_embed/{proj, norm}
-  backbone/stage{s}/block{j}/{norm1, attn/{query, key, value, sr, sr_norm, proj}, norm2,
-                              mlp/{fc1, dwconv, fc2}}
-  backbone/stage{s}/norm
-  decode_head/{linear_c{1..4}, linear_fuse, fuse_norm, classifier}
+Parameter names follow HF's; the optimizer's regexes rely on them: every norm has `norm` in
+its name, the Mix-FFN's positional depthwise conv is `dwconv`, the whole head lives under
+`decode_head` (tests/models/test_segformer.py checks the tree).
 """
 
 import functools
@@ -27,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from semseg_jax.models.layers import (DropPath, bilinear_resize, conv_fan_out_init,
+from semseg_jax.models.layers import (DropPath, bilinear_resize, conv2d, fan_out_conv,
                                       stage_drop_path_rates, trunc_normal_init)
 
 SEGFORMER_VARIANTS: dict[str, dict] = {
@@ -49,15 +45,6 @@ Dense = functools.partial(nn.Dense, kernel_init=trunc_normal_init(0.02),
 LayerNorm = functools.partial(nn.LayerNorm, epsilon=LN_EPS, use_fast_variance=False)
 
 
-def conv(features: int, kernel: int, stride: int = 1, padding: int = 0, groups: int = 1,
-         use_bias: bool = True, dtype: Any = jnp.float32, name: str | None = None) -> nn.Conv:
-  """A PyTorch-style Conv2d (explicit symmetric padding) with the N(0, 2/fan_out) init."""
-  return nn.Conv(features, (kernel, kernel), strides=stride,
-                 padding=((padding, padding), (padding, padding)), feature_group_count=groups,
-                 use_bias=use_bias, kernel_init=conv_fan_out_init(kernel, features, groups),
-                 bias_init=nn.initializers.zeros, dtype=dtype, name=name)
-
-
 class OverlapPatchEmbed(nn.Module):
   """Overlapping patch merging (Sec. 3.1): a strided conv with padding k // 2, then LayerNorm."""
   width: int
@@ -67,8 +54,8 @@ class OverlapPatchEmbed(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = conv(self.width, self.patch_size, self.stride, self.patch_size // 2, dtype=self.dtype,
-             name='proj')(x)
+    x = fan_out_conv(self.width, self.patch_size, self.stride, padding=self.patch_size // 2,
+                     use_bias=True, dtype=self.dtype, name='proj')(x)
     return LayerNorm(dtype=self.dtype, name='norm')(x)
 
 
@@ -86,7 +73,8 @@ class EfficientSelfAttention(nn.Module):
     query = Dense(c, dtype=self.dtype, name='query')(x).reshape(n, h * w, self.num_heads, head_dim)
     kv = x
     if self.sr_ratio > 1:
-      kv = conv(c, self.sr_ratio, self.sr_ratio, dtype=self.dtype, name='sr')(kv)
+      kv = fan_out_conv(c, self.sr_ratio, self.sr_ratio, padding=0, use_bias=True,
+                        dtype=self.dtype, name='sr')(kv)
       kv = LayerNorm(dtype=self.dtype, name='sr_norm')(kv)
     kv = kv.reshape(n, -1, c)
     key = Dense(c, dtype=self.dtype, name='key')(kv).reshape(n, -1, self.num_heads, head_dim)
@@ -106,7 +94,8 @@ class MixFFN(nn.Module):
     c = x.shape[-1]
     hidden = MLP_RATIO * c
     x = Dense(hidden, dtype=self.dtype, name='fc1')(x)
-    x = conv(hidden, 3, 1, 1, groups=hidden, dtype=self.dtype, name='dwconv')(x)
+    x = fan_out_conv(hidden, 3, groups=hidden, use_bias=True, dtype=self.dtype,
+                     name='dwconv')(x)
     x = nn.gelu(x, approximate=False)
     return Dense(c, dtype=self.dtype, name='fc2')(x)
 
@@ -187,7 +176,7 @@ class SegFormerHead(nn.Module):
                  for i, f in enumerate(features)]
     # The references concatenate the deepest stage first: [c4, c3, c2, c1].
     x = jnp.concatenate(projected[::-1], axis=-1)
-    x = conv(self.decoder_dim, 1, use_bias=False, dtype=self.dtype, name='linear_fuse')(x)
+    x = fan_out_conv(self.decoder_dim, 1, dtype=self.dtype, name='linear_fuse')(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
                      name='fuse_norm')(x)
     x = nn.relu(x)
@@ -195,8 +184,8 @@ class SegFormerHead(nn.Module):
     # only matters for training, which follows the former.
     x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2), deterministic=not train)(x)
     # mmsegmentation's decode heads init the classifier with N(0, 0.01^2).
-    return nn.Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.normal(0.01),
-                   bias_init=nn.initializers.zeros, dtype=self.dtype, name='classifier')(x)
+    return conv2d(self.num_classes, 1, use_bias=True, kernel_init=nn.initializers.normal(0.01),
+                  dtype=self.dtype, name='classifier')(x)
 
 
 class SegFormer(nn.Module):

@@ -24,10 +24,8 @@ Models/segnet_train.prototxt and Models/bayesian_segnet_{train,inference}.protot
 - All convs have biases; Caffe initialises them MSRA (He normal, fan_in) with zero biases, as
   here; BatchNorm gamma 1.
 
-Parameters (Caffe name in brackets):
-  backbone/conv{b}_{j}, backbone/bn{b}_{j}              [conv{b}_{j}, conv{b}_{j}_bn]
-  decode_head/conv{b}_{j}_D, decode_head/bn{b}_{j}_D    [conv{b}_{j}_D, conv{b}_{j}_D_bn]
-  decode_head/conv1_1_D                                 (the classifier)
+Parameter names are the Caffe layers' (`conv{b}_{j}_D_bn` as `bn{b}_{j}_D`).
+
 29,449,355 parameters at 11 classes (the paper: 29.5M; its trainable encoder, 14.7M, is our
 backbone's 14,723,136); Bayesian SegNet has the same.
 

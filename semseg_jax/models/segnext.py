@@ -20,7 +20,7 @@ and L configs inherit MD_R=16 from T's. The rank holds no parameters.
 Parameter counts (ADE20K, 150 classes; equal to the reference modules' counts):
 T 4,263,414; S 13,932,886; B 27,636,310; L 48,926,550 (paper: 4.3M, 13.9M, 27.6M, 48.9M).
 
-Parameter layout: backbone/... (see mscan.py), decode_head/... (see ham_head.py).
+Departures from the references: those of backbones/mscan.py and heads/ham_head.py.
 """
 
 from typing import Any
@@ -28,8 +28,8 @@ from typing import Any
 import jax.numpy as jnp
 
 from semseg_jax.models.backbones.mscan import MSCAN_VARIANTS, mscan_from_variant
-from semseg_jax.models.encoder_decoder import EncoderDecoder
 from semseg_jax.models.heads.ham_head import LightHamHead
+from semseg_jax.models.layers import EncoderDecoder
 
 BACKBONE_FIELDS = ('widths', 'depths', 'mlp_ratios')  # Overrides that go to MSCAN.
 

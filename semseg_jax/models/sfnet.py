@@ -35,13 +35,8 @@ Initialisation follows the reference: backbone convs He normal (fan_out); the he
 re-initialised there, so its convs keep PyTorch's default (kernel and bias uniform in
 +-1/sqrt(fan_in)), which keeps the initial flow small.
 
-Parameters:
-  backbone/stem_conv{1,2,3}, stem_bn{1,2,3}, layer{1..4}_block{j}/{conv1, bn1, conv2, bn2
-    [, conv3, bn3][, downsample_conv, downsample_bn]}
-  decode_head/ppm/{stages_{0..3}/{conv, bn}, bottleneck/{conv, bn}},
-    fpn_in_{0..2}/{conv, bn}, fpn_out_align_{0..2}/{down_h, down_l, flow_make},
-    fpn_out_{0..2}/{conv, bn}, conv_last/{conv, bn}, classifier,
-    dsn_{0..2}/{conv_bn/{conv, bn}, classifier} (aux_head only)
+Parameter names are the reference's state_dict names where it has them (Sequential indices
+as `_i`).
 
 Deviations from the reference:
   - logits stay at stride 4; the reference upsamples them to the image (align_corners=True) in
@@ -59,9 +54,8 @@ import jax
 import jax.numpy as jnp
 
 from semseg_jax.models.backbones.resnet import RESNET_DEPTHS, STAGE_WIDTHS, Bottleneck
-from semseg_jax.models.heads.psp_head import adaptive_avg_pool
-from semseg_jax.models.layers import (batch_norm, conv2d, max_pool, resize_align_corners,
-                                      torch_conv)
+from semseg_jax.models.layers import (adaptive_avg_pool, batch_norm, conv2d, max_pool,
+                                      resize_align_corners, torch_conv)
 
 VARIANTS = {'r18': 18, 'r50': 50, 'r101': 101}
 STEM_WIDTHS = (64, 64, 128)

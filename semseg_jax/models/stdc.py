@@ -11,7 +11,7 @@ Network (paper Fig. 4): the STDC backbone with its context path and feature fusi
   stride-16 context (in_index 1); both trained with OHEM cross-entropy, weight 1.0;
 - detail head (Sec. 3.3, "detail aggregation module"): the same FCNHead form (64 channels) on
   the stride-8 STDC feature (in_index 0), one output channel of boundary logits, trained with
-  the detail loss of `semseg_jax/detail_loss.py` (BCE + Dice on Laplacian boundary targets).
+  the detail loss of `semseg_jax/losses/detail.py` (BCE + Dice on Laplacian boundary targets).
 The auxiliary and detail heads run in training only; at inference only the decode head's
 stride-8 logits are produced.
 
@@ -19,9 +19,8 @@ Output: {'logits': [N, h, w, C] at stride 8, 'aux': [stride-8 context logits, st
 logits] (training), 'detail': [[N, h, w, 1] boundary logits at stride 8] (training)}; both lists
 are empty at inference. h = ceil(ceil(ceil(H / 2) / 2) / 2) (three stride-2, padding-1 convs).
 
-Parameters: backbone/... (see backbones/stdc.py), decode_head/{convs_0, classifier/conv_seg},
-auxiliary_heads_{0,1}/{convs_0, classifier/conv_seg} (mmseg's auxiliary_head.0/.1),
-detail_head/{convs_0, classifier/conv_seg} (mmseg's auxiliary_head.2, the STDCHead).
+Parameter names are mmseg's (its auxiliary_head.0/.1 are auxiliary_heads_0/1, its STDCHead,
+auxiliary_head.2, is detail_head).
 
 Variants: 'stdc1' (STDCNet813: 2, 2, 2 modules per stage), 'stdc2' (STDCNet1446: 4, 5, 3).
 
@@ -32,7 +31,7 @@ Deviations:
 - The official heads' classifiers have no bias and no dropout; mmseg's (followed here) have both.
 - mmseg resizes the decode head's logits with align_corners=True (decode_head.align_corners) in
   its loss and at inference, and the detail logits likewise in the detail loss; the auxiliary
-  heads use align_corners=False. `detail_loss.py` follows mmseg for the detail logits; the
+  heads use align_corners=False. `losses/detail.py` follows mmseg for the detail logits; the
   segmentation logits are resized by the framework's loss/evaluator.
 - mmseg's STDCHead also holds a constant 3-element fusion kernel as a frozen nn.Parameter; here
   it is a constant of the loss, not a parameter.

@@ -47,13 +47,7 @@ Deviations and notes (all follow the reference, the source of the benchmark numb
 - the MLP's dropout (rate 0) and the reference's width multiplier (1.0) are left out;
 - SyncBN is our batch norm (global batch statistics under a sharded jit).
 
-Parameter layout:
-  backbone/tpm/stem/{conv, bn}
-  backbone/tpm/layer{1..n}/{expand (t != 1), depthwise, project}/{conv, bn}
-  backbone/trans/block{0..3}/attn/{to_q, to_k, to_v, proj}/{conv, bn}
-  backbone/trans/block{0..3}/mlp/{fc1/{conv, bn}, dwconv, fc2/{conv, bn}}
-  backbone/sim{1,2,3}/{local_embedding, global_act, global_embedding}/{conv, bn}
-  decode_head/linear_fuse/{conv, bn}, decode_head/classifier/conv_seg
+Parameter names are the reference's.
 """
 
 from typing import Any, Sequence
@@ -62,9 +56,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from semseg_jax.models.heads.psp_head import adaptive_avg_pool
-from semseg_jax.models.layers import (ConvBNAct, DropPath, SegClassifier, batch_norm,
-                                      bilinear_resize, conv2d, conv_fan_out_init)
+from semseg_jax.models.layers import (ConvBNAct, DropPath, SegClassifier, adaptive_avg_pool,
+                                      batch_norm, bilinear_resize, fan_out_conv)
 
 # Inverted residual blocks as (kernel k, expansion t, channels c, stride s), after the stem.
 _BLOCKS_T = ((3, 1, 16, 1), (3, 4, 16, 2), (3, 3, 16, 1), (5, 3, 32, 2), (5, 3, 32, 1),
@@ -103,9 +96,8 @@ class ConvBN(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    x = conv2d(self.features, self.kernel_size, self.stride, groups=self.groups,
-               kernel_init=conv_fan_out_init(self.kernel_size, self.features, self.groups),
-               dtype=self.dtype, name='conv')(x)
+    x = fan_out_conv(self.features, self.kernel_size, self.stride, groups=self.groups,
+                     dtype=self.dtype, name='conv')(x)
     return batch_norm(train, self.dtype, zero_init=self.zero_init_gamma, name='bn')(x)
 
 
@@ -187,9 +179,8 @@ class Mlp(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     c = x.shape[-1]
     x = ConvBN(self.hidden, dtype=self.dtype, name='fc1')(x, train)
-    x = conv2d(self.hidden, 3, groups=self.hidden, use_bias=True,
-               kernel_init=conv_fan_out_init(3, self.hidden, self.hidden), dtype=self.dtype,
-               name='dwconv')(x)
+    x = fan_out_conv(self.hidden, 3, groups=self.hidden, use_bias=True, dtype=self.dtype,
+                     name='dwconv')(x)
     return ConvBN(c, dtype=self.dtype, name='fc2')(jax.nn.relu6(x), train)
 
 

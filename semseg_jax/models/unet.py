@@ -25,32 +25,21 @@ Deviations:
     halves the width as the paper's text and Fig. 1 say.
   * `batch_norm=True` (variant 'bn'): BatchNorm after every 3x3 conv (before the ReLU), and those
     convs lose their then-redundant bias, like mmsegmentation's UNet and most modern ports.
-
-Parameter layout (depth D, levels 1..D from the input side):
-  down{1..D}/{conv1, conv2}           (+ bn1, bn2 with batch_norm)
-  upconv{D-1..1}                      2x2 stride-2 transposed conv, with bias
-  up{D-1..1}/{conv1, conv2}           (+ bn1, bn2 with batch_norm)
-  classifier                          1x1 conv, with bias
 """
 
-import math
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from semseg_jax.models.layers import Initializer, batch_norm, conv2d
+from semseg_jax.models.layers import (batch_norm, conv2d, conv_transpose2d, he_normal_init,
+                                      max_pool)
 
 UNET_VARIANTS: dict[str, dict] = {
     'paper': dict(batch_norm=False),
     'bn': dict(batch_norm=True),
 }
-
-
-def he_normal(fan_in: int) -> Initializer:
-  """The paper's init: a Gaussian with standard deviation sqrt(2 / N), N = `fan_in`."""
-  return nn.initializers.normal(stddev=math.sqrt(2.0 / fan_in))
 
 
 class DoubleConv(nn.Module):
@@ -63,19 +52,11 @@ class DoubleConv(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     for i in (1, 2):
       x = conv2d(self.features, 3, use_bias=not self.batch_norm,
-                 kernel_init=he_normal(9 * x.shape[-1]), dtype=self.dtype, name=f'conv{i}')(x)
+                 kernel_init=he_normal_init(9 * x.shape[-1]), dtype=self.dtype, name=f'conv{i}')(x)
       if self.batch_norm:
         x = batch_norm(train, self.dtype, name=f'bn{i}')(x)
       x = nn.relu(x)
     return x
-
-
-def up_conv(features: int, in_features: int, dtype: Any, name: str) -> nn.ConvTranspose:
-  """The 2x2 stride-2 "up-convolution" (PyTorch ConvTranspose2d(k=2, s=2) semantics; the kernel
-  is stored (kh, kw, out, in)). Each output sees one pixel of each input channel: N = C_in."""
-  return nn.ConvTranspose(features, (2, 2), strides=(2, 2), padding=((1, 1), (1, 1)),
-                          transpose_kernel=True, kernel_init=he_normal(in_features),
-                          bias_init=nn.initializers.zeros, dtype=dtype, name=name)
 
 
 class UNet(nn.Module):
@@ -98,7 +79,7 @@ class UNet(nn.Module):
     skips = []
     for level in range(1, self.depth + 1):
       if level > 1:
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool(x, 2, 2)
       x = DoubleConv(self.base_width * 2 ** (level - 1), self.batch_norm, self.dtype,
                      name=f'down{level}')(x, train)
       if level >= self.depth - 1:  # "Drop-out layers at the end of the contracting path".
@@ -107,11 +88,14 @@ class UNet(nn.Module):
 
     for level in range(self.depth - 1, 0, -1):
       width = self.base_width * 2 ** (level - 1)
-      x = nn.relu(up_conv(width, x.shape[-1], self.dtype, name=f'upconv{level}')(x))
+      # The 2x2 stride-2 up-convolution: each output sees one pixel of each input channel,
+      # N = C_in.
+      x = nn.relu(conv_transpose2d(width, 2, 2, kernel_init=he_normal_init(x.shape[-1]),
+                                   dtype=self.dtype, name=f'upconv{level}')(x))
       x = jnp.concatenate([x, skips[level - 1]], axis=-1)
       x = DoubleConv(width, self.batch_norm, self.dtype, name=f'up{level}')(x, train)
 
-    logits = conv2d(self.num_classes, 1, use_bias=True, kernel_init=he_normal(x.shape[-1]),
+    logits = conv2d(self.num_classes, 1, use_bias=True, kernel_init=he_normal_init(x.shape[-1]),
                     dtype=self.dtype, name='classifier')(x)
     return {'logits': logits[:, :h, :w].astype(jnp.float32), 'aux': []}
 

@@ -14,8 +14,6 @@ Variants: 'r<depth>' (ResNetV1c, mmseg's backbone; 'r50' and 'r101' are its benc
 'r<depth>v1' (torchvision's 7x7 stem), depth in 18, 34, 50, 101, 152. The authors' own code
 (CSAILVision/semantic-segmentation-pytorch) differs in details (e.g. a 64-64-128 deep stem);
 the benchmark numbers compared here come from mmseg, which this follows.
-
-Parameters: backbone/..., decode_head/... (see heads/uper_head.py), auxiliary_heads_0/...
 """
 
 from typing import Any, Sequence
@@ -24,9 +22,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from semseg_jax.models.backbones.resnet import stride32_resnet_from_variant
-from semseg_jax.models.encoder_decoder import EncoderDecoder
 from semseg_jax.models.heads.fcn_head import auxiliary_fcn_head
 from semseg_jax.models.heads.uper_head import UPerHead
+from semseg_jax.models.layers import EncoderDecoder
 
 
 def upernet(variant: str, num_classes: int, *, dtype: Any = jnp.float32,

@@ -48,7 +48,7 @@ from semseg_jax.convert import mmseg
 from semseg_jax.convert import torch_layout
 from semseg_jax.convert import torchvision_resnet
 from semseg_jax.models.backbones.resnet import ResNet
-from semseg_jax.models.encoder_decoder import EncoderDecoder
+from semseg_jax.models.layers import EncoderDecoder
 from semseg_jax.models.heads.fcn_head import auxiliary_fcn_head
 
 FIXTURE = pathlib.Path(__file__).parent / 'mmseg_state_dicts.json'

@@ -1,8 +1,9 @@
-"""The data modes and sources end to end through `python -m semseg_jax.main`: training from a
-folder, a TFDS dataset and ArrayRecord shards; skipping bad files; check_data;
+"""The data modes and sources end to end through `semseg_jax.main` (in-process): training from
+a folder, a TFDS dataset and ArrayRecord shards; skipping bad files; check_data;
 data_benchmark."""
 
 import json
+import logging
 import pathlib
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from PIL import Image
 
 from configs import default
+from semseg_jax import main
 from semseg_jax.data import write_arrayrecord
 from semseg_jax.data.datasets import folder
 from tests.helpers import e2e_config
@@ -33,9 +35,8 @@ def _overrides(**extra) -> dict:
           'eval.batch_size': 2, 'schedule.warmup_steps': 1, **extra}
 
 
-def _train(workdir, overrides, check=True):
-  return run_main.run(workdir, *e2e_config.override_flags(overrides), config='configs/default.py',
-              check=check)
+def _run(mode, workdir, overrides):
+  return main.run(mode, e2e_config.apply(default.get_config(), overrides), str(workdir))
 
 
 @pytest.mark.slow(35)
@@ -54,39 +55,39 @@ def test_training_runs_from_each_source_type(tmp_path, tfds_dir, kind):
       for split in ('train', 'val'):
         write_arrayrecord.convert_split(config, split, str(tmp_path / 'packed'), workers=1)
       overrides = _overrides(**{'data.name': f'arrayrecord:{tmp_path / "packed"}'})
-  _train(tmp_path / 'run', overrides)
+  _run('train', tmp_path / 'run', overrides)
   record = run_main.records(tmp_path / 'run')[-1]
   assert record['step'] == 2 and len(record['IoU']) == 3
   assert np.isfinite(record['aAcc'])
 
 
 @pytest.mark.slow(40)
-def test_folder_training_stops_on_a_bad_file_or_skips_and_counts_it(tmp_path):
+def test_folder_training_stops_on_a_bad_file_or_skips_and_counts_it(tmp_path, caplog):
   root = _folder_tree(tmp_path / 'data')
   bad_train = root / 'images' / 'train' / 'train_2.jpg'
   bad_train.write_bytes(bad_train.read_bytes()[:100])  # Truncated.
   overrides = _overrides(**{'data.name': 'folder', 'data.root': str(root),
                             'train.num_steps': 4, 'train.eval_every': 4})
-  failed = _train(tmp_path / 'stopped', overrides, check=False)
-  assert failed.returncode != 0 and str(bad_train) in failed.stderr
+  with pytest.raises(Exception, match=str(bad_train)):
+    _run('train', tmp_path / 'stopped', overrides)
   overrides.update({'data.skip_bad_examples': True, 'data.max_bad_fraction': 0.2})
-  done = _train(tmp_path / 'skipped', overrides)
-  assert 'skipped 1 bad example(s)' in done.stderr and str(bad_train) in done.stderr
+  caplog.set_level(logging.INFO)
+  _run('train', tmp_path / 'skipped', overrides)
+  assert 'skipped 1 bad example(s)' in caplog.text and str(bad_train) in caplog.text
   record = run_main.records(tmp_path / 'skipped')[-1]
   assert record['step'] == 4 and len(record['IoU']) == 3  # Folder source, end to end.
 
 
-def test_check_data_reports_problems_and_class_frequencies(tmp_path):
+def test_check_data_reports_problems_and_class_frequencies(tmp_path, caplog):
   root = _folder_tree(tmp_path / 'data')
   bad_label = root / 'labels' / 'val' / 'val_1.png'
   label = np.array(Image.open(bad_label))
   label[3, 3] = 7
   Image.fromarray(label).save(bad_label)
   workdir = tmp_path / 'check'
-  result = run_main.run(workdir, '--mode=check_data', *e2e_config.override_flags(
-      _overrides(**{'data.name': 'folder', 'data.root': str(root)})),
-                config='configs/default.py', check=False)
-  assert result.returncode != 0 and 'check_data found problems' in result.stderr
+  caplog.set_level(logging.INFO)
+  with pytest.raises(Exception, match='check_data found problems'):
+    _run('check_data', workdir, _overrides(**{'data.name': 'folder', 'data.root': str(root)}))
   val = json.loads((workdir / 'check_data_val.json').read_text())
   assert len(val['problems']) == 1 and str(bad_label) in val['problems'][0]
   assert '7 (1 px)' in val['problems'][0]
@@ -99,17 +100,17 @@ def test_check_data_reports_problems_and_class_frequencies(tmp_path):
   assert train['problems'] == [] and train['class_pixels'] == counts.tolist()
   assert train['ignored_pixels'] == ignored > 0
   np.testing.assert_allclose(train['class_frequency'], counts / counts.sum(), atol=1e-6)
-  assert 'median_frequency weights: --config.loss.class_weights=' in result.stderr
+  assert 'median_frequency weights: --config.loss.class_weights=' in caplog.text
 
 
-def test_data_benchmark_prints_images_per_second(tmp_path):
+def test_data_benchmark_prints_images_per_second(tmp_path, capsys):
   root = _folder_tree(tmp_path / 'data')
-  result = run_main.run(tmp_path / 'bench', '--mode=data_benchmark', *e2e_config.override_flags(
-      _overrides(**{'data.name': 'folder', 'data.root': str(root),
-                    'benchmark.data_workers': (1,), 'benchmark.data_batches': 2,
-                    'benchmark.data_warmup_batches': 1})), config='configs/default.py')
-  assert 'single core (in process, 1 thread)' in result.stdout
-  assert '1 worker process(es)' in result.stdout
+  _run('data_benchmark', tmp_path / 'bench', _overrides(**{
+      'data.name': 'folder', 'data.root': str(root), 'benchmark.data_workers': (1,),
+      'benchmark.data_batches': 2, 'benchmark.data_warmup_batches': 1}))
+  printed = capsys.readouterr().out
+  assert 'single core (in process, 1 thread)' in printed
+  assert '1 worker process(es)' in printed
   figures = json.loads((tmp_path / 'bench' / 'data_benchmark.json').read_text())
   assert [r['workers'] for r in figures['runs']] == [0, 1]
   assert all(r['images_per_s'] > 0 for r in figures['runs'])

@@ -27,8 +27,8 @@ Differences from the paper, following mmseg (the source of the benchmark numbers
   unlike ResNet's dilated stages or the DeepLab papers' MobileNetV2 where all do;
 - OS 16 is not among mmseg's configs; it follows the same rule.
 
-Parameters: conv1/{conv, bn} (stem),
-  layer{1..7}_block{j}/{expand_conv, depthwise_conv, linear_conv}/{conv, bn}.
+Parameter names are ours (mmseg's `layer{i}.{j}.conv.{k}` would be `layer{i}_block{j}/...`);
+convert/mmseg.py maps them.
 """
 
 from typing import Any, Sequence

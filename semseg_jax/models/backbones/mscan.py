@@ -26,29 +26,21 @@ Norms: the reference builds every BatchNorm from `norm_cfg` (SyncBN in the offic
 in mmseg's single-GPU configs); `layers.batch_norm` is BatchNorm2d (eps 1e-5, momentum 0.1)
 and is synchronised over a sharded batch under jit, i.e. SyncBN.
 
-Parameter layout (mmseg's names where they exist; the stem BNs are `bn1`/`bn2`, which, like
+Parameter names are mmseg's where it has them; the stem BNs are `bn1`/`bn2`, which, like
 mmseg's `proj.1`/`proj.4`, contain no 'norm', so a 'norm' no-decay regex selects the same
-parameters as mmseg's `custom_keys={'norm': decay_mult 0}`):
-  stage{i}/patch_embed/{conv1, bn1, conv2, bn2}             (i = 1)
-  stage{i}/patch_embed/{proj, norm}                         (i = 2..4)
-  stage{i}/block{j}/{layer_scale_1, layer_scale_2, norm1, norm2,
-                     attn/{proj_1, proj_2, spatial_gating_unit/{conv0, conv0_1, conv0_2,
-                           conv1_1, conv1_2, conv2_1, conv2_2, conv3}},
-                     mlp/{fc1, dwconv, fc2}}
-  stage{i}/norm                                             (LayerNorm)
+parameters as mmseg's `custom_keys={'norm': decay_mult 0}`.
 
 Deviations: none in the computation. The reference's `drop_rate` (MLP dropout) is 0 in every
 SegNeXt config and is not implemented.
 """
 
-import math
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from semseg_jax.models.layers import DropPath, batch_norm, stage_drop_path_rates
+from semseg_jax.models.layers import DropPath, batch_norm, fan_out_conv, stage_drop_path_rates
 
 # depths, widths, mlp ratios and the drop-path rate of the benchmark configs (Table 2 of the
 # paper; official local_configs/segnext/*/ and mmseg configs/segnext/*).
@@ -67,18 +59,6 @@ LAYER_SCALE_INIT = 1e-2
 LN_EPS = 1e-5  # nn.LayerNorm's default in the reference.
 
 
-def conv(features: int, kernel: int | tuple[int, int], stride: int = 1, groups: int = 1,
-         dtype: Any = jnp.float32, name: str | None = None) -> nn.Conv:
-  """PyTorch nn.Conv2d with bias and padding k // 2 per side (the reference's paddings), init
-  N(0, 2 / fan_out) as MSCAN.init_weights."""
-  kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
-  fan_out = kh * kw * features // groups
-  return nn.Conv(features, (kh, kw), strides=stride,
-                 padding=((kh // 2, kh // 2), (kw // 2, kw // 2)), feature_group_count=groups,
-                 use_bias=True, kernel_init=nn.initializers.normal(math.sqrt(2.0 / fan_out)),
-                 bias_init=nn.initializers.zeros, dtype=dtype, name=name)
-
-
 def gelu(x: jax.Array) -> jax.Array:
   """nn.GELU (the exact, erf form)."""
   return nn.gelu(x, approximate=False)
@@ -91,9 +71,9 @@ class StemConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    x = conv(self.width // 2, 3, 2, dtype=self.dtype, name='conv1')(x)
+    x = fan_out_conv(self.width // 2, 3, 2, use_bias=True, dtype=self.dtype, name='conv1')(x)
     x = gelu(batch_norm(train, self.dtype, name='bn1')(x))
-    x = conv(self.width, 3, 2, dtype=self.dtype, name='conv2')(x)
+    x = fan_out_conv(self.width, 3, 2, use_bias=True, dtype=self.dtype, name='conv2')(x)
     return batch_norm(train, self.dtype, name='bn2')(x)
 
 
@@ -104,7 +84,7 @@ class OverlapPatchEmbed(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    x = conv(self.width, 3, 2, dtype=self.dtype, name='proj')(x)
+    x = fan_out_conv(self.width, 3, 2, use_bias=True, dtype=self.dtype, name='proj')(x)
     return batch_norm(train, self.dtype, name='norm')(x)
 
 
@@ -118,12 +98,14 @@ class MSCA(nn.Module):
   @nn.compact
   def __call__(self, u: jax.Array) -> jax.Array:
     c = u.shape[-1]
-    attn = conv(c, 5, groups=c, dtype=self.dtype, name='conv0')(u)
+    attn = fan_out_conv(c, 5, groups=c, use_bias=True, dtype=self.dtype, name='conv0')(u)
     total = attn
     for i, k in enumerate(self.strip_sizes):
-      branch = conv(c, (1, k), groups=c, dtype=self.dtype, name=f'conv{i}_1')(attn)
-      total = total + conv(c, (k, 1), groups=c, dtype=self.dtype, name=f'conv{i}_2')(branch)
-    attn = conv(c, 1, dtype=self.dtype, name='conv3')(total)
+      branch = fan_out_conv(c, (1, k), groups=c, use_bias=True, dtype=self.dtype,
+                            name=f'conv{i}_1')(attn)
+      total = total + fan_out_conv(c, (k, 1), groups=c, use_bias=True, dtype=self.dtype,
+                                   name=f'conv{i}_2')(branch)
+    attn = fan_out_conv(c, 1, use_bias=True, dtype=self.dtype, name='conv3')(total)
     return attn * u
 
 
@@ -134,9 +116,9 @@ class SpatialAttention(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     c = x.shape[-1]
-    y = gelu(conv(c, 1, dtype=self.dtype, name='proj_1')(x))
+    y = gelu(fan_out_conv(c, 1, use_bias=True, dtype=self.dtype, name='proj_1')(x))
     y = MSCA(dtype=self.dtype, name='spatial_gating_unit')(y)
-    return conv(c, 1, dtype=self.dtype, name='proj_2')(y) + x
+    return fan_out_conv(c, 1, use_bias=True, dtype=self.dtype, name='proj_2')(y) + x
 
 
 class ConvMlp(nn.Module):
@@ -148,9 +130,10 @@ class ConvMlp(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     c = x.shape[-1]
     hidden = int(c * self.mlp_ratio)
-    x = conv(hidden, 1, dtype=self.dtype, name='fc1')(x)
-    x = gelu(conv(hidden, 3, groups=hidden, dtype=self.dtype, name='dwconv')(x))
-    return conv(c, 1, dtype=self.dtype, name='fc2')(x)
+    x = fan_out_conv(hidden, 1, use_bias=True, dtype=self.dtype, name='fc1')(x)
+    x = gelu(fan_out_conv(hidden, 3, groups=hidden, use_bias=True, dtype=self.dtype,
+                          name='dwconv')(x))
+    return fan_out_conv(c, 1, use_bias=True, dtype=self.dtype, name='fc2')(x)
 
 
 class MSCABlock(nn.Module):

@@ -20,9 +20,6 @@ Basic blocks follow mmseg: only their first 3x3 conv is dilated. Initialisation:
 (fan_out) convs, BatchNorm gamma 1 / beta 0, and the last BatchNorm of each residual branch at
 gamma 0 (mmseg's zero_init_residual); training normally starts from ImageNet weights anyway.
 
-Parameters:
-  stem: conv1, bn1 (v1) | stem_conv{1,2,3}, stem_bn{1,2,3} (v1c)
-  layer{1..4}_block{j}/{conv1, bn1, conv2, bn2[, conv3, bn3][, downsample_conv, downsample_bn]}
 """
 
 from typing import Any, Sequence

@@ -29,11 +29,7 @@ conv to 64 + ReLU, 1x1 conv to 256, sigmoid; no norm, no bias): x + x * attentio
 Outputs (as mmseg's STDCContextPathNet): [stride-8 STDC feature (256, for the detail head),
 stride-16 context (128), stride-8 context (128), fused stride-8 feature (256)].
 
-Parameters: stdc_net/{stages_0, stages_1}/{conv, bn},
-stdc_net/stages_{2,3,4}/blocks_{j}/{layers_{k}, downsample}/{conv, bn}; arms_{0,1}/{conv_layer,
-atten_conv_layer}/{conv, bn} (BiSeNet's ARM; arms_0 on stride 32, arms_1 on stride 16);
-convs_{0,1}/{conv, bn}; conv_avg/{conv, bn}; ffm/{conv0/{conv, bn}, attention_reduce,
-attention_expand}.
+Parameter names are mmseg's (nn.Sequential indices as `_i`).
 
 Deviations: none in the layer list, widths or init (He normal fan_out, as mmcv's ConvModule).
 The official code has the same layers; its BN is InPlaceABNSync, and its heads differ (see
@@ -46,9 +42,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from semseg_jax.models.bisenet import AttentionRefinement
-from semseg_jax.models.layers import (ConvBNAct, avg_pool_3x3_s2, conv2d, global_avg_pool,
-                                      resize_nearest)
+from semseg_jax.models.layers import (AttentionRefinement, ConvBNAct, avg_pool, conv2d,
+                                      global_avg_pool, resize_nearest)
 
 STDC_ARCHS = {'stdc1': (2, 2, 2), 'stdc2': (4, 5, 3)}  # STDC modules per stage (strides 8-32).
 
@@ -67,7 +62,7 @@ class STDCModule(nn.Module):
     if self.stride == 2:
       y = ConvBNAct(self.features // 2, 3, stride=2, groups=self.features // 2, activation=None,
                     dtype=self.dtype, name='downsample')(first, train)
-      first = avg_pool_3x3_s2(first)
+      first = avg_pool(first, 3, 2, padding=1)
     outputs = [first]
     for k in range(1, self.num_convs):
       width = self.features // 2 ** (k + 1 if k < self.num_convs - 1 else k)

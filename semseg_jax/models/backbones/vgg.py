@@ -8,14 +8,10 @@ classifier's first two fully connected layers follow as convolutions, as in FCN 
 2015, Sec. 3.1): fc6 = 7x7 conv of 4096 channels, fc7 = 1x1 conv of 4096 channels, each followed
 by ReLU and dropout 0.5.
 
-Parameters (flat, so a converter can map torchvision's state dict one to one):
-  conv{b}_{j}/{kernel, bias}     b = 1..5, j = 1..depth of block b
-  bn{b}_{j}/{scale, bias}        (BN variant; running stats in batch_stats)
-  fc6/{kernel, bias}, fc7/{kernel, bias}   (fully_conv)
-`torchvision_names(batch_norm)` gives the torchvision key of each: conv1_1 -> features.0, ...,
-fc6 -> classifier.0, fc7 -> classifier.3. A conv kernel is the torch weight [O, I, kh, kw]
-transposed to [kh, kw, I, O]; fc6's Linear weight [4096, 25088] is first reshaped to
-[4096, 512, 7, 7] (torch flattens pool5 in C, H, W order).
+Parameters are flat (one module per layer) so that a converter can map torchvision's state
+dict one to one (`torchvision_names` gives each layer's torchvision key). A conv kernel is the
+torch weight [O, I, kh, kw] transposed to [kh, kw, I, O]; fc6's Linear weight [4096, 25088] is
+first reshaped to [4096, 512, 7, 7] (torch flattens pool5 in C, H, W order).
 
 Initialisation follows torchvision: convs He normal (fan_out), zero biases; BatchNorm gamma 1,
 beta 0; fc6/fc7 (torchvision's Linear layers) N(0, 0.01^2), zero biases. `kernel_init` replaces

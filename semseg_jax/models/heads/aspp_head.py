@@ -10,7 +10,8 @@ ASPP: five parallel branches on the backbone's last feature map, each ending in 
 from a 1x1 map is a broadcast), a 1x1 ConvModule (the rate-1 entry of `dilations`), and a 3x3
 ConvModule per other rate. They are concatenated and fused by a 3x3 ConvModule (bottleneck),
 then Dropout2d(0.1) + 1x1 classifier. Rates (1, 12, 24, 36) at output stride 8 and
-(1, 6, 12, 18) at output stride 16 (the paper's rates for those strides).
+(1, 6, 12, 18) at output stride 16 (the paper's rates for those strides; `aspp_dilations`
+picks them from the backbone's output stride for DeepLabV3 and DeepLabV3+).
 
 DepthwiseSeparableASPPHead (DeepLabV3+): the same ASPP, but every dilated 3x3 branch is a
 depthwise-separable ConvModule (depthwise 3x3 conv + BN + ReLU, then pointwise 1x1 conv + BN +
@@ -23,13 +24,7 @@ of `channels` refine the result before the classifier: logits at stride 4.
 Differences from the papers, following mmseg (the source of the benchmark numbers): branches,
 bottleneck and decoder convs are 512 wide (papers: 256); the ASPP's fusion conv is 3x3
 (papers: 1x1); Dropout2d(0.1) before the classifier; the auxiliary FCN head lives in the model
-files (the papers have none).
-
-Parameters (ASPPHead): image_pool/{conv, bn}, aspp_modules_{i}/{conv, bn}, bottleneck/{conv,
-bn}, classifier/conv_seg.
-Parameters (DepthwiseSeparableASPPHead): image_pool, aspp_modules_{i} (rate 1: {conv, bn};
-others: {depthwise_conv, pointwise_conv}/{conv, bn}), bottleneck, c1_bottleneck/{conv, bn},
-sep_bottleneck_{0,1}/{depthwise_conv, pointwise_conv}/{conv, bn}, classifier/conv_seg.
+files (the papers have none). Parameter names are mmseg's.
 """
 
 from typing import Any, Sequence
@@ -38,23 +33,27 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from semseg_jax.models.layers import ConvBNAct, SegClassifier, bilinear_resize
+from semseg_jax.models.layers import (ConvBNAct, DepthwiseSeparableConvBNAct, SegClassifier,
+                                      bilinear_resize, global_avg_pool)
+
+# backbone output stride -> ASPP rates (the first, 1, is the 1x1 branch).
+ASPP_DILATIONS: dict[int, tuple[int, ...]] = {
+    8: (1, 12, 24, 36),
+    16: (1, 6, 12, 18),
+}
 
 
-class DepthwiseSeparableConvBNAct(nn.Module):
-  """mmcv's DepthwiseSeparableConvModule: depthwise k x k ConvModule (conv, BN, ReLU) then
-  pointwise 1x1 ConvModule to `features` (conv, BN, ReLU)."""
-  features: int
-  kernel_size: int = 3
-  dilation: int = 1
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    in_features = x.shape[-1]
-    x = ConvBNAct(in_features, self.kernel_size, dilation=self.dilation, groups=in_features,
-                  dtype=self.dtype, name='depthwise_conv')(x, train)
-    return ConvBNAct(self.features, 1, dtype=self.dtype, name='pointwise_conv')(x, train)
+def aspp_dilations(model: str, variant: str, output_stride: int,
+                   overrides: dict[str, Any]) -> tuple[int, ...]:
+  """The ASPP rates of a model (DeepLabV3, DeepLabV3+): `overrides['dilations']` if given, else
+  those of the backbone's output stride."""
+  if 'dilations' in overrides:
+    return tuple(overrides['dilations'])
+  if output_stride not in ASPP_DILATIONS:
+    raise ValueError(f'{model} variant {variant!r} has output stride {output_stride}; ASPP '
+                     f'rates are defined for output strides {sorted(ASPP_DILATIONS)} (use '
+                     f"'-d8' or '-d16'), or pass dilations=(...).")
+  return ASPP_DILATIONS[output_stride]
 
 
 def _aspp(x: jax.Array, channels: int, dilations: Sequence[int], separable: bool,
@@ -62,8 +61,7 @@ def _aspp(x: jax.Array, channels: int, dilations: Sequence[int], separable: bool
   """The concatenated ASPP branches [image pool, one per rate]. Called inside a head's compact
   `__call__`, so the layers are the head's own (named as mmseg names them)."""
   n, h, w, _ = x.shape
-  pooled = jnp.mean(x, axis=(1, 2), keepdims=True)  # AdaptiveAvgPool2d(1)
-  pooled = ConvBNAct(channels, 1, dtype=dtype, name='image_pool')(pooled, train)
+  pooled = ConvBNAct(channels, 1, dtype=dtype, name='image_pool')(global_avg_pool(x), train)
   branches = [jnp.broadcast_to(pooled, (n, h, w, channels))]
   for i, rate in enumerate(dilations):
     name = f'aspp_modules_{i}'

@@ -1,8 +1,11 @@
-"""The FCN head of mmsegmentation (Long et al. 2015, dilated-backbone form; also the
-auxiliary head of PSPNet, DeepLab and UPerNet): `num_convs` 3x3 ConvModules on one feature map,
-optionally concatenated with that input and fused by another 3x3 ConvModule, then the classifier.
+"""The FCN head (Long, Shelhamer, Darrell, "Fully Convolutional Networks for Semantic
+Segmentation", CVPR 2015) in mmsegmentation 1.x's dilated-backbone form
+(`mmseg/models/decode_heads/fcn_head.py`), also the auxiliary head of PSPNet, DeepLab, UPerNet,
+BiSeNet and STDC: `num_convs` 3x3 ConvModules on one feature map, optionally concatenated with
+that input and fused by another 3x3 ConvModule, then Dropout2d and the 1x1 classifier.
 
-Parameters: convs_{i}/{conv, bn}, conv_cat/{conv, bn}, conv_seg.
+Departures from mmseg: none (its names, widths and init). The paper's FCN has no such head; its
+VGG nets are in models/fcn.py.
 """
 
 from typing import Any, Sequence

@@ -48,9 +48,7 @@ Rank R (md_r): 16 for T and S; 64 for B and L in the official configs (which lea
 the default MD_R=64), while mmseg 1.x's B and L configs inherit T's MD_R=16. R holds no
 parameters; the constructor in segnext.py follows the official configs (the paper's numbers).
 
-Parameter layout (mmseg's names):
-  squeeze/{conv, gn}, hamburger/{ham_in/conv (kernel, bias), ham_out/{conv, gn}}, align/{conv, gn},
-  classifier/conv_seg
+Parameter names are mmseg's.
 """
 
 from typing import Any, Callable, Sequence

@@ -1,6 +1,7 @@
 """The UPerNet decode head (Xiao et al., "Unified Perceptual Parsing for Scene Understanding",
 ECCV 2018), as mmsegmentation 1.x's `UPerHead` (mmseg/models/decode_heads/uper_head.py, with the
-pyramid pooling module `PPM` of psp_head.py), the form of mmseg's UPerNet benchmark results.
+pyramid pooling module `PPM` of psp_head.py: `layers.pyramid_pooling`), the form of mmseg's
+UPerNet benchmark results.
 
 On ResNet stages 1-4 (strides 4, 8, 16, 32):
   - Pyramid pooling on stage 4: adaptive average pooling to 1x1, 2x2, 3x3 and 6x6 bins, each bin
@@ -17,9 +18,8 @@ Upsampling is bilinear with align_corners=False (mmseg's `align_corners=False`).
 pooling is PyTorch's AdaptiveAvgPool2d: bin i of b over n pixels spans
 [floor(i * n / b), ceil((i + 1) * n / b)), so bins overlap when b does not divide n.
 
-Parameters: psp_modules/convs_{0..3}/{conv, bn}, bottleneck/{conv, bn},
-lateral_convs_{0..2}/{conv, bn}, fpn_convs_{0..2}/{conv, bn}, fpn_bottleneck/{conv, bn},
-classifier/conv_seg.
+Departures from mmseg: none (its names, widths and init); from the authors' code
+(CSAILVision/semantic-segmentation-pytorch) those of mmseg, see models/upernet.py.
 """
 
 from typing import Any, Sequence
@@ -28,8 +28,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from semseg_jax.models.heads.psp_head import adaptive_avg_pool
-from semseg_jax.models.layers import ConvBNAct, SegClassifier, bilinear_resize
+from semseg_jax.models.layers import (ConvBNAct, SegClassifier, bilinear_resize,
+                                      pyramid_pooling)
 
 
 class PoolingPyramid(nn.Module):
@@ -41,12 +41,7 @@ class PoolingPyramid(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> list[jax.Array]:
-    outs = []
-    for i, scale in enumerate(self.pool_scales):
-      y = ConvBNAct(self.channels, 1, dtype=self.dtype, name=f'convs_{i}')(
-          adaptive_avg_pool(x, scale), train)
-      outs.append(bilinear_resize(y, x.shape[1:3]))
-    return outs
+    return pyramid_pooling(x, self.pool_scales, self.channels, train, self.dtype, 'convs_{}')
 
 
 class UPerHead(nn.Module):

@@ -1,5 +1,6 @@
-"""VGG16 trunk, FCN-32s/16s/8s and (Bayesian) SegNet: parameter counts, output sizes, the FCN
-upsampling and skip alignment, max-unpooling, randomness and Monte-Carlo dropout."""
+"""VGG16 trunk, FCN (32s/16s/8s on VGG16, and mmseg's form on a dilated ResNet) and (Bayesian)
+SegNet: parameter counts and names, output sizes, the FCN skip alignment, randomness and
+Monte-Carlo dropout. (The upsampling and max-unpooling layers are tested in test_layers.py.)"""
 
 import math
 
@@ -9,13 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from semseg_jax.models import layers
+from semseg_jax.evaluators.mc_dropout import mc_dropout_probabilities
 from semseg_jax.models.backbones.vgg import VGG16, torchvision_names
-from semseg_jax.models.fcn_vgg import (FCNSkipHead, UpsampleConvTranspose, bilinear_filter,
-                                       fcn_vgg16)
+from semseg_jax.models.fcn import FCNSkipHead, fcn, fcn_vgg16
 from semseg_jax.models.segformer import segformer
-from semseg_jax.models.mc_dropout import mc_dropout_probabilities
 from semseg_jax.models.segnet import segnet
+from tests.helpers.param_trees import expand, leaves, modules
 
 NUM_CLASSES = 5
 FCN_TINY = dict(widths=(8, 16, 16, 32, 32), fc_features=32)
@@ -77,9 +77,40 @@ FCN_PARAMS_21 = {
 }
 
 
+# The head's layers: the Caffe nets' names (score_* 1x1 convs with bias, upscore* transposed
+# convs without).
+FCN_HEAD_LEAVES = {
+    '32s': expand('score_fr/{kernel,bias}', 'upscore/kernel'),
+    '16s': expand('{score_fr,score_pool4}/{kernel,bias}', '{upscore2,upscore16}/kernel'),
+    '8s': expand('{score_fr,score_pool4,score_pool3}/{kernel,bias}',
+                 '{upscore2,upscore_pool4,upscore8}/kernel'),
+}
+
+
 @pytest.mark.parametrize('variant', sorted(FCN_PARAMS_21))
-def test_fcn_param_counts(variant):
-  assert _count(_abstract_variables(fcn_vgg16(variant, 21))['params']) == FCN_PARAMS_21[variant]
+def test_fcn_param_counts_and_names(variant):
+  params = _abstract_variables(fcn_vgg16(variant, 21))['params']
+  assert _count(params) == FCN_PARAMS_21[variant]
+  assert set(params) == {'backbone', 'decode_head'}
+  assert leaves(params['decode_head']) == FCN_HEAD_LEAVES[variant]
+  # The trunk: conv{b}_{j} and fc6, fc7, each a kernel and a bias (torchvision's layers).
+  assert leaves(params['backbone']) == expand('{conv{1..2}_{1..2},conv{3..5}_{1..3},fc6,fc7}/'
+                                              '{kernel,bias}')
+
+
+def test_fcn_on_a_dilated_resnet_has_mmsegs_layout():
+  """mmseg's FCN: FCNHead (two 3x3 ConvModules, conv_cat on the concatenated input,
+  classifier) on stage 4 and the auxiliary FCN head on stage 3."""
+  model = fcn('r18-d8', NUM_CLASSES, channels=16)
+  params = _abstract_variables(model)['params']
+  assert set(params) == {'backbone', 'decode_head', 'auxiliary_heads_0'}
+  assert modules(params['decode_head']) == expand('{convs_{0..1},conv_cat}/{conv,bn}',
+                                                  'classifier/conv_seg')
+  assert modules(params['auxiliary_heads_0']) == {'convs_0/conv', 'convs_0/bn',
+                                                  'classifier/conv_seg'}
+  assert params['decode_head']['conv_cat']['conv']['kernel'].shape == (3, 3, 512 + 16, 16)
+  with pytest.raises(ValueError, match='multi_grid'):
+    fcn('vgg16-8s', 21, multi_grid=(1, 2, 4))
 
 
 # Encoder 14,723,136 (VGG16-BN convs). Decoder convs (3x3, bias): 5 x 512->512 (2,359,808 each),
@@ -90,11 +121,17 @@ SEGNET_PARAMS_11 = 14_723_136 + 14_718_795 + 7_424
 
 
 @pytest.mark.parametrize('variant', ['vgg16', 'bayesian'])
-def test_segnet_param_counts(variant):
+def test_segnet_param_counts_and_names(variant):
   variables = _abstract_variables(segnet(variant, 11))
   assert _count(variables['params']) == SEGNET_PARAMS_11 == 29_449_355
   assert _count(variables['params']['backbone']) == VGG16_BN_FEATURES  # the paper's 14.7M
   assert _count(variables['batch_stats']) == 2 * (4224 + 3712)  # mean + var of 25 BNs' channels
+  # The Caffe layers' names: conv{b}_{j} [+ _D in the decoder], their BNs bn{b}_{j}[_D];
+  # conv1_1_D, the classifier, has no BN.
+  params = variables['params']
+  blocks = '{{1..2}_{1..2},{3..5}_{1..3}}'
+  assert modules(params['backbone']) == expand(f'{{conv,bn}}{blocks}')
+  assert modules(params['decode_head']) == expand(f'{{conv,bn}}{blocks}_D') - {'bn1_1_D'}
 
 
 # --- Shapes -----------------------------------------------------------------------------------
@@ -143,56 +180,7 @@ def test_bad_variants_are_rejected():
     segnet('basic', 11)
 
 
-# --- FCN upsampling and skip alignment --------------------------------------------------------
-
-def test_bilinear_filter_is_fcn_upsample_filt():
-  np.testing.assert_allclose(bilinear_filter(4), np.outer(*2 * [[0.25, 0.75, 0.75, 0.25]]))
-  np.testing.assert_allclose(bilinear_filter(3), np.outer(*2 * [[0.5, 1.0, 0.5]]))
-
-
-def _tent(n_in: int, n_out: int, factor: int) -> np.ndarray:
-  """[n_out, n_in] linear-interpolation weights at the sources (o + 1/2) / f - 1/2 (PyTorch's
-  align_corners=False), the signal being zero outside the map."""
-  src = (np.arange(n_out) + 0.5) / factor - 0.5
-  return np.maximum(0.0, 1.0 - np.abs(src[:, None] - np.arange(n_in)[None, :]))
-
-
-@pytest.mark.parametrize('factor', [2, 8, 16, 32])
-def test_upsampling_init_is_bilinear_interpolation(factor):
-  h, w, c = 5, 7, 3
-  x = np.random.default_rng(factor).normal(size=(1, h, w, c)).astype(np.float32)
-  module = UpsampleConvTranspose(factor)
-  out_hw = (factor * h, factor * w)
-  variables = module.init(jax.random.key(0), x, out_hw)
-  y = np.asarray(module.apply(variables, x, out_hw))[0]
-  expected = np.einsum('ai,ijc,bj->abc', _tent(h, factor * h, factor), x[0],
-                       _tent(w, factor * w, factor))
-  np.testing.assert_allclose(y, expected, atol=1e-5)
-  # Away from the outermost half coarse pixel it is F.interpolate(bilinear, align_corners=False).
-  resized = np.asarray(layers.bilinear_resize(jnp.asarray(x), out_hw))[0]
-  inner = slice(factor // 2, -(factor // 2))
-  np.testing.assert_allclose(y[inner, inner], resized[inner, inner], atol=1e-5)
-
-
-@pytest.mark.parametrize('factor, out_hw', [(2, (5, 10)), (4, (11, 17))])
-def test_upsampling_is_pytorch_conv_transpose(factor, out_hw):
-  """The kernel is torch's ConvTranspose2d weight [C_in, C_out, k, k] transposed (2, 3, 0, 1);
-  the output is torch's with padding f/2, cropped at the bottom/right."""
-  rng = np.random.default_rng(0)
-  h, w, c, k = 3, 5, 2, 2 * factor
-  x = rng.normal(size=(h, w, c)).astype(np.float32)
-  torch_weight = rng.normal(size=(c, c, k, k)).astype(np.float32)
-  full = np.zeros(((h - 1) * factor + k, (w - 1) * factor + k, c), np.float32)
-  for i in range(h):
-    for j in range(w):
-      full[factor * i:factor * i + k, factor * j:factor * j + k] += np.einsum(
-          'c,cokl->klo', x[i, j], torch_weight)
-  pad = factor // 2
-  expected = full[pad:full.shape[0] - pad, pad:full.shape[1] - pad][:out_hw[0], :out_hw[1]]
-  params = {'params': {'kernel': jnp.asarray(torch_weight.transpose(2, 3, 0, 1))}}
-  y = UpsampleConvTranspose(factor).apply(params, x[None], out_hw)[0]
-  np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-5, atol=1e-5)
-
+# --- FCN skip alignment -----------------------------------------------------------------------
 
 def _ramp(stride: int, n_h: int, n_w: int) -> np.ndarray:
   """A linear function of the input coordinates sampled at the centres s*i + (s - 1)/2 of the
@@ -309,24 +297,6 @@ def test_segnet_forward_batchnorm_and_dropout(bayesian_tiny):
   c, d = (eval_apply(variables, images, jax.random.key(k)) for k in (6, 7))
   np.testing.assert_array_equal(c['logits'], d['logits'])
   assert c['aux'] == []
-
-
-def test_unpooling_puts_values_back_where_the_max_was():
-  x = np.random.default_rng(0).normal(size=(2, 7, 9, 3)).astype(np.float32)
-  pooled, indices = layers.max_pool_2x2_with_indices(jnp.asarray(x))
-  restored = np.asarray(layers.max_unpool_2x2(pooled, indices, (7, 9)))
-  expected_pooled = np.zeros((2, 4, 5, 3), np.float32)
-  expected = np.zeros_like(x)
-  for n in range(2):
-    for i in range(4):
-      for j in range(5):
-        for c in range(3):
-          window = x[n, 2 * i:2 * i + 2, 2 * j:2 * j + 2, c]  # ceil mode: partial at the edge
-          r, s = np.unravel_index(np.argmax(window), window.shape)
-          expected_pooled[n, i, j, c] = window[r, s]
-          expected[n, 2 * i + r, 2 * j + s, c] = window[r, s]
-  np.testing.assert_array_equal(np.asarray(pooled), expected_pooled)
-  np.testing.assert_array_equal(restored, expected)
 
 
 # --- Monte-Carlo dropout ----------------------------------------------------------------------

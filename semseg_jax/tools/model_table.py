@@ -1,10 +1,11 @@
 """The README's model table: every zoo config's parameter count beside its reference's, and
-multiply-adds at its benchmark resolution. `python -m semseg_jax.models.table` prints it
+multiply-adds at its benchmark resolution. `python -m semseg_jax.tools.model_table` prints it
 (tracing each model once at its config's crop size; nothing is compiled or run).
 
 References: mmsegmentation 1.2.2 models built from its own configs (SyncBN as BN, auxiliary
 head included), torchvision 0.28, or the paper; counted with PyTorch 2.13 (sum of numel over
-model.parameters()). tests/test_zoo.py checks every count and this table's rows in README.md.
+model.parameters()). tests/models/test_zoo.py checks every count and this table's rows in
+README.md.
 """
 
 import dataclasses
@@ -13,10 +14,10 @@ import importlib
 import ml_collections
 
 from semseg_jax import models
-from semseg_jax.models import stats
+from semseg_jax.tools import model_stats
 
 BY_FORMULA = ('none published: torchvision ResNet trunk (+19,232 for the deep stem) + the head, '
-              'counted by formula in tests/test_gcn_upernet_duc.py')
+              'counted by formula in tests/models/test_gcn_upernet_duc.py')
 ENET_SOURCE = ('the Torch7 layer list counted by hand; the paper rounds to 0.37M (-1.7%: no layer '
                'is missing; the PyTorch port, 350,508, has no biases)')
 
@@ -27,7 +28,7 @@ class Row:
   config: str  # configs/<config>.py
   argument: str  # The config's argument ('' = its default).
   num_classes: int
-  params: int  # Ours, at num_classes (checked by tests/test_zoo.py).
+  params: int  # Ours, at num_classes (checked by tests/models/test_zoo.py).
   reference: int | None  # The reference's count at num_classes, None where none exists.
   source: str  # Where the reference count comes from.
   explanation: str = ''  # Why ours differs from the reference, where it does.
@@ -163,7 +164,7 @@ def row_macs(row: Row) -> tuple[int, tuple[int, int]]:
   config's crop size; and that size."""
   config = load_config(row.config, row.argument)
   hw = row.published_gmacs[1] if row.published_gmacs else tuple(config.augment.crop_size)
-  return stats.inference_macs(models.build_model(config.model, row.num_classes), hw), hw
+  return model_stats.inference_macs(models.build_model(config.model, row.num_classes), hw), hw
 
 
 def markdown_rows(with_macs: bool = True) -> list[str]:

@@ -1,5 +1,5 @@
-"""U-Net and ENet: shapes at odd sizes, BatchNorm and dropout behaviour, PReLU, transposed convs
-and max unpooling against brute force, parameter counts."""
+"""U-Net and ENet: shapes at odd sizes, BatchNorm and dropout behaviour, PReLU, parameter counts
+and names. (Their transposed convs and the max unpooling are tested in test_layers.py.)"""
 
 import math
 
@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from semseg_jax.models import layers
-from semseg_jax.models.enet import PReLU, conv_transpose, enet
-from semseg_jax.models.unet import unet, up_conv
+from semseg_jax.models.enet import PReLU, enet
+from semseg_jax.models.unet import unet
+from tests.helpers.param_trees import expand, modules
 
 UNET_TINY = dict(base_width=8, depth=3)
 HW = (45, 61)
@@ -69,22 +69,6 @@ def _check_contract(variables, apply, bn_path):
   assert not np.allclose(old['var'], new['var'])
 
 
-def _torch_conv_transpose(x, weight, stride, padding, output_padding):
-  """PyTorch's ConvTranspose2d by definition: out[i*s + a - p] += x[i] * W[c, o, a]; NHWC x,
-  weight (C_in, C_out, kh, kw)."""
-  n, h, w, _ = x.shape
-  _, c_out, kh, kw = weight.shape
-  oh = (h - 1) * stride - 2 * padding + kh + output_padding
-  ow = (w - 1) * stride - 2 * padding + kw + output_padding
-  full = np.zeros((n, (h - 1) * stride + kh + output_padding,
-                   (w - 1) * stride + kw + output_padding, c_out))
-  for i in range(h):
-    for j in range(w):
-      full[:, i * stride:i * stride + kh, j * stride:j * stride + kw] += np.einsum(
-          'nc,coab->nabo', x[:, i, j], weight)
-  return full[:, padding:padding + oh, padding:padding + ow]
-
-
 # --- U-Net ---------------------------------------------------------------------------------
 
 def test_unet_bn_contract_at_odd_size():
@@ -95,6 +79,9 @@ def test_unet_bn_contract_at_odd_size():
   params = variables['params']
   assert set(params) == {'down1', 'down2', 'down3', 'upconv2', 'up2', 'upconv1', 'up1',
                          'classifier'}
+  # Per level (1..D from the input side) two 3x3 convs and their BNs; up-convolutions between.
+  assert modules(params) == expand('{down{1..3},up{1..2}}/{conv,bn}{1..2}', 'upconv{1..2}',
+                                   'classifier')
   assert 'bias' not in params['down1']['conv1']  # BN follows
   assert params['upconv2']['kernel'].shape == (2, 2, 16, 32)  # (kh, kw, out, in)
   # The paper's init: N(0, 2 / N), N = 9 * C_in (3x3 conv, 8 * 16 * 9 = 1152 samples).
@@ -113,19 +100,9 @@ def test_unet_logits_cover_the_input(hw, train):
 def test_unet_paper_variant_has_no_batch_norm():
   variables, _ = _abstract_init(unet('paper', NUM_CLASSES, **UNET_TINY), HW)
   assert set(variables) == {'params'}
+  assert modules(variables['params']) == expand('{down{1..3},up{1..2}}/conv{1..2}',
+                                                'upconv{1..2}', 'classifier')
   assert variables['params']['down1']['conv1']['bias'].shape == (8,)
-
-
-def test_unet_up_conv_is_pytorch_conv_transpose():
-  x = np.random.default_rng(0).normal(size=(1, 3, 4, 6))
-  module = up_conv(5, 6, jnp.float32, name=None)
-  variables = module.init(jax.random.key(0), x)
-  kernel, bias = variables['params']['kernel'], variables['params']['bias']
-  weight = np.asarray(kernel).transpose(3, 2, 0, 1)  # (kh, kw, out, in) -> (in, out, kh, kw)
-  expected = _torch_conv_transpose(x, weight, 2, 0, 0) + np.asarray(bias)
-  with jax.default_matmul_precision('highest'):  # no TF32 on GPUs
-    out = module.apply(variables, x)
-  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
 # Paper U-Net, base 64, depth 5, "same" 3x3 convs with bias (k*k*C_in*C_out + C_out):
@@ -169,43 +146,24 @@ def test_enet_prelu_is_per_channel():
   assert params['bottleneck1_0']['projection_prelu']['slope'].shape == (16,)
   assert params['bottleneck2_3']['output_prelu']['slope'].shape == (128,)
   assert 'output_prelu' not in params['bottleneck4_1']  # ReLU in the decoder
+  # Every bottleneck: projection, main conv(s) and expansion, each with its BN; the encoder's
+  # (stages 1-3) also a PReLU after each; conv_1x5 + conv_5x1 in the asymmetric ones (2_3, 2_7,
+  # 3_3, 3_7); the decoder's upsampling blocks a main_conv + main_bn on their shortcut.
+  encoder = '{1_{0..4},2_{0..8},3_{1..8}}'
+  asymmetric = expand('bottleneck{2,3}_{3,7}/conv')
+  assert modules(params) == (expand(
+      'initial/{conv,bn,prelu}', 'fullconv',
+      f'bottleneck{encoder}/{{projection,conv,expansion}}{{,_bn}}',
+      f'bottleneck{encoder}/{{projection,conv,output}}_prelu',
+      'bottleneck{2,3}_{3,7}/{conv_1x5,conv_5x1}',
+      'bottleneck{4_{0..2},5_{0..1}}/{projection,conv,expansion}{,_bn}',
+      'bottleneck{4,5}_0/main_{conv,bn}') - asymmetric)
   x = np.random.default_rng(0).normal(size=(2, 3, 4, 6)).astype(np.float32)
   slope = np.linspace(-0.5, 0.7, 6).astype(np.float32)
   out = PReLU().apply({'params': {'slope': slope}}, x)
   np.testing.assert_allclose(out, np.where(x >= 0, x, slope * x), rtol=1e-6)
   init = PReLU().init(jax.random.key(0), x)['params']['slope']
   np.testing.assert_array_equal(init, np.full(6, 0.25, np.float32))
-
-
-@pytest.mark.parametrize('hw', [(6, 8), (5, 7)])
-def test_max_unpool_round_trip(hw):
-  """Unpooling puts each window's maximum back in place and zeros elsewhere; odd sizes keep
-  their last row/column (their windows are partial)."""
-  x = np.random.default_rng(1).normal(size=(2, *hw, 3)).astype(np.float32)
-  pooled, indices = layers.max_pool_2x2_with_indices(x)
-  unpooled = np.asarray(layers.max_unpool_2x2(pooled, indices, hw))
-  expected = np.zeros_like(x)
-  for i in range(0, hw[0], 2):
-    for j in range(0, hw[1], 2):
-      window = x[:, i:i + 2, j:j + 2]
-      top = window.max(axis=(1, 2), keepdims=True)
-      expected[:, i:i + 2, j:j + 2] = np.where(window == top, window, 0)
-      np.testing.assert_array_equal(pooled[:, i // 2, j // 2], top[:, 0, 0])
-  np.testing.assert_array_equal(unpooled, expected)
-
-
-@pytest.mark.parametrize('kernel, padding, output_padding', [(3, 1, 1), (2, 0, 0)])
-def test_enet_conv_transpose_is_pytorch(kernel, padding, output_padding):
-  x = np.random.default_rng(2).normal(size=(1, 3, 4, 6))
-  module = conv_transpose(5, kernel, 6, stride=2, padding=padding, output_padding=output_padding)
-  variables = module.init(jax.random.key(0), x)
-  kernel_, bias = variables['params']['kernel'], variables['params']['bias']
-  weight = np.asarray(kernel_).transpose(3, 2, 0, 1)
-  expected = _torch_conv_transpose(x, weight, 2, padding, output_padding) + np.asarray(bias)
-  assert expected.shape[1:3] == (6, 8)
-  with jax.default_matmul_precision('highest'):  # no TF32 on GPUs
-    out = module.apply(variables, x)
-  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
 # ENet as the Torch7 code builds it (e-lab/ENet-training encoder.lua + decoder.lua); C = width,

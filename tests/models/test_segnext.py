@@ -1,5 +1,6 @@
 """SegNeXt (MSCAN + LightHamHead): shapes and stride, randomness and determinism, exact
-parameter counts, and the NMF against a NumPy transcription of the reference's updates."""
+parameter counts and names, and the NMF against a NumPy transcription of the reference's
+updates."""
 
 import math
 
@@ -9,10 +10,11 @@ import numpy as np
 import pytest
 
 from semseg_jax.models.backbones.mscan import MSCAN
-from semseg_jax.models.encoder_decoder import EncoderDecoder
 from semseg_jax.models.heads.ham_head import (EVAL_BASES_SEED, NMF2D, LightHamHead,
                                               nmf_reconstruct, normalized_random_bases)
+from semseg_jax.models.layers import EncoderDecoder
 from semseg_jax.models.segnext import segnext
+from tests.helpers.param_trees import expand, modules
 
 NUM_CLASSES = 5
 # MSCAN with every part of the real one (stem, strip convs, layer scale, stage LayerNorms) but
@@ -98,6 +100,23 @@ def test_train_and_eval_outputs(tiny):
   assert out_eval['logits'].shape == (2, 5, 7, NUM_CLASSES)
   assert out_eval['aux'] == []
   assert bool(jnp.isfinite(out_eval['logits']).all())
+
+
+def test_param_names(tiny):
+  """mmseg's names (the stem BNs bn1/bn2 hold no 'norm', like mmseg's proj.1/proj.4); the
+  layer-scale vectors live in the block itself."""
+  _, variables, *_ = tiny
+  params = variables['params']
+  assert modules(params['backbone']) == expand(
+      'stage1/patch_embed/{conv1,bn1,conv2,bn2}', 'stage{2..4}/patch_embed/{proj,norm}',
+      'stage{1..4}/{norm,block0}', 'stage{1..4}/block0/{norm1,norm2,mlp/{fc1,dwconv,fc2}}',
+      'stage{1..4}/block0/attn/{proj_1,proj_2}',
+      'stage{1..4}/block0/attn/spatial_gating_unit/{conv0,conv{0..2}_{1..2},conv3}')
+  assert set(params['backbone']['stage1']['block0']) >= {'layer_scale_1', 'layer_scale_2'}
+  assert modules(params['decode_head']) == expand(
+      '{squeeze,align,hamburger/ham_out}/{conv,gn}', 'hamburger/ham_in/conv',
+      'classifier/conv_seg')
+  assert set(params['decode_head']['hamburger']['ham_in']['conv']) == {'kernel', 'bias'}
 
 
 def test_train_randomness_comes_from_the_dropout_rng(tiny):

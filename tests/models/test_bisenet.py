@@ -1,7 +1,7 @@
 """BiSeNet V1 and V2: shapes and output strides, auxiliary outputs, BatchNorm and dropout in
-training, full-size parameter counts (equal to mmsegmentation's models built from its configs),
-and the numeric pieces (PyTorch's 'nearest' resize, AvgPool2d with counted padding) against
-brute force.
+training, full-size parameter counts (equal to mmsegmentation's models built from its configs)
+and names. (The numeric pieces, PyTorch's 'nearest' resize and AvgPool2d with counted padding,
+are tested in test_layers.py.)
 
 The whole network was also checked against mmseg 1.2.2 once, outside this suite (torch is not in
 this environment): mmseg's state dicts (random weights and BN statistics) loaded into these
@@ -18,7 +18,7 @@ import pytest
 from flax.traverse_util import flatten_dict
 
 from semseg_jax.models.bisenet import bisenetv1, bisenetv2
-from semseg_jax.models.layers import avg_pool_3x3_s2, nearest_indices, resize_nearest
+from tests.helpers.param_trees import expand, modules
 
 NUM_CLASSES = 5
 IMAGE_HW = (37, 53)
@@ -39,48 +39,6 @@ def _params(model, hw=(64, 64)) -> dict:
   images = jax.ShapeDtypeStruct((1, *hw, 3), jnp.float32)
   rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
   return jax.eval_shape(lambda x: model.init(rngs, x, train=True), images)['params']
-
-
-# --- Numeric pieces ---------------------------------------------------------------------------
-
-def test_nearest_indices_are_pytorchs():
-  # F.interpolate(mode='nearest', size=...) source rows, recorded from torch 2.13 (CPU).
-  assert nearest_indices(3, 5).tolist() == [0, 0, 1, 1, 2]
-  assert nearest_indices(5, 3).tolist() == [0, 1, 3]
-  assert nearest_indices(7, 4).tolist() == [0, 1, 3, 5]
-  assert nearest_indices(4, 7).tolist() == [0, 0, 1, 1, 2, 2, 3]
-  # PyTorch's float32 scale rounds these below the exact floor(i * in / out).
-  assert nearest_indices(2, 82)[41] == 0 and 41 * 2 // 82 == 1
-  assert nearest_indices(4, 82)[41] == 1 and 41 * 4 // 82 == 2
-  # x2 (the ResNet's even sizes) repeats each row twice; equal sizes are the identity.
-  assert nearest_indices(3, 6).tolist() == [0, 0, 1, 1, 2, 2]
-  assert nearest_indices(6, 6).tolist() == list(range(6))
-
-
-def test_resize_nearest_gathers_rows_and_columns():
-  x = np.random.default_rng(0).normal(size=(2, 3, 4, 5)).astype(np.float32)
-  out_hw = (5, 7)
-  expected = np.zeros((2, *out_hw, 5), np.float32)
-  rows, cols = nearest_indices(3, 5), nearest_indices(4, 7)
-  for i in range(out_hw[0]):
-    for j in range(out_hw[1]):
-      expected[:, i, j] = x[:, rows[i], cols[j]]
-  np.testing.assert_array_equal(np.asarray(resize_nearest(jnp.asarray(x), out_hw)), expected)
-
-
-@pytest.mark.parametrize('hw', [(7, 9), (8, 8), (3, 2), (1, 1)])
-def test_avg_pool_counts_padding_like_pytorch(hw):
-  """AvgPool2d(3, 2, padding=1) (count_include_pad=True): every window sum / 9, output
-  floor((n - 1) / 2) + 1."""
-  x = np.random.default_rng(1).normal(size=(2, *hw, 3)).astype(np.float32)
-  padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  out_h, out_w = (hw[0] - 1) // 2 + 1, (hw[1] - 1) // 2 + 1
-  expected = np.zeros((2, out_h, out_w, 3), np.float32)
-  for i in range(out_h):
-    for j in range(out_w):
-      expected[:, i, j] = padded[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3].sum(axis=(1, 2)) / 9
-  np.testing.assert_allclose(np.asarray(avg_pool_3x3_s2(jnp.asarray(x))), expected, rtol=1e-5,
-                             atol=1e-6)
 
 
 # --- Parameter counts -------------------------------------------------------------------------
@@ -112,6 +70,44 @@ def test_full_size_parameter_counts_equal_mmseg(kind, variant):
   if variant in ('r18', 'bisenetv2'):  # the per-class arithmetic, on the two small models
     assert _count(_params(ctor(variant, 150))) == with_aux + 131 * per_class
     assert _count(_params(ctor(variant, 11, aux_head=False))) == without_aux - 8 * per_class_no_aux
+
+
+CONV_BN = '{conv,bn}'
+
+
+def test_v1_param_names():
+  """mmseg's names; every ConvModule holds conv + bn."""
+  spec = dict(TINY_V1)
+  params = _params(bisenetv1(spec.pop('variant'), NUM_CLASSES, **spec))
+  resnet18 = expand('{conv,bn}1', 'layer{1..4}_block{0..1}/{conv,bn}{1..2}',
+                    'layer{2..4}_block0/downsample_{conv,bn}')
+  assert modules(params['backbone']) == expand(
+      *[f'context_path/backbone/{name}' for name in resnet18],
+      f'context_path/{{gap_conv,conv_head32,conv_head16}}/{CONV_BN}',
+      f'context_path/arm{{32,16}}/{{conv_layer,atten_conv_layer}}/{CONV_BN}',
+      f'spatial_path/layer{{1..4}}/{CONV_BN}', f'ffm/{{conv1,conv_atten}}/{CONV_BN}')
+  assert set(params) == {'backbone', 'decode_head', 'auxiliary_heads_0', 'auxiliary_heads_1'}
+  for head in ('decode_head', 'auxiliary_heads_0', 'auxiliary_heads_1'):
+    assert modules(params[head]) == expand(f'convs_0/{CONV_BN}', 'classifier/conv_seg')
+
+
+def test_v2_param_names():
+  spec = dict(TINY_V2)
+  params = _params(bisenetv2(spec.pop('variant'), NUM_CLASSES, **spec))
+  strided_ge = f'{{conv1,dwconv_0,dwconv_1,conv2,shortcut/{{depthwise,pointwise}}_conv}}/{CONV_BN}'
+  assert modules(params['backbone']) == expand(
+      f'detail/{{stage1_{{0..1}},stage{{2..3}}_{{0..2}}}}/{CONV_BN}',
+      f'semantic/stage1/{{conv_first,convs_0,convs_1,fuse_last}}/{CONV_BN}',
+      f'semantic/{{stage2_0,stage3_0,stage4_0}}/{strided_ge}',
+      f'semantic/{{stage2_1,stage3_1,stage4_{{1..3}}}}/{{conv1,dwconv,conv2}}/{CONV_BN}',
+      'semantic/ce_block/gap_bn', f'semantic/ce_block/{{conv_gap,conv_last}}/{CONV_BN}',
+      f'bga/{{detail_dwconv,semantic_dwconv}}/depthwise_conv/{CONV_BN}',
+      'bga/{detail_dwconv,semantic_dwconv}/pointwise_conv',  # A conv with bias, no BN.
+      f'bga/{{detail_down,semantic_conv,conv}}/{CONV_BN}')
+  assert modules(params['decode_head']) == expand(f'convs_0/{CONV_BN}', 'classifier/conv_seg')
+  for i in range(4):  # The booster heads: two ConvModules each.
+    assert modules(params[f'auxiliary_heads_{i}']) == expand(f'convs_{{0..1}}/{CONV_BN}',
+                                                             'classifier/conv_seg')
 
 
 def test_v2_detail_branch_count_by_hand():

@@ -1,6 +1,7 @@
-"""SFNet: the align_corners=True resize and grid sampling against NumPy brute force, shapes and
-output stride, deep-supervision outputs, BatchNorm and dropout behaviour, and the exact
-parameter counts of the official lxtGH/SFSegNets modules."""
+"""SFNet: grid sampling and the flow warp against NumPy brute force, shapes and output stride,
+deep-supervision outputs, BatchNorm and dropout behaviour, and the exact parameter counts and
+names of the official lxtGH/SFSegNets modules. (The align_corners=True resize is tested in
+test_layers.py.)"""
 
 import math
 
@@ -11,6 +12,7 @@ import pytest
 
 from semseg_jax.models.layers import resize_align_corners
 from semseg_jax.models.sfnet import flow_warp, grid_sample, sfnet
+from tests.helpers.param_trees import expand, modules
 
 NUM_CLASSES = 5
 # The small form the shared zoo test builds (see the report); images 2 x 37 x 53.
@@ -33,30 +35,6 @@ def _init_abstract(model, hw=(64, 64)):
 
 
 # --- Numeric pieces -----------------------------------------------------------------------
-
-def _brute_resize_align_corners(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-  n, h, w, c = x.shape
-  out = np.zeros((n, out_h, out_w, c))
-  for i in range(out_h):
-    sy = i * (h - 1) / (out_h - 1) if out_h > 1 else 0.0
-    y0 = min(int(np.floor(sy)), h - 1)
-    y1, fy = min(y0 + 1, h - 1), sy - y0
-    for j in range(out_w):
-      sx = j * (w - 1) / (out_w - 1) if out_w > 1 else 0.0
-      x0 = min(int(np.floor(sx)), w - 1)
-      x1, fx = min(x0 + 1, w - 1), sx - x0
-      out[:, i, j] = ((1 - fy) * ((1 - fx) * x[:, y0, x0] + fx * x[:, y0, x1])
-                      + fy * ((1 - fx) * x[:, y1, x0] + fx * x[:, y1, x1]))
-  return out
-
-
-@pytest.mark.parametrize('in_hw,out_hw', [((5, 7), (9, 4)), ((1, 1), (3, 5)), ((4, 6), (1, 2)),
-                                          ((3, 3), (3, 8))])
-def test_resize_align_corners_matches_brute_force(in_hw, out_hw):
-  x = np.random.default_rng(0).normal(size=(2, *in_hw, 3)).astype(np.float32)
-  got = resize_align_corners(jnp.asarray(x), out_hw)
-  np.testing.assert_allclose(got, _brute_resize_align_corners(x, *out_hw), atol=1e-5)
-
 
 def _brute_grid_sample(x: np.ndarray, grid: np.ndarray) -> np.ndarray:
   """torch.nn.functional.grid_sample(bilinear, padding_mode='zeros', align_corners=True)."""
@@ -112,6 +90,16 @@ def test_tiny_model_shapes_aux_batch_stats_and_dropout():
   variables = jax.jit(lambda x: model.init(rngs, x, train=False))(images)
   assert set(variables) == {'params', 'batch_stats'}
   assert {f'dsn_{i}' for i in range(3)} <= set(variables['params']['decode_head'])
+  # The reference's names: the deep-base ResNet-18 (a 128 -> 64 projection in layer1 too) ...
+  assert modules(variables['params']['backbone']) == expand(
+      'stem_{conv,bn}{1..3}', 'layer{1..4}_block{0..1}/{conv,bn}{1..2}',
+      'layer{1..4}_block0/downsample_{conv,bn}')
+  # ... and UperNetAlignHead: PPM, fpn_in laterals, FAMs, fpn_out convs, conv_last, classifier,
+  # the fpn_dsn heads.
+  assert modules(variables['params']['decode_head']) == expand(
+      'ppm/{stages_{0..3},bottleneck}/{conv,bn}', '{fpn_in_{0..2},fpn_out_{0..2}}/{conv,bn}',
+      'fpn_out_align_{0..2}/{down_h,down_l,flow_make}', 'conv_last/{conv,bn}', 'classifier',
+      'dsn_{0..2}/{conv_bn/{conv,bn},classifier}')
 
   @jax.jit
   def train_apply(v, x, key):

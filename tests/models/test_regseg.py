@@ -1,6 +1,6 @@
-"""RegSeg: parameter counts against the official PyTorch module, shapes at odd sizes, the model
-contract on a shrunken model, and the dilated group conv / ceil-mode average pool against NumPy
-brute force."""
+"""RegSeg: parameter counts and names against the official PyTorch module, shapes at odd sizes,
+the model contract on a shrunken model, and the dilated group conv against NumPy brute force
+(the ceil-mode average pool of its shortcuts is tested in test_layers.py)."""
 
 import math
 
@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from semseg_jax.models.regseg import (EXP48_DILATIONS, DilatedGroupConv, avg_pool_2x2_ceil,
-                                      regseg)
+from semseg_jax.models.regseg import EXP48_DILATIONS, DilatedGroupConv, regseg
+from tests.helpers.param_trees import expand, modules
 
 TINY = dict(widths=(8, 16, 16, 32, 48), depths=(1, 1), group_width=8,
             stage16_dilations=((1, 4),), decoder_widths=(16, 8, 16, 16))
@@ -88,6 +88,18 @@ def test_layout_and_dilations():
   assert body['stage4_0']['se']['conv1']['kernel'].shape == (1, 1, 48, 8)  # squeeze 32 // 4
   assert sorted(params['decoder']) == ['classifier', 'conv4', 'conv8', 'head16', 'head4',
                                        'head8']
+  # The reference's state_dict names (Sequential indices as _i): a D block is conv1/bn1, conv2
+  # (one grouped conv, or convs_{j} per dilation)/bn2, se, conv3/bn3 and a projection shortcut
+  # where the shape changes.
+  block = '{conv1,bn1,bn2,se/conv1,se/conv2,conv3,bn3}'
+  assert modules(params) == expand(
+      'stem/{conv,bn}', f'body/{{stage4_0,stage8_{{0..2}},stage16_{{0..13}}}}/{block}',
+      'body/{stage4_0,stage8_{0..2},stage16_{0..1}}/conv2',
+      'body/stage16_{2..13}/conv2/convs_{0..1}',
+      'body/{stage4_0,stage8_0,stage16_0,stage16_13}/shortcut/{conv,bn}',
+      'decoder/{head16,head8,head4,conv8,conv4}/{conv,bn}', 'decoder/classifier')
+  sum_decoder = _abstract_variables(regseg('exp48_decoder14', 19, **TINY_BODY))['params']
+  assert modules(sum_decoder['decoder']) == expand('{head16,head8,conv}/{conv,bn}', 'classifier')
 
 
 @pytest.mark.parametrize('hw', [(33, 47), (64, 64), (65, 97)])
@@ -178,12 +190,3 @@ def test_dilated_group_conv_against_brute_force(stride):
       axis=-1)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
-
-def test_ceil_mode_average_pool_against_brute_force():
-  x = np.asarray(jax.random.normal(jax.random.key(0), (2, 5, 7, 3)))
-  got = np.asarray(jax.jit(avg_pool_2x2_ceil)(x))
-  want = np.zeros((2, 3, 4, 3))
-  for i in range(3):
-    for j in range(4):  # A partial last window averages only its in-bounds pixels.
-      want[:, i, j] = x[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2].mean(axis=(1, 2))
-  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

@@ -1,5 +1,6 @@
-"""PSPNet, DeepLabV3, DeepLabV3+ and the MobileNetV2 backbone: adaptive pooling bins, shapes and
-output strides, ASPP rates, parameter counts, randomness and BatchNorm updates."""
+"""PSPNet, DeepLabV3, DeepLabV3+ (and HF's DeepLabV3-MobileNetV2), the ResNet and MobileNetV2
+backbones: shapes and output strides, ASPP rates, parameter counts and names, randomness and
+BatchNorm updates. (The adaptive pooling is tested in test_layers.py.)"""
 
 import math
 import re
@@ -10,11 +11,13 @@ import numpy as np
 import pytest
 
 from semseg_jax.models.backbones.mobilenet_v2 import MobileNetV2
+from semseg_jax.models.backbones.resnet import ResNet
 from semseg_jax.models.deeplabv3 import deeplabv3
+from semseg_jax.models.deeplabv3_mobilenet import deeplabv3_mobilenet
 from semseg_jax.models.deeplabv3plus import deeplabv3plus
 from semseg_jax.models.heads.aspp_head import ASPPHead, DepthwiseSeparableASPPHead
-from semseg_jax.models.heads.psp_head import adaptive_avg_pool, adaptive_bin_edges
 from semseg_jax.models.pspnet import pspnet
+from tests.helpers.param_trees import expand, modules
 
 NUM_CLASSES = 5
 CONSTRUCTORS = {'pspnet': pspnet, 'deeplabv3': deeplabv3, 'deeplabv3plus': deeplabv3plus}
@@ -48,36 +51,6 @@ def _train_output_shapes(model, hw, batch=1):
   out, _ = jax.eval_shape(
       lambda: model.init_with_output(rngs, jnp.zeros((batch, *hw, 3)), train=True))
   return out
-
-
-# --- Adaptive average pooling ----------------------------------------------------------------
-
-def _torch_adaptive_avg_pool_numpy(x: np.ndarray, bins: int) -> np.ndarray:
-  """AdaptiveAvgPool2d bin by bin: bin i spans [floor(i * n / b), ceil((i + 1) * n / b))."""
-  n, h, w, c = x.shape
-  out = np.zeros((n, bins, bins, c), np.float64)
-  for i in range(bins):
-    h0, h1 = math.floor(i * h / bins), math.ceil((i + 1) * h / bins)
-    for j in range(bins):
-      w0, w1 = math.floor(j * w / bins), math.ceil((j + 1) * w / bins)
-      out[:, i, j] = x[:, h0:h1, w0:w1].mean(axis=(1, 2))
-  return out
-
-
-@pytest.mark.parametrize('hw', [(7, 11), (13, 5), (12, 18), (4, 9)])
-def test_adaptive_avg_pool_matches_pytorch_bins(hw):
-  x = np.random.default_rng(0).normal(size=(2, *hw, 3)).astype(np.float32)
-  for bins in (1, 2, 3, 6):
-    np.testing.assert_allclose(adaptive_avg_pool(jnp.asarray(x), bins),
-                               _torch_adaptive_avg_pool_numpy(x, bins), rtol=1e-5, atol=1e-6)
-
-
-def test_adaptive_bin_edges_overlap_like_pytorch():
-  assert adaptive_bin_edges(7, 3) == [(0, 3), (2, 5), (4, 7)]
-  assert adaptive_bin_edges(10, 6) == [(0, 2), (1, 4), (3, 5), (5, 7), (6, 9), (8, 10)]
-  assert adaptive_bin_edges(60, 6) == [(10 * i, 10 * i + 10) for i in range(6)]
-  x = jnp.ones((1, 9, 7, 2), jnp.bfloat16)
-  assert adaptive_avg_pool(x, 3).dtype == jnp.bfloat16
 
 
 # --- Tiny models that run ---------------------------------------------------------------------
@@ -348,6 +321,53 @@ def test_param_names():
                                   enumerate((1, 2, 3, 4, 3, 3, 1)) for j in range(n)}
   assert set(mv2['layer1_block0']) == {'depthwise_conv', 'linear_conv'}
   assert set(mv2['layer2_block0']) == {'expand_conv', 'depthwise_conv', 'linear_conv'}
+  assert modules(mv2) == expand(
+      'conv1/{conv,bn}', 'layer1_block0/{depthwise,linear}_conv/{conv,bn}',
+      *[f'layer{i + 1}_block{{0..{n - 1}}}/{{expand,depthwise,linear}}_conv/{{conv,bn}}'
+        for i, n in enumerate((1, 2, 3, 4, 3, 3, 1)) if i])
+  # Every ConvModule is conv + bn (mmseg's names), the classifiers conv_seg.
+  assert modules(psp['decode_head']) == expand('{psp_modules_{0..3},bottleneck}/{conv,bn}',
+                                               'classifier/conv_seg')
+  assert modules(psp['auxiliary_heads_0']) == expand('convs_0/{conv,bn}', 'classifier/conv_seg')
+  assert modules(tree('deeplabv3', 'r18-d8')['decode_head']) == expand(
+      '{image_pool,aspp_modules_{0..3},bottleneck}/{conv,bn}', 'classifier/conv_seg')
+  # Separable: the rate-1 branch a plain ConvModule, the dilated ones and the decoder's
+  # depthwise + pointwise ConvModules.
+  assert modules(sep['decode_head']) == expand(
+      '{image_pool,aspp_modules_0,bottleneck,c1_bottleneck}/{conv,bn}',
+      '{aspp_modules_{1..3},sep_bottleneck_{0..1}}/{depthwise,pointwise}_conv/{conv,bn}',
+      'classifier/conv_seg')
+
+
+@pytest.mark.parametrize('deep_stem', [False, True])
+def test_resnet_param_names(deep_stem):
+  """v1: conv1 + bn1; v1c: the three-conv deep stem; then each block's convs and BNs, with a
+  projection shortcut where the shape changes (names the converters map)."""
+  bottleneck = _abstract_variables(ResNet(50, deep_stem=deep_stem, output_stride=32))['params']
+  stem = 'stem_{conv,bn}{1..3}' if deep_stem else '{conv,bn}1'
+  assert modules(bottleneck) == expand(
+      stem, 'layer1_block{0..2}/{conv,bn}{1..3}', 'layer2_block{0..3}/{conv,bn}{1..3}',
+      'layer3_block{0..5}/{conv,bn}{1..3}', 'layer4_block{0..2}/{conv,bn}{1..3}',
+      'layer{1..4}_block0/downsample_{conv,bn}')
+  basic = _abstract_variables(ResNet(18, deep_stem=deep_stem, output_stride=8))['params']
+  assert modules(basic) == expand(stem, 'layer{1..4}_block{0..1}/{conv,bn}{1..2}',
+                                  'layer{2..4}_block0/downsample_{conv,bn}')
+
+
+def test_deeplabv3_mobilenet_param_names():
+  """Hugging Face's names (`layer_{i}` is its `layer.{i}`): conv + BN as convolution +
+  normalization, no expansion in the stem (first_layer_is_expansion) nor its final conv."""
+  params = _abstract_variables(deeplabv3_mobilenet('0.35-os8', NUM_CLASSES))['params']
+  conv_bn = '{convolution,normalization}'
+  assert modules(params['backbone']) == expand(
+      f'conv_stem/{{first_conv,conv_3x3,reduce_1x1}}/{conv_bn}',
+      f'layer_{{0..15}}/{{expand_1x1,conv_3x3,reduce_1x1}}/{conv_bn}')
+  assert modules(params['segmentation_head']) == expand(
+      f'{{conv_pool,conv_aspp,conv_projection}}/{conv_bn}', 'classifier/convolution')
+  params = _abstract_variables(deeplabv3_mobilenet('0.35-os8', NUM_CLASSES, final_conv=True,
+                                                   first_layer_is_expansion=False))['params']
+  assert {'conv_stem/expand_1x1/convolution', 'conv_1x1/normalization'} <= modules(
+      params['backbone'])
 
 
 def test_invalid_options():

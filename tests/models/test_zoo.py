@@ -14,11 +14,11 @@ import jax.numpy as jnp
 import pytest
 
 from semseg_jax import models
-from semseg_jax.models import stats
-from semseg_jax.models import table
+from semseg_jax.tools import model_stats as stats
+from semseg_jax.tools import model_table as table
 from tests.helpers import zoo_specs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DETAIL_MODELS = ('stdc',)
 
 
@@ -65,8 +65,8 @@ def test_train_step_of_every_model_on_8_devices(tmp_path, keys):
   out = tmp_path / 'zoo.json'
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
              JAX_PLATFORMS='cpu')
-  subprocess.run([sys.executable, '-m', 'tests.helpers.zoo_steps', str(out), *keys], cwd=ROOT, env=env,
-                 check=True, timeout=1200)
+  subprocess.run([sys.executable, '-m', 'tests.helpers.zoo_steps', str(out), *keys], cwd=ROOT,
+                 env=env, check=True, timeout=1200)
   results = json.loads(out.read_text())
   assert sorted(results) == sorted(keys)
   for key, result in results.items():
@@ -157,9 +157,9 @@ def test_every_benchmark_config_is_listed():
                                            sorted(CONFIG_ARGUMENTS.items())
                                            for argument in arguments])
 def test_config_loads_checks_and_builds_its_model(name, argument):
-  from semseg_jax import train  # pylint: disable=g-import-not-at-top
+  from semseg_jax import prepare  # pylint: disable=g-import-not-at-top
   config = table.load_config(name, argument)
-  train.check_config(config)
+  prepare.check_config(config)
   if (name, argument) not in {(row.config, row.argument) for row in table.ROWS}:
     # (The table's rows are built and counted by the table test above.)
     model = models.build_model(config.model, NUM_CLASSES_OF[name.split('_')[0]])

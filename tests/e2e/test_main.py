@@ -1,6 +1,9 @@
-"""End to end through the entry point users run: `python -m semseg_jax.main`."""
+"""End to end through the entry point users run, `semseg_jax.main`: in-process (`main.run`, what
+`python -m semseg_jax.main` calls after parsing its flags) where a separate process is not what
+is tested, as a subprocess for the flags, signals and device counts."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -9,13 +12,23 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from configs import ade20k_segformer
+from configs import camvid_enet
+from configs import default
+from semseg_jax import logs
+from semseg_jax import main
 from semseg_jax.data import datasets
 from tests.helpers import e2e_config
 from tests.helpers import run_main
-from tests.helpers.fixtures import make_ade20k_tree
 
 REPO = run_main.REPO
+
+
+def _tiny(num_steps: int, **overrides):
+  return e2e_config.apply(e2e_config.tiny_quickstart(),
+                          {'train.num_steps': num_steps, **overrides})
 
 
 def _flags(num_steps, **extra):
@@ -25,7 +38,6 @@ def _flags(num_steps, **extra):
 
 def _write_images(folder, source):
   """Two synthetic validation images as PNG, and two other-size pictures (JPEG, greyscale)."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   folder.mkdir()
   for i in range(2):
     Image.fromarray(source[i]['image']).save(folder / f'{source.name(i)}.png')
@@ -35,42 +47,68 @@ def _write_images(folder, source):
   (folder / 'notes.txt').write_text('not an image')
 
 
-@pytest.mark.slow(105)
-def test_train_eval_and_predict_modes_leave_every_artifact(tmp_path):
-  """Training leaves metrics, checkpoints, overlays, confusion matrices and TensorBoard logs;
-  --mode=eval reproduces the final evaluation; --mode=predict on a folder writes label PNGs at
-  each input's size that match what --mode=eval predicts for the same images, with slide +
-  flip + two scales; then from pretrained weights."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+def _same(a, b) -> bool:
+  """Equal, NaN included (a class absent from ground truth and prediction has NaN metrics)."""
+  return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+SLIDE_FLIP = {'eval.mode': 'slide', 'eval.crop_size': (24, 24), 'eval.stride': (16, 16),
+              'eval.flip': True, 'eval.scales': (0.75, 1.0), 'eval.num_overlays': 2}
+
+
+@pytest.mark.slow(60)
+def test_train_with_two_evaluators_then_eval_and_predict_modes(tmp_path, monkeypatch):
+  """Training runs each evaluator when due (whole-image val every 2 steps, slide + flip +
+  two scales at the end) and leaves metrics, checkpoints, overlays, confusion matrices and
+  TensorBoard logs; --mode=eval reproduces the final evaluations without reading the training
+  split; --mode=predict on a folder writes label PNGs at each input's size that match the
+  evaluation's predictions for the same images, with the same settings; then from pretrained
+  weights in an empty workdir."""
   workdir = tmp_path / 'run'
-  run_main.run(workdir, *_flags(4, **{'train.eval_every': 2, 'checkpoint.every_steps': 2}))
+
+  def config():
+    c = _tiny(4, **{'train.eval_every': 2, 'checkpoint.every_steps': 2})
+    default.add_evaluator(c, 'val_slide_flip', every_steps=0, mode='slide', crop_size=(24, 24),
+                          stride=(16, 16), flip=True, scales=(0.75, 1.0))
+    return c
+
+  results = main.run('train', config(), str(workdir))
   records = run_main.records(workdir)
-  assert [r['step'] for r in records] == [2, 4]
-  for key in ('aAcc', 'mAcc', 'mIoU', 'FWIoU', 'mDice'):
-    assert 0 <= records[-1][key] <= 100
-  assert set(records[-1]['IoU']) == {'background', 'disk', 'square', 'triangle', 'stripes',
-                                     'checkerboard'}
+  assert [(r['step'], r['evaluator']) for r in records] == [
+      (2, 'val'), (4, 'val'), (4, 'val_slide_flip')]
+  assert results['val']['mIoU'] == records[1]['mIoU']
+  for record in records:
+    assert record['split'] == 'val'
+    for key in ('aAcc', 'mAcc', 'mIoU', 'FWIoU', 'mDice'):
+      assert 0 <= record[key] <= 100
+  assert set(records[-1]['IoU']) == set(datasets.synthetic.CLASS_NAMES)
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['2', '4']
-  assert len(os.listdir(workdir / 'predictions' / 'step_0000004')) == 2
-  assert np.load(workdir / 'confusion_val_step_0000004.npy').shape == (6, 6)
+  for name in ('val', 'val_slide_flip'):
+    assert len(os.listdir(workdir / 'overlays' / name / 'step_0000004')) == 2
+    assert np.load(workdir / f'confusion_{name}_step_0000004.npy').shape == (6, 6)
+    assert os.path.getsize(workdir / f'confusion_{name}_step_0000004.png') > 1000
   assert any(name.startswith('events.out.tfevents') for name in os.listdir(workdir))
-  assert os.path.getsize(workdir / 'confusion_val_step_0000004.png') > 1000
 
-  # --mode=eval restores the latest checkpoint and reproduces the final evaluation.
-  run_main.run(workdir, '--mode=eval', *_flags(4))
-  again = run_main.records(workdir)[-1]
-  assert again['step'] == 4 and again['mIoU'] == records[-1]['mIoU']
-  assert again['IoU'] == records[-1]['IoU']
+  # --mode=eval runs both evaluators on the latest checkpoint, reading no training data.
+  read_splits = []
+  make_source = datasets.make_source
+  monkeypatch.setattr(datasets, 'make_source',
+                      lambda data, split, seed=0: read_splits.append(split) or make_source(
+                          data, split, seed))
+  again = main.run('eval', config(), str(workdir))
+  assert _same(again, results)
+  assert _same(run_main.records(workdir)[-2:], records[-2:])
+  assert 'train' not in read_splits
 
-  modes = {'eval.mode': 'slide', 'eval.crop_size': (24, 24), 'eval.stride': (16, 16),
-           'eval.flip': True, 'eval.scales': (0.75, 1.0), 'eval.num_overlays': 2}
-  run_main.run(workdir, '--mode=eval', *_flags(4, **modes))
+  # The same slide + flip + two scales for every evaluation setting: eval, then predict.
+  main.run('eval', e2e_config.apply(config(), SLIDE_FLIP), str(workdir))
   source = datasets.make_source(e2e_config.tiny_quickstart().data, 'val')
   inputs = tmp_path / 'images'
   _write_images(inputs, source)
   out = tmp_path / 'out'
-  run_main.run(workdir, '--mode=predict', *_flags(4, **modes, **{'predict.inputs': str(inputs),
-                                                         'predict.output_dir': str(out)}))
+  predict_overrides = {**SLIDE_FLIP, 'predict.inputs': str(inputs), 'predict.output_dir': str(out)}
+  main.run('predict', e2e_config.apply(config(), predict_overrides), str(workdir))
+  assert 'train' not in read_splits
   names = ['grey', source.name(0), source.name(1), 'wide']
   for kind in ('labels', 'colour', 'overlay'):
     assert sorted(p.stem for p in (out / kind).iterdir()) == names
@@ -83,16 +121,16 @@ def test_train_eval_and_predict_modes_leave_every_artifact(tmp_path):
     np.testing.assert_array_equal(colour, source.palette[label])
     assert np.asarray(Image.open(out / 'overlay' / f'{name}.png')).shape == (*hw, 3)
   for i in range(2):  # The eval overlay's third panel is the prediction in the palette.
-    panel = np.asarray(Image.open(workdir / 'predictions' / 'step_0000004' /
+    panel = np.asarray(Image.open(workdir / 'overlays' / 'val' / 'step_0000004' /
                                   f'{source.name(i)}.png'))
     predicted = np.asarray(Image.open(out / 'colour' / f'{source.name(i)}.png'))
     np.testing.assert_array_equal(panel[:, 64:], predicted)
 
   # An empty workdir predicts with config.model.pretrained: the same weights, the same labels.
   other = tmp_path / 'out_pretrained'
-  run_main.run(tmp_path / 'empty', '--mode=predict', *_flags(4, **modes, **{
-      'predict.inputs': str(inputs), 'predict.output_dir': str(other),
-      'model.pretrained': str(workdir)}))
+  main.run('predict', e2e_config.apply(config(), {
+      **predict_overrides, 'predict.output_dir': str(other), 'model.pretrained': str(workdir)}),
+           str(tmp_path / 'empty'))
   for name in sizes:
     np.testing.assert_array_equal(np.asarray(Image.open(other / 'labels' / f'{name}.png')),
                                   np.asarray(Image.open(out / 'labels' / f'{name}.png')))
@@ -101,9 +139,9 @@ def test_train_eval_and_predict_modes_leave_every_artifact(tmp_path):
 @pytest.mark.parametrize('inputs,expected', [('missing/*.png', 'matches no image'),
                                              ('', 'config.predict.inputs')])
 def test_predict_mode_names_bad_inputs(tmp_path, inputs, expected):
-  result = run_main.run(tmp_path, '--mode=predict', f'--config.predict.inputs={inputs}', check=False,
-                timeout=120)
-  assert result.returncode != 0 and expected in result.stderr
+  config = _tiny(1, **{'predict.inputs': inputs})
+  with pytest.raises((ValueError, FileNotFoundError), match=expected):
+    main.run('predict', config, str(tmp_path))
 
 
 def _start_and_wait_for_checkpoint(workdir, flags, step, log):
@@ -202,52 +240,70 @@ def test_eight_devices_match_one_and_checkpoints_move_between_meshes(tmp_path):
   np.testing.assert_array_equal(eight['reference_confusion'], one['confusion'])
 
 
-@pytest.mark.slow(50)
-def test_ade20k_segformer_trains_and_reduces_labels_once(tmp_path):
-  root = make_ade20k_tree(tmp_path / 'data', num_train=4, num_val=3)
+@pytest.mark.slow(40)
+def test_ade20k_segformer_smoke_run_reduces_its_labels_once(tmp_path):
+  """configs/ade20k_segformer.py:b0,smoke trains and evaluates on a tree written in
+  ADEChallengeData2016's layout; the confusion matrix's ground-truth counts are those of the
+  raw PNGs reduced once (raw 0 -> ignored, raw k -> class k - 1)."""
   workdir = tmp_path / 'run'
-  overrides = {'data.root': str(root), 'data.num_workers': 0, 'augment.crop_size': (32, 32),
-               'augment.resize_scale': (64, 32), 'train.batch_size': 2, 'train.num_steps': 2,
-               'train.eval_every': 2, 'train.log_every': 1, 'eval.resize_scale': (64, 32),
-               'eval.batch_size': 2, 'schedule.warmup_steps': 1}
-  run_main.run(workdir, *e2e_config.override_flags(overrides), config='configs/ade20k_segformer.py:b0')
+  config = ade20k_segformer.get_config('b0,smoke')
+  main.run('train', config, str(workdir))
   record = run_main.records(workdir)[-1]
-  assert record['step'] == 2 and len(record['IoU']) == 150
-  # The confusion matrix's ground-truth counts are those of the raw PNGs reduced once:
-  # raw 0 -> ignored, raw k -> class k - 1.
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  assert record['step'] == 4 and len(record['IoU']) == 150
   expected = np.zeros(150, np.int64)
-  for png in sorted((root / 'annotations' / 'validation').glob('*.png')):
+  for png in sorted((workdir / 'example_data').rglob('annotations/validation/*.png')):
     raw = np.asarray(Image.open(png))
     expected += np.bincount(raw[raw > 0].ravel() - 1, minlength=150)
-  confusion = np.load(workdir / 'confusion_val_step_0000002.npy')
+  assert expected.sum() > 0
+  confusion = np.load(workdir / 'confusion_val_step_0000004.npy')
   np.testing.assert_array_equal(confusion.sum(axis=1), expected)
 
 
-@pytest.mark.parametrize('flags,expected', [
-    (['--config.train.batch_sizee=3'], 'batch_sizee'),
-    (['--config.data.root=/no/such/dir'], '/no/such/dir'),
-    ([], 'config.data.root'),
-])
-def test_bad_config_fails_at_start_naming_it(tmp_path, flags, expected):
-  result = run_main.run(tmp_path, *flags, config='configs/ade20k_segformer.py:b0', check=False,
-                timeout=120)
-  assert result.returncode != 0
-  assert expected in result.stderr
+@pytest.mark.slow(45)
+def test_a_smoke_run_logs_the_config_that_ran(tmp_path, caplog):
+  """configs/camvid_enet.py:smoke (CamVid's layout, ENet class weights from the training
+  labels): the class weights are computed before the config is logged, so the logged config
+  (and the TensorBoard hparams, written from the same config) holds the weights that trained."""
+  caplog.set_level(logging.INFO)
+  config = camvid_enet.get_config('smoke')
+  main.run('train', config, str(tmp_path))
+  weights = tuple(config.loss.class_weights)
+  assert len(weights) == 11 and all(w > 0 for w in weights)
+  assert 'Class weights (enet) from' in caplog.text
+  assert str(config) in caplog.text  # The config as it ran, class weights included.
+  assert logs.flatten_config(config)['loss.class_weights'] == str(weights)
+  assert (tmp_path / 'checkpoints' / '4').is_dir()
+
+
+def test_an_unknown_config_field_fails_at_start_naming_it(tmp_path):
+  result = run_main.run(tmp_path, '--config.train.batch_sizee=3',
+                        config='configs/ade20k_segformer.py:b0', check=False, timeout=120)
+  assert result.returncode != 0 and 'batch_sizee' in result.stderr
+  assert not (tmp_path / 'checkpoints').exists()
+
+
+@pytest.mark.parametrize('root,expected', [('/no/such/dir', '/no/such/dir'),
+                                           (None, 'config.data.root')])
+def test_a_bad_data_root_is_named_before_any_work(tmp_path, root, expected):
+  config = ade20k_segformer.get_config('b0')
+  config.data.root = root
+  with pytest.raises(ValueError, match=expected):
+    main.run('train', config, str(tmp_path))
   assert not (tmp_path / 'checkpoints').exists()
 
 
 @pytest.mark.slow(20)
-def test_benchmark_mode_prints_the_figures(tmp_path):
-  result = run_main.run(tmp_path, '--mode=benchmark', *_flags(1, **{
+def test_benchmark_mode_measures_the_figures(tmp_path):
+  config = _tiny(1, **{
       'benchmark.batch_size': 8, 'benchmark.steps': 2, 'benchmark.warmup_steps': 1,
       'benchmark.eval_image_hw': (40, 72), 'eval.mode': 'slide', 'eval.crop_size': (32, 32),
-      'eval.stride': (24, 24)}))
+      'eval.stride': (24, 24)})
+  main.run('benchmark', config, str(tmp_path))
+  figures = json.loads((tmp_path / 'benchmark.json').read_text())
   for key in ('params_M', 'inference_GFLOPs_per_image', 'train_compile_s',
               'train_images_per_s', 'inference_images_per_s', 'eval_peak_GiB_per_device',
               'eval_s_per_image'):
-    assert key in result.stdout
-  figures = json.loads((tmp_path / 'benchmark.json').read_text())
+    assert key in figures
   assert figures['inference_GFLOPs_per_image'] > 0 and figures['train_images_per_s'] > 0
   assert figures['eval_image'] == '1x40x72' and figures['eval_peak_GiB_per_device'] > 0
   assert figures['eval_mode'].startswith('slide 1 view(s) window (32, 32) stride (24, 24)')
@@ -255,8 +311,6 @@ def test_benchmark_mode_prints_the_figures(tmp_path):
 
 def test_main_drops_library_info_logs_and_keeps_their_warnings():
   """orbax logs ~30 INFO lines per checkpoint; the entry points keep our INFO and every warning."""
-  import logging  # pylint: disable=g-import-not-at-top
-  from semseg_jax import logs  # pylint: disable=g-import-not-at-top
   quiet = logs.QuietLibraries()
 
   def shown(path, level):

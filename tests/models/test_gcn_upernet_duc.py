@@ -1,6 +1,6 @@
-"""UPerNet, GCN and DUC-HDC: shapes and output strides, auxiliary outputs, parameter counts, and
-their numeric pieces against brute force (adaptive pooling bins, the bilinear transposed conv,
-pixel shuffle, HDC dilation rates)."""
+"""UPerNet, GCN and DUC-HDC: shapes and output strides, auxiliary outputs, parameter counts and
+names, and their own numeric pieces against brute force (pixel shuffle, HDC dilation rates).
+(The adaptive pooling and the bilinear transposed conv are tested in test_layers.py.)"""
 
 import math
 
@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 from semseg_jax.models.duc_hdc import block_rates, duc_hdc, pixel_shuffle
-from semseg_jax.models.gcn import BilinearDeconv, bilinear_upsampling_kernel, gcn
-from semseg_jax.models.heads.psp_head import adaptive_avg_pool as _adaptive_avg_pool
-from semseg_jax.models.heads.psp_head import adaptive_bin_edges as _bin_edges
+from semseg_jax.models.gcn import gcn
 from semseg_jax.models.upernet import upernet
+from tests.helpers.param_trees import expand, leaves, modules
 
 NUM_CLASSES = 5
 # The small forms the shared zoo test builds (see the report); images 2 x 37 x 53.
@@ -61,96 +60,6 @@ def _run_tiny(model, images):
 
   evaluated = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, images)
   return variables, train_apply, evaluated
-
-
-# --- Adaptive average pooling (UPerHead's PPM) ------------------------------------------------
-
-def test_adaptive_bins_are_pytorchs():
-  # AdaptiveAvgPool2d's bins [floor(i n / b), ceil((i + 1) n / b)), written out by hand.
-  assert _bin_edges(7, 3) == [(0, 3), (2, 5), (4, 7)]
-  assert _bin_edges(10, 6) == [(0, 2), (1, 4), (3, 5), (5, 7), (6, 9), (8, 10)]
-  assert _bin_edges(4, 6) == [(0, 1), (0, 2), (1, 2), (2, 3), (2, 4), (3, 4)]
-  assert _bin_edges(12, 2) == [(0, 6), (6, 12)]
-
-
-@pytest.mark.parametrize('hw', [(7, 11), (13, 5), (4, 3), (12, 18), (1, 1)])
-def test_adaptive_avg_pool_matches_brute_force(hw):
-  x = np.random.default_rng(0).normal(size=(2, *hw, 3)).astype(np.float32)
-  for bins in (1, 2, 3, 6):
-    expected = np.zeros((2, bins, bins, 3), np.float32)
-    for i in range(bins):
-      h0, h1 = math.floor(i * hw[0] / bins), math.ceil((i + 1) * hw[0] / bins)
-      for j in range(bins):
-        w0, w1 = math.floor(j * hw[1] / bins), math.ceil((j + 1) * hw[1] / bins)
-        expected[:, i, j] = x[:, h0:h1, w0:w1].mean(axis=(1, 2))
-    np.testing.assert_allclose(np.asarray(_adaptive_avg_pool(jnp.asarray(x), bins)), expected,
-                               rtol=1e-5, atol=1e-6)
-
-
-# --- The bilinear transposed conv (GCN) -------------------------------------------------------
-
-def _bilinear_upsample_2x(x: np.ndarray) -> np.ndarray:
-  """align_corners=False bilinear x2 of [H, W, C] with border clamping, by definition."""
-  h, w, _ = x.shape
-  out = np.zeros((2 * h, 2 * w, x.shape[2]), np.float64)
-  for oy in range(2 * h):
-    sy = max((oy + 0.5) / 2 - 0.5, 0.0)
-    y0 = min(int(np.floor(sy)), h - 1)
-    y1, fy = min(y0 + 1, h - 1), sy - y0
-    for ox in range(2 * w):
-      sx = max((ox + 0.5) / 2 - 0.5, 0.0)
-      x0 = min(int(np.floor(sx)), w - 1)
-      x1, fx = min(x0 + 1, w - 1), sx - x0
-      out[oy, ox] = ((1 - fy) * ((1 - fx) * x[y0, x0] + fx * x[y0, x1])
-                     + fy * ((1 - fx) * x[y1, x0] + fx * x[y1, x1]))
-  return out
-
-
-def _conv_transpose_brute_force(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-  """PyTorch ConvTranspose2d(stride 2, padding 1) by its definition: input (i, j) adds
-  x[i, j] @ W[ki, kj] at output (2 i - 1 + ki, 2 j - 1 + kj); kernel [k, k, in, out]."""
-  h, w, _ = x.shape
-  k = kernel.shape[0]
-  out = np.zeros((2 * h, 2 * w, kernel.shape[3]), np.float64)
-  for i in range(h):
-    for j in range(w):
-      for ki in range(k):
-        for kj in range(k):
-          oy, ox = 2 * i - 1 + ki, 2 * j - 1 + kj
-          if 0 <= oy < 2 * h and 0 <= ox < 2 * w:
-            out[oy, ox] += x[i, j] @ kernel[ki, kj]
-  return out
-
-
-def test_bilinear_kernel_values():
-  kernel = bilinear_upsampling_kernel(4, 3)
-  taps = np.array([0.25, 0.75, 0.75, 0.25])
-  np.testing.assert_array_equal(kernel[:, :, 1, 1], np.outer(taps, taps))
-  assert not kernel[:, :, 0, 1].any() and not kernel[:, :, 2, 0].any()
-
-
-def test_bilinear_deconv_init_is_bilinear_upsampling():
-  x = np.random.default_rng(1).normal(size=(1, 5, 7, 3)).astype(np.float32)
-  deconv = BilinearDeconv()
-  variables = deconv.init(jax.random.key(0), jnp.asarray(x))
-  y = np.asarray(deconv.apply(variables, jnp.asarray(x)))[0]
-  assert y.shape == (10, 14, 3)
-  # A transposed conv sees zeros beyond the border: it is bilinear upsampling of the input
-  # zero-padded by one pixel, cropped back (the padded map's 2-pixel rim removed).
-  padded = np.pad(x[0], ((1, 1), (1, 1), (0, 0)))
-  np.testing.assert_allclose(y, _bilinear_upsample_2x(padded)[2:-2, 2:-2], rtol=1e-5, atol=1e-5)
-  # Away from the border it equals F.interpolate(scale 2, bilinear, align_corners=False).
-  np.testing.assert_allclose(y[1:-1, 1:-1], _bilinear_upsample_2x(x[0])[1:-1, 1:-1], rtol=1e-5,
-                             atol=1e-5)
-
-
-def test_deconv_is_pytorch_conv_transpose_for_any_kernel():
-  rng = np.random.default_rng(2)
-  x = rng.normal(size=(1, 3, 4, 2)).astype(np.float32)
-  kernel = rng.normal(size=(4, 4, 2, 2)).astype(np.float32)
-  y = BilinearDeconv().apply({'params': {'kernel': jnp.asarray(kernel)}}, jnp.asarray(x))
-  np.testing.assert_allclose(np.asarray(y)[0], _conv_transpose_brute_force(x[0], kernel),
-                             rtol=1e-5, atol=1e-5)
 
 
 # --- Pixel shuffle and HDC rates (DUC-HDC) ----------------------------------------------------
@@ -227,9 +136,14 @@ def test_upernet_tiny_train_and_eval(images):
   other, _ = train_apply(images, jax.random.key(4))  # Dropout 0.1 draws from the 'dropout' rng.
   assert not np.allclose(out['logits'], other['logits'])
   assert evaluated['aux'] == [] and evaluated['logits'].shape == (2, 10, 14, NUM_CLASSES)
-  assert set(variables['params']['decode_head']) == {
-      'psp_modules', 'bottleneck', 'lateral_convs_0', 'lateral_convs_1', 'lateral_convs_2',
-      'fpn_convs_0', 'fpn_convs_1', 'fpn_convs_2', 'fpn_bottleneck', 'classifier'}
+  assert set(variables['params']) == {'backbone', 'decode_head', 'auxiliary_heads_0'}
+  # mmseg's UPerHead: the PPM's ConvModules under psp_modules, laterals and FPN convs on stages
+  # 1-3, fusion, classifier.
+  assert modules(variables['params']['decode_head']) == expand(
+      '{psp_modules/convs_{0..3},bottleneck,lateral_convs_{0..2},fpn_convs_{0..2},'
+      'fpn_bottleneck}/{conv,bn}', 'classifier/conv_seg')
+  assert modules(variables['params']['auxiliary_heads_0']) == {'convs_0/conv', 'convs_0/bn',
+                                                               'classifier/conv_seg'}
 
 
 def test_gcn_tiny_train_and_eval(images):
@@ -246,6 +160,11 @@ def test_gcn_tiny_train_and_eval(images):
   assert head['gcn1']['left_kx1']['kernel'].shape == (7, 1, 64, NUM_CLASSES)
   assert head['gcn4']['right_1xk']['kernel'].shape == (1, 7, 512, NUM_CLASSES)
   assert len([k for k in head if 'br' in k]) == 9 and len([k for k in head if 'deconv' in k]) == 5
+  # A GCN and a BR on each stage (1..4), a deconv from stage s to s - 1 and a BR after each sum,
+  # then the two x2 deconvs + BRs to full resolution.
+  assert leaves(head) == expand('gcn{1..4}/{left_kx1,left_1xk,right_1xk,right_kx1}/{kernel,bias}',
+                                '{br{1..4},fuse_br{3..1},br_half,br_full}/{conv1,conv2}/'
+                                '{kernel,bias}', '{deconv{4..2},deconv_half,deconv_full}/kernel')
 
 
 def test_duc_hdc_tiny_train_and_eval(images):
@@ -260,6 +179,12 @@ def test_duc_hdc_tiny_train_and_eval(images):
   assert evaluated['aux'] == [] and evaluated['logits'].shape == (2, 19, 27, NUM_CLASSES)
   assert variables['params']['decode_head']['aspp_convs_0']['kernel'].shape == (
       3, 3, 512, NUM_CLASSES * 16)
+  assert leaves(variables['params']['decode_head']) == expand('aspp_convs_{0..3}/{kernel,bias}')
+  # The backbone has backbones/resnet.py's names (ResNet-18: BasicBlocks, a projection
+  # shortcut where the width changes), so its ImageNet weights load unchanged.
+  assert modules(variables['params']['backbone']) == expand(
+      'stem_{conv,bn}{1..3}', 'layer{1..4}_block{0..1}/{conv,bn}{1..2}',
+      'layer{2..4}_block0/downsample_{conv,bn}')
 
 
 @pytest.mark.parametrize('hw', [(37, 53), (33, 95), (64, 64), (65, 31)])

@@ -1,4 +1,5 @@
-"""SegFormer and the shared layers: shapes, parameter counts, resize, randomness, bfloat16."""
+"""SegFormer: shapes, parameter counts and names, initialisation, randomness, bfloat16. (The
+bilinear resize and DropPath are tested in test_layers.py.)"""
 
 import math
 
@@ -7,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from semseg_jax.models import layers
 from semseg_jax.models.segformer import (SEGFORMER_VARIANTS, MixTransformer, SegFormer,
                                          segformer)
+from tests.helpers.param_trees import expand, modules
 
 # A SegFormer small enough to compile in a second or two; same structure as B0.
 TINY = dict(depths=(1, 1, 1, 1), widths=(16, 32, 40, 64), decoder_dim=32)
@@ -112,6 +113,10 @@ def test_param_names_for_optimizer_rules():
   assert 'sr' not in params['backbone']['stage4']['block0']['attn']  # sr_ratio 1
   assert set(params['decode_head']) == {'linear_c1', 'linear_c2', 'linear_c3', 'linear_c4',
                                         'linear_fuse', 'fuse_norm', 'classifier'}
+  assert modules(params['backbone']) == expand(
+      'stage{1..4}/{patch_embed/{proj,norm},norm}',
+      'stage{1..4}/block0/{norm1,norm2,attn/{query,key,value,proj},mlp/{fc1,dwconv,fc2}}',
+      'stage{1..3}/block0/attn/{sr,sr_norm}')
   assert 'bias' not in params['decode_head']['linear_fuse']
   # Every parameter with 'scale' (a norm's weight) lives in a module whose name has 'norm'.
   paths = ['/'.join(str(k.key) for k in path)
@@ -129,48 +134,6 @@ def test_init_statistics(tiny):
   assert float(jnp.abs(block['mlp']['fc1']['bias']).max()) == 0.0
   np.testing.assert_array_equal(block['norm1']['scale'], 1.0)
   np.testing.assert_array_equal(block['norm1']['bias'], 0.0)
-
-
-def _torch_bilinear_numpy(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-  """PyTorch's upsample_bilinear2d (align_corners=False, explicit size), pixel by pixel."""
-  n, h, w, c = x.shape
-  out_h, out_w = size
-
-  def taps(i, in_size, out_size):
-    src = max((i + 0.5) * in_size / out_size - 0.5, 0.0)
-    i0 = int(math.floor(src))
-    i1 = i0 + 1 if i0 < in_size - 1 else i0
-    frac = src - i0
-    return i0, i1, 1.0 - frac, frac
-
-  out = np.zeros((n, out_h, out_w, c), np.float64)
-  for oy in range(out_h):
-    y0, y1, wy0, wy1 = taps(oy, h, out_h)
-    for ox in range(out_w):
-      x0, x1, wx0, wx1 = taps(ox, w, out_w)
-      out[:, oy, ox] = (wy0 * (wx0 * x[:, y0, x0] + wx1 * x[:, y0, x1]) +
-                        wy1 * (wx0 * x[:, y1, x0] + wx1 * x[:, y1, x1]))
-  return out
-
-
-@pytest.mark.parametrize('in_hw,out_hw', [((5, 7), (13, 9)), ((13, 11), (4, 6)),
-                                          ((7, 7), (10, 3)), ((3, 4), (3, 4)),
-                                          ((2, 3), (16, 24)), ((10, 14), (3, 4))])
-def test_bilinear_resize_matches_pytorch(in_hw, out_hw):
-  x = np.random.RandomState(0).randn(2, *in_hw, 3).astype(np.float32)
-  got = np.asarray(layers.bilinear_resize(jnp.asarray(x), out_hw))
-  np.testing.assert_allclose(got, _torch_bilinear_numpy(x, out_hw), rtol=1e-5, atol=1e-5)
-
-
-def test_drop_path():
-  x = jnp.ones((4000, 2, 2, 3))
-  layer = layers.DropPath(0.25)
-  np.testing.assert_array_equal(layer.apply({}, x, deterministic=True), x)
-  y = np.asarray(layer.apply({}, x, deterministic=False, rngs={'dropout': jax.random.key(0)}))
-  per_sample = y.reshape(4000, -1)
-  assert np.all(per_sample.min(1) == per_sample.max(1))  # whole samples kept or dropped
-  np.testing.assert_allclose(np.unique(per_sample), [0.0, 1 / 0.75], rtol=1e-6)
-  assert abs((per_sample[:, 0] == 0).mean() - 0.25) < 0.03
 
 
 def test_randomness_only_in_train_mode(tiny):

@@ -1,5 +1,6 @@
-"""TopFormer: shapes, exact parameter counts, the token pooling and attention against NumPy,
-initialisation, randomness and BatchNorm updates."""
+"""TopFormer: shapes, exact parameter counts and names, the attention against NumPy,
+initialisation, randomness and BatchNorm updates. (The token pooling, an adaptive average pool,
+is tested in test_layers.py.)"""
 
 import math
 
@@ -8,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from semseg_jax.models.heads.psp_head import adaptive_avg_pool
 from semseg_jax.models.topformer import (TOPFORMER_VARIANTS, Attention, InvertedResidual,
                                          SimpleHead, TransformerBlock, h_sigmoid, topformer)
+from tests.helpers.param_trees import expand, modules
 
 NUM_CLASSES = 5
 # Narrow injection and head, a single transformer block.
@@ -156,6 +157,14 @@ def test_param_layout():
   assert backbone['sim1']['local_embedding']['conv']['kernel'].shape == (1, 1, 32, 128)
   assert set(params['decode_head']) == {'linear_fuse', 'classifier'}
   assert params['decode_head']['linear_fuse']['conv']['kernel'].shape == (1, 1, 1, 128)
+  # The reference's names: every Conv2d_BN / ConvModule is conv + bn.
+  assert modules(backbone) == expand(
+      'tpm/{stem,layer{1..9}/{depthwise,project},layer{2..9}/expand}/{conv,bn}',
+      'trans/block{0..3}/{attn/{to_q,to_k,to_v,proj},mlp/{fc1,fc2}}/{conv,bn}',
+      'trans/block{0..3}/mlp/dwconv',
+      'sim{1..3}/{local_embedding,global_act,global_embedding}/{conv,bn}')
+  assert modules(params['decode_head']) == {'linear_fuse/conv', 'linear_fuse/bn',
+                                            'classifier/conv_seg'}
 
 
 def test_init():
@@ -176,25 +185,6 @@ def test_init():
   kernel = jax.jit(SimpleHead(150).init)(jax.random.key(2), [x])['params']['classifier'][
       'conv_seg']['kernel']
   assert abs(float(jnp.std(kernel)) / 0.01 - 1) < 0.1
-
-
-def _numpy_adaptive_pool(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-  n, h, w, c = x.shape
-  out = np.zeros((n, out_h, out_w, c))
-  for i in range(out_h):
-    for j in range(out_w):
-      h0, h1 = (i * h) // out_h, -(-((i + 1) * h) // out_h)
-      w0, w1 = (j * w) // out_w, -(-((j + 1) * w) // out_w)
-      out[:, i, j] = x[:, h0:h1, w0:w1].mean(axis=(1, 2))
-  return out
-
-
-@pytest.mark.parametrize('shape,out_hw', [((2, 13, 7, 3), (4, 2)), ((1, 16, 9, 2), (8, 5)),
-                                          ((1, 5, 11, 4), (3, 6)), ((1, 3, 3, 1), (2, 2))])
-def test_adaptive_avg_pool_matches_pytorch_bins(shape, out_hw):
-  x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-  np.testing.assert_allclose(adaptive_avg_pool(jnp.asarray(x), out_hw),
-                             _numpy_adaptive_pool(x, *out_hw), rtol=1e-5, atol=1e-6)
 
 
 def test_h_sigmoid():

@@ -1,0 +1,1 @@
+"""Tools beside training: model statistics, the README model table, benchmarks."""

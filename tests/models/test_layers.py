@@ -1,0 +1,309 @@
+"""The shared layers (models/layers.py) against NumPy brute force or values recorded from
+PyTorch: resizes, pools, unpooling, the transposed convolutions, stochastic depth."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from semseg_jax.models import layers
+from tests.helpers.param_trees import expand
+from tests.helpers.torch_reference import np_align_corners, np_nearest
+
+
+def test_brace_expansion_of_the_param_tree_tests():
+  assert expand('x{1..2}/{a,b/{c, d}}') == {'x1/a', 'x1/b/c', 'x1/b/d', 'x2/a', 'x2/b/c',
+                                           'x2/b/d'}
+  assert expand('deconv{4..2}', 'y') == {'deconv4', 'deconv3', 'deconv2', 'y'}
+
+
+# --- Resizes ------------------------------------------------------------------------------------
+
+def _torch_bilinear_numpy(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  """PyTorch's upsample_bilinear2d (align_corners=False, explicit size), pixel by pixel."""
+  n, h, w, c = x.shape
+  out_h, out_w = size
+
+  def taps(i, in_size, out_size):
+    src = max((i + 0.5) * in_size / out_size - 0.5, 0.0)
+    i0 = int(math.floor(src))
+    i1 = i0 + 1 if i0 < in_size - 1 else i0
+    frac = src - i0
+    return i0, i1, 1.0 - frac, frac
+
+  out = np.zeros((n, out_h, out_w, c), np.float64)
+  for oy in range(out_h):
+    y0, y1, wy0, wy1 = taps(oy, h, out_h)
+    for ox in range(out_w):
+      x0, x1, wx0, wx1 = taps(ox, w, out_w)
+      out[:, oy, ox] = (wy0 * (wx0 * x[:, y0, x0] + wx1 * x[:, y0, x1]) +
+                        wy1 * (wx0 * x[:, y1, x0] + wx1 * x[:, y1, x1]))
+  return out
+
+
+@pytest.mark.parametrize('in_hw,out_hw', [((5, 7), (13, 9)), ((13, 11), (4, 6)),
+                                          ((7, 7), (10, 3)), ((3, 4), (3, 4)),
+                                          ((2, 3), (16, 24)), ((10, 14), (3, 4))])
+def test_bilinear_resize_matches_pytorch(in_hw, out_hw):
+  x = np.random.RandomState(0).randn(2, *in_hw, 3).astype(np.float32)
+  got = np.asarray(layers.bilinear_resize(jnp.asarray(x), out_hw))
+  np.testing.assert_allclose(got, _torch_bilinear_numpy(x, out_hw), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('in_hw,out_hw', [((3, 4), (9, 11)), ((3, 4), (24, 32)),
+                                          ((3, 4), (3, 4)), ((3, 4), (1, 5)), ((5, 7), (9, 4)),
+                                          ((1, 1), (3, 5)), ((4, 6), (1, 2)), ((3, 3), (3, 8))])
+def test_resize_align_corners_matches_brute_force(in_hw, out_hw):
+  x = np.random.default_rng(1).normal(size=(2, *in_hw, 3)).astype(np.float32)
+  got = layers.resize_align_corners(jnp.asarray(x), out_hw)
+  np.testing.assert_allclose(np.asarray(got), np_align_corners(x, *out_hw), atol=1e-5)
+
+
+def test_torch_nearest_indices_are_pytorchs():
+  nearest = layers.torch_nearest_indices
+  # F.interpolate(mode='nearest', size=...) source rows, recorded from torch 2.13 (CPU).
+  assert nearest(3, 5).tolist() == [0, 0, 1, 1, 2]
+  assert nearest(5, 3).tolist() == [0, 1, 3]
+  assert nearest(7, 4).tolist() == [0, 1, 3, 5]
+  assert nearest(4, 7).tolist() == [0, 0, 1, 1, 2, 2, 3]
+  # F.interpolate(arange(26), size=22, mode='nearest') (the integer formula dst * in // out
+  # gives 13 at position 11).
+  assert nearest(26, 22).tolist() == [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 14, 15, 16, 17, 18,
+                                      20, 21, 22, 23, 24]
+  # PyTorch's float32 scale rounds these below the exact floor(i * in / out).
+  assert nearest(2, 82)[41] == 0 and 41 * 2 // 82 == 1
+  assert nearest(4, 82)[41] == 1 and 41 * 4 // 82 == 2
+  # x2 (the ResNet's even sizes) repeats each row twice; equal sizes are the identity.
+  assert nearest(3, 6).tolist() == [0, 0, 1, 1, 2, 2]
+  assert nearest(6, 6).tolist() == list(range(6))
+
+
+@pytest.mark.parametrize('in_hw,out_hw', [((5, 7), (9, 13)), ((5, 7), (10, 14)),
+                                          ((5, 7), (1, 1)), ((5, 7), (5, 7)), ((5, 7), (3, 4)),
+                                          ((3, 4), (5, 7))])
+def test_resize_nearest_matches_pytorch_indexing(in_hw, out_hw):
+  x = np.random.default_rng(0).normal(size=(2, *in_hw, 3)).astype(np.float32)
+  got = layers.resize_nearest(jnp.asarray(x), out_hw)
+  np.testing.assert_array_equal(np.asarray(got), np_nearest(x, *out_hw))
+
+
+# --- Pools --------------------------------------------------------------------------------------
+
+def test_adaptive_bins_are_pytorchs():
+  # AdaptiveAvgPool2d's bins [floor(i n / b), ceil((i + 1) n / b)), written out by hand.
+  assert layers.adaptive_bin_edges(7, 3) == [(0, 3), (2, 5), (4, 7)]
+  assert layers.adaptive_bin_edges(10, 6) == [(0, 2), (1, 4), (3, 5), (5, 7), (6, 9), (8, 10)]
+  assert layers.adaptive_bin_edges(4, 6) == [(0, 1), (0, 2), (1, 2), (2, 3), (2, 4), (3, 4)]
+  assert layers.adaptive_bin_edges(12, 2) == [(0, 6), (6, 12)]
+  assert layers.adaptive_bin_edges(60, 6) == [(10 * i, 10 * i + 10) for i in range(6)]
+  x = jnp.ones((1, 9, 7, 2), jnp.bfloat16)
+  assert layers.adaptive_avg_pool(x, 3).dtype == jnp.bfloat16
+
+
+def _np_adaptive_avg_pool(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+  """AdaptiveAvgPool2d bin by bin: bin i spans [floor(i * n / b), ceil((i + 1) * n / b))."""
+  n, h, w, c = x.shape
+  out = np.zeros((n, out_h, out_w, c), np.float64)
+  for i in range(out_h):
+    h0, h1 = math.floor(i * h / out_h), math.ceil((i + 1) * h / out_h)
+    for j in range(out_w):
+      w0, w1 = math.floor(j * w / out_w), math.ceil((j + 1) * w / out_w)
+      out[:, i, j] = x[:, h0:h1, w0:w1].mean(axis=(1, 2))
+  return out
+
+
+@pytest.mark.parametrize('shape,bins', [
+    *[((2, *hw, 3), b) for hw in [(7, 11), (13, 5), (4, 3), (12, 18), (1, 1), (4, 9)]
+      for b in (1, 2, 3, 6)],
+    ((2, 13, 7, 3), (4, 2)), ((1, 16, 9, 2), (8, 5)), ((1, 5, 11, 4), (3, 6)),
+    ((1, 3, 3, 1), (2, 2))])
+def test_adaptive_avg_pool_matches_pytorch_bins(shape, bins):
+  x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+  out_hw = (bins, bins) if isinstance(bins, int) else bins
+  np.testing.assert_allclose(np.asarray(layers.adaptive_avg_pool(jnp.asarray(x), bins)),
+                             _np_adaptive_avg_pool(x, *out_hw), rtol=1e-5, atol=1e-6)
+
+
+def test_global_avg_pool_is_the_one_bin_adaptive_pool():
+  x = np.random.default_rng(3).normal(size=(2, 7, 5, 3)).astype(np.float32)
+  got = np.asarray(layers.global_avg_pool(jnp.asarray(x)))
+  assert got.shape == (2, 1, 1, 3)
+  np.testing.assert_allclose(got, _np_adaptive_avg_pool(x, 1, 1), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize('hw', [(7, 9), (8, 8), (3, 2), (1, 1), (7, 8)])
+def test_avg_pool_counts_padding_like_pytorch(hw):
+  """AvgPool2d(3, 2, padding=1) (count_include_pad=True): every window sum / 9, output
+  floor((n - 1) / 2) + 1."""
+  x = np.random.default_rng(1).normal(size=(2, *hw, 3)).astype(np.float32)
+  padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  out_h, out_w = (hw[0] - 1) // 2 + 1, (hw[1] - 1) // 2 + 1
+  expected = np.zeros((2, out_h, out_w, 3), np.float32)
+  for i in range(out_h):
+    for j in range(out_w):
+      expected[:, i, j] = padded[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3].sum(axis=(1, 2)) / 9
+  got = layers.avg_pool(jnp.asarray(x), 3, 2, padding=1)
+  np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_ceil_mode_average_pool_against_brute_force():
+  x = np.asarray(jax.random.normal(jax.random.key(0), (2, 5, 7, 3)))
+  got = np.asarray(jax.jit(lambda x: layers.avg_pool(x, 2, 2, ceil_mode=True))(x))
+  want = np.zeros((2, 3, 4, 3))
+  for i in range(3):
+    for j in range(4):  # A partial last window averages only its in-bounds pixels.
+      want[:, i, j] = x[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2].mean(axis=(1, 2))
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_ceil_mode_average_pool_with_padding_counts_the_padding_only():
+  """AvgPool2d(3, 2, padding=1, ceil_mode=True) on 6 columns: windows start at -1, 1, 3, 5; the
+  last covers columns 5, 6 (the padding, counted) and 7 (past it, not counted): / 6."""
+  x = np.random.default_rng(2).normal(size=(1, 6, 6, 1)).astype(np.float32)
+  padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  want = np.zeros((1, 4, 4, 1), np.float32)
+  for i in range(4):
+    for j in range(4):
+      window = padded[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3]
+      want[:, i, j] = window.sum(axis=(1, 2)) / (window.shape[1] * window.shape[2])
+  got = layers.avg_pool(jnp.asarray(x), 3, 2, padding=1, ceil_mode=True)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize('hw', [(7, 9), (6, 8), (5, 7)])
+def test_unpooling_puts_values_back_where_the_max_was(hw):
+  """Unpooling puts each window's maximum back in place and zeros elsewhere; odd sizes keep
+  their last row/column (their windows are partial, ceil mode)."""
+  x = np.random.default_rng(0).normal(size=(2, *hw, 3)).astype(np.float32)
+  pooled, indices = layers.max_pool_2x2_with_indices(jnp.asarray(x))
+  restored = np.asarray(layers.max_unpool_2x2(pooled, indices, hw))
+  out_h, out_w = (hw[0] + 1) // 2, (hw[1] + 1) // 2
+  expected_pooled = np.zeros((2, out_h, out_w, 3), np.float32)
+  expected = np.zeros_like(x)
+  for n in range(2):
+    for i in range(out_h):
+      for j in range(out_w):
+        for c in range(3):
+          window = x[n, 2 * i:2 * i + 2, 2 * j:2 * j + 2, c]
+          r, s = np.unravel_index(np.argmax(window), window.shape)
+          expected_pooled[n, i, j, c] = window[r, s]
+          expected[n, 2 * i + r, 2 * j + s, c] = window[r, s]
+  np.testing.assert_array_equal(np.asarray(pooled), expected_pooled)
+  np.testing.assert_array_equal(restored, expected)
+
+
+# --- Convolutions -------------------------------------------------------------------------------
+
+def test_conv2d_padding_forms():
+  x = jnp.zeros((1, 9, 10, 2))
+
+  def out_hw(**kwargs):
+    conv = layers.conv2d(4, **kwargs)
+    return jax.eval_shape(lambda: conv.init_with_output(jax.random.key(0), x)[0]).shape[1:3]
+
+  assert out_hw(kernel_size=3) == (9, 10)  # dilation * (k - 1) // 2 per side
+  assert out_hw(kernel_size=3, dilation=3) == (9, 10)
+  assert out_hw(kernel_size=(1, 5)) == (9, 10)
+  assert out_hw(kernel_size=3, stride=2, padding=0) == (4, 4)
+  assert out_hw(kernel_size=2, stride=2, padding=((0, 1), (0, 0))) == (5, 5)
+  assert out_hw(kernel_size=3, stride=2, padding='SAME') == (5, 5)  # TensorFlow's ceil(n / 2)
+
+
+def _torch_conv_transpose(x, weight, stride, padding, output_padding):
+  """PyTorch's ConvTranspose2d by definition: out[i*s + a - p] += x[i] * W[c, o, a]; NHWC x,
+  weight (C_in, C_out, kh, kw)."""
+  n, h, w, _ = x.shape
+  _, c_out, kh, kw = weight.shape
+  oh = (h - 1) * stride - 2 * padding + kh + output_padding
+  ow = (w - 1) * stride - 2 * padding + kw + output_padding
+  full = np.zeros((n, (h - 1) * stride + kh + output_padding,
+                   (w - 1) * stride + kw + output_padding, c_out))
+  for i in range(h):
+    for j in range(w):
+      full[:, i * stride:i * stride + kh, j * stride:j * stride + kw] += np.einsum(
+          'nc,coab->nabo', x[:, i, j], weight)
+  return full[:, padding:padding + oh, padding:padding + ow]
+
+
+@pytest.mark.parametrize('kernel, padding, output_padding', [(3, 1, 1), (2, 0, 0)])
+def test_conv_transpose2d_is_pytorch(kernel, padding, output_padding):
+  """ENet's 3x3 and 2x2 and U-Net's 2x2 stride-2 transposed convs."""
+  x = np.random.default_rng(2).normal(size=(1, 3, 4, 6))
+  module = layers.conv_transpose2d(5, kernel, 2, padding=padding, output_padding=output_padding,
+                                   kernel_init=layers.torch_default_init(kernel * kernel * 6),
+                                   bias_init=layers.torch_default_init(kernel * kernel * 6))
+  variables = module.init(jax.random.key(0), x)
+  kernel_, bias = variables['params']['kernel'], variables['params']['bias']
+  assert kernel_.shape == (kernel, kernel, 5, 6)  # (kh, kw, out, in)
+  weight = np.asarray(kernel_).transpose(3, 2, 0, 1)
+  expected = _torch_conv_transpose(x, weight, 2, padding, output_padding) + np.asarray(bias)
+  assert expected.shape[1:3] == (6, 8)
+  with jax.default_matmul_precision('highest'):  # no TF32 on GPUs
+    out = module.apply(variables, x)
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_bilinear_filter_is_fcn_upsample_filt():
+  np.testing.assert_allclose(layers.bilinear_filter(4), np.outer(*2 * [[0.25, 0.75, 0.75, 0.25]]))
+  np.testing.assert_allclose(layers.bilinear_filter(3), np.outer(*2 * [[0.5, 1.0, 0.5]]))
+  kernel = np.asarray(layers.bilinear_upsampling_init(None, (4, 4, 3, 3)))
+  np.testing.assert_array_equal(kernel[:, :, 1, 1], np.outer(*2 * [[0.25, 0.75, 0.75, 0.25]]))
+  assert not kernel[:, :, 0, 1].any() and not kernel[:, :, 2, 0].any()
+
+
+def _tent(n_in: int, n_out: int, factor: int) -> np.ndarray:
+  """[n_out, n_in] linear-interpolation weights at the sources (o + 1/2) / f - 1/2 (PyTorch's
+  align_corners=False), the signal being zero outside the map."""
+  src = (np.arange(n_out) + 0.5) / factor - 0.5
+  return np.maximum(0.0, 1.0 - np.abs(src[:, None] - np.arange(n_in)[None, :]))
+
+
+@pytest.mark.parametrize('factor', [2, 8, 16, 32])
+def test_bilinear_conv_transpose_init_is_bilinear_interpolation(factor):
+  """At init it is bilinear upsampling of the input zero-padded beyond its border (a transposed
+  conv sees zeros there); away from the outermost half coarse pixel, F.interpolate(bilinear,
+  align_corners=False) by the factor."""
+  h, w, c = 5, 7, 3
+  x = np.random.default_rng(factor).normal(size=(1, h, w, c)).astype(np.float32)
+  module = layers.BilinearConvTranspose(factor)
+  out_hw = (factor * h, factor * w)
+  variables = module.init(jax.random.key(0), x, out_hw)
+  y = np.asarray(module.apply(variables, x, out_hw))[0]
+  np.testing.assert_array_equal(np.asarray(module.apply(variables, x))[0], y)  # default size
+  expected = np.einsum('ai,ijc,bj->abc', _tent(h, factor * h, factor), x[0],
+                       _tent(w, factor * w, factor))
+  np.testing.assert_allclose(y, expected, atol=1e-5)
+  resized = np.asarray(layers.bilinear_resize(jnp.asarray(x), out_hw))[0]
+  inner = slice(factor // 2, -(factor // 2))
+  np.testing.assert_allclose(y[inner, inner], resized[inner, inner], atol=1e-5)
+
+
+@pytest.mark.parametrize('factor, in_hw, out_hw', [(2, (3, 5), (5, 10)), (4, (3, 5), (11, 17)),
+                                                   (2, (3, 4), (6, 8))])
+def test_bilinear_conv_transpose_is_pytorch_conv_transpose_for_any_kernel(factor, in_hw, out_hw):
+  """The kernel is torch's ConvTranspose2d weight [C_in, C_out, k, k] transposed (2, 3, 0, 1);
+  the output is torch's with padding f/2, cropped at the bottom/right."""
+  rng = np.random.default_rng(0)
+  c, k = 2, 2 * factor
+  x = rng.normal(size=(1, *in_hw, c)).astype(np.float32)
+  torch_weight = rng.normal(size=(c, c, k, k)).astype(np.float32)
+  expected = _torch_conv_transpose(x, torch_weight, factor, factor // 2, 0)
+  expected = expected[:, :out_hw[0], :out_hw[1]]
+  params = {'params': {'kernel': jnp.asarray(torch_weight.transpose(2, 3, 0, 1))}}
+  y = layers.BilinearConvTranspose(factor).apply(params, x, out_hw)
+  np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-5, atol=1e-5)
+
+
+# --- Stochastic depth ---------------------------------------------------------------------------
+
+def test_drop_path():
+  x = jnp.ones((4000, 2, 2, 3))
+  layer = layers.DropPath(0.25)
+  np.testing.assert_array_equal(layer.apply({}, x, deterministic=True), x)
+  y = np.asarray(layer.apply({}, x, deterministic=False, rngs={'dropout': jax.random.key(0)}))
+  per_sample = y.reshape(4000, -1)
+  assert np.all(per_sample.min(1) == per_sample.max(1))  # whole samples kept or dropped
+  np.testing.assert_allclose(np.unique(per_sample), [0.0, 1 / 0.75], rtol=1e-6)
+  assert abs((per_sample[:, 0] == 0).mean() - 0.25) < 0.03
