@@ -54,8 +54,9 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
                        input_hw: tuple[int, int], mesh: Mesh,
                        partition_rules: Any = ()) -> tuple[TrainState, Any]:
   """The initial state, created by a jitted init directly into its shardings (replicated, or
-  by config.mesh.partition_rules: see sharding.leaf_spec)."""
-  def init():
+  by config.mesh.partition_rules: see sharding.leaf_spec). The key is an argument of the jitted
+  function, so that states of other seeds reuse its compilation."""
+  def init(rng):
     param_rng, dropout_rng = jax.random.split(rng)
     images = jnp.zeros((1, *input_hw, 3), jnp.float32)
     variables = model.init({'params': param_rng, 'dropout': dropout_rng}, images, train=False)
@@ -63,9 +64,9 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
                       skipped_steps=jnp.zeros((), jnp.int32), bad_streak=jnp.zeros((), jnp.int32))
-  abstract = jax.eval_shape(init)
+  abstract = jax.eval_shape(init, rng)
   shardings = sharding.state_shardings(abstract, mesh, partition_rules)
-  return jax.jit(init, out_shardings=shardings)(), shardings
+  return jax.jit(init, out_shardings=shardings)(rng), shardings
 
 
 PRETRAINED_FIELDS = (('pretrained', 'model'), ('backbone_pretrained', 'backbone'))

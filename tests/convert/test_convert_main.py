@@ -1,7 +1,8 @@
 """Converting Hugging Face weights with `python -m semseg_jax.convert`, then fine-tuning from
-them with `python -m semseg_jax.main`, as users do."""
+them through semseg_jax.main (in-process), as users do."""
 
 import json
+import logging
 import os
 import pathlib
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 import torch
 import transformers
 
+from semseg_jax import main
 from semseg_jax.data.datasets import synthetic
 from tests.helpers import e2e_config
 
@@ -28,7 +30,7 @@ def _run(module: str, *flags: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow(45)
-def test_convert_then_finetune_through_main(tmp_path):
+def test_convert_then_finetune_through_main(tmp_path, caplog):
   torch.manual_seed(0)
   reference = transformers.SegformerForSemanticSegmentation(transformers.SegformerConfig(
       num_labels=150))  # SegFormer-B0 as fine-tuned on ADE20K.
@@ -47,10 +49,11 @@ def test_convert_then_finetune_through_main(tmp_path):
   # Fine-tune on the synthetic dataset's classes, learning rate 0: the weights stay the
   # converted ones, so the final checkpoint shows where every tensor landed.
   workdir = tmp_path / 'run'
-  result = _run('semseg_jax.main', '--config=configs/quickstart.py', f'--workdir={workdir}',
-                *tiny, '--config.train.num_steps=2', '--config.optimizer.lr=0.0',
-                f'--config.model.pretrained={converted}')
-  log = result.stderr
+  caplog.set_level(logging.INFO)
+  main.run('train', e2e_config.apply(e2e_config.tiny_quickstart(), {
+      'train.num_steps': 2, 'optimizer.lr': 0.0, 'model.pretrained': str(converted)}),
+           str(workdir))
+  log = caplog.text
   assert 'config.data.mean=(123.675, 116.28, 103.53) -> (127.5, 127.5, 127.5)' in log
   assert (f'params/decode_head/classifier/bias (150 classes in the source, '
           f'{synthetic.NUM_CLASSES} here)') in log

@@ -21,7 +21,9 @@ from semseg_jax import logs
 from semseg_jax import main
 from semseg_jax.data import datasets
 from tests.helpers import e2e_config
+from tests.helpers import mesh_restore
 from tests.helpers import run_main
+from tests.helpers import sharded_steps
 
 REPO = run_main.REPO
 
@@ -166,9 +168,10 @@ def _steps(workdir):
 def test_sigterm_then_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
   """SIGTERM (preemption) saves at the next step boundary and exits 0; SIGKILL loses only what
   came after the last checkpoint; the same command resumes; the end is bit-exact."""
-  flags = _flags(40, **{'train.eval_every': 20, 'checkpoint.every_steps': 5})
+  overrides = {'train.eval_every': 20, 'checkpoint.every_steps': 5}
+  flags = _flags(40, **overrides)
   straight = tmp_path / 'straight'
-  run_main.run(straight, *flags)
+  main.run('train', _tiny(40, **overrides), str(straight))  # In this process: the reference.
 
   killed = tmp_path / 'killed'
   log = tmp_path / 'preempted.log'
@@ -200,38 +203,44 @@ def test_sigterm_then_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
   assert final_a == final_b
 
 
-@pytest.mark.slow(235)
+@pytest.mark.slow(120)
 def test_eight_devices_match_one_and_checkpoints_move_between_meshes(tmp_path):
-  """Train steps on 8 devices, data parallel or data x fsdp = 4 x 2 with every state leaf
-  split over fsdp, give the 1-device losses and parameters to float tolerance; evaluating the
-  same parameters gives the identical confusion matrix; the FSDP run's checkpoint restores
-  exactly onto a 4-device data-parallel mesh."""
-  one_path, eight_path, fsdp_path = tmp_path / '1.npz', tmp_path / '8.npz', tmp_path / 'f.npz'
+  """Train steps on 8 devices (one subprocess), data parallel or data x fsdp = 4 x 2 with every
+  state leaf split over fsdp, give this 1-device process's losses and parameters to float
+  tolerance, also for a BatchNorm model (statistics over the global batch); evaluating the same
+  parameters gives the identical confusion matrix; the FSDP run's checkpoint restores exactly
+  onto this process's one device and trains on."""
+  one, one_bn = tmp_path / '1.npz', tmp_path / '1bn.npz'
+  eight, eight_bn, fsdp = tmp_path / '8.npz', tmp_path / '8bn.npz', tmp_path / 'f.npz'
   restored_path, workdir = tmp_path / 'r.npz', tmp_path / 'fsdp_run'
-  for n, module, args in ((1, 'sharded_steps', [one_path]),
-                          (8, 'sharded_steps', [eight_path, one_path]),
-                          (8, 'sharded_steps', [fsdp_path, '-', 'fsdp', workdir]),
-                          (4, 'mesh_restore', [workdir, restored_path])):
-    subprocess.run([sys.executable, '-m', f'tests.helpers.{module}', *map(str, args)], cwd=REPO,
-                   env=run_main.env(n), check=True, timeout=600, capture_output=True)
-  one, eight = dict(np.load(one_path)), dict(np.load(eight_path))
-  fsdp, restored = dict(np.load(fsdp_path)), dict(np.load(restored_path))
-  # The 4 x 2 FSDP checkpoint restores exactly onto 4 devices (replicated) and trains on.
-  assert int(restored['num_devices']) == 4 and int(restored['step']) == 4
+  sharded_steps.run(str(one))
+  sharded_steps.run(str(one_bn), model='pspnet')
+  jobs = [{'out_path': str(eight), 'reference_path': str(one)},
+          {'out_path': str(fsdp), 'parallelism': 'fsdp', 'checkpoint_workdir': str(workdir)},
+          {'out_path': str(eight_bn), 'model': 'pspnet'}]
+  (tmp_path / 'jobs.json').write_text(json.dumps(jobs))
+  subprocess.run([sys.executable, '-m', 'tests.helpers.sharded_steps', str(tmp_path / 'jobs.json')],
+                 cwd=REPO, env=run_main.env(8), check=True, timeout=900, capture_output=True)
+  mesh_restore.run(str(workdir), str(restored_path))
+  one, eight, one_bn, eight_bn = (dict(np.load(p)) for p in (one, eight, one_bn, eight_bn))
+  fsdp, restored = dict(np.load(fsdp)), dict(np.load(restored_path))
+  # The 4 x 2 FSDP checkpoint restores exactly onto 1 device (replicated) and trains on.
+  assert int(restored['num_devices']) == 1 and int(restored['step']) == 4
   assert np.isfinite(restored['loss'])
   for key in [k for k in fsdp if k.startswith("['params']") or k.startswith("['batch_stats']")]:
     np.testing.assert_array_equal(restored[key], fsdp[key], err_msg=key)
   assert int(one['num_devices']) == 1 and int(eight['num_devices']) == 8
   assert int(eight['num_sharded_leaves']) == 0 and int(fsdp['num_sharded_leaves']) > 100
-  param_keys = [k for k in one if k.startswith("['params']")]
-  assert len(param_keys) > 50
   # Biases followed by BatchNorm have a zero true gradient: Adam turns its rounding noise into
   # steps of about lr (1e-3) x 3 steps, whose sign differs with the reduction order. 5e-5 still
   # catches any real difference, which would be of that 1e-3 scale.
-  for other, atol in ((eight, 1e-5), (fsdp, 5e-5)):
-    np.testing.assert_allclose(other['losses'], one['losses'], rtol=1e-5)
-    for key in param_keys + [k for k in one if k.startswith("['batch_stats']")]:
-      np.testing.assert_allclose(other[key], one[key], rtol=1e-4, atol=atol, err_msg=key)
+  for reference, other, atol in ((one, eight, 1e-5), (one, fsdp, 5e-5), (one_bn, eight_bn, 5e-5)):
+    param_keys = [k for k in reference if k.startswith("['params']")]
+    assert len(param_keys) > 50
+    np.testing.assert_allclose(other['losses'], reference['losses'], rtol=1e-5)
+    for key in param_keys + [k for k in reference if k.startswith("['batch_stats']")]:
+      np.testing.assert_allclose(other[key], reference[key], rtol=1e-4, atol=atol, err_msg=key)
+  assert any(k.startswith("['batch_stats']") for k in one_bn)
   # Every labelled pixel of the eval set is counted once: nothing lost across devices.
   config = e2e_config.tiny_quickstart()
   source = datasets.make_source(config.data, 'val')

@@ -123,7 +123,9 @@ def test_slide_of_a_per_pixel_model_equals_whole():
 
 @pytest.mark.slow(30)
 def test_slide_equals_whole_when_one_window_covers_the_image():
-  model = models.segformer.segformer('b0', NUM_CLASSES)
+  # A (tiny) SegFormer: global context, so that padding and window placement would show.
+  model = models.segformer.segformer('b0', NUM_CLASSES, depths=(1, 1, 1, 1),
+                                     widths=(16, 32, 40, 64), decoder_dim=32)
   variables = _variables(model, (32, 32))
   batch = _batch([(32, 32), (27, 30)], (32, 32), (40, 35))
   whole = inference.predict_scores(model, variables, batch, _eval_config())

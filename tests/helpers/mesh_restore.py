@@ -1,6 +1,6 @@
 """Restores the checkpoint tests.helpers.sharded_steps saved (on another mesh) onto a pure
 data-parallel mesh of this process's devices, runs one train step on it, and saves the restored
-variables (test_train compares them with the saved ones).
+variables (test_main compares them with the saved ones; it calls `run` in its own process).
 
 python -m tests.helpers.mesh_restore CHECKPOINT_WORKDIR OUT.npz
 """
@@ -23,7 +23,7 @@ from semseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 from tests.helpers import e2e_config  # pylint: disable=g-import-not-at-top
 
 
-def main(workdir: str, out_path: str) -> None:
+def run(workdir: str, out_path: str) -> None:
   config = e2e_config.tiny_quickstart()
   mesh = sharding.make_mesh(config.mesh)
   train_source = datasets.make_source(config.data, 'train', config.seed)
@@ -43,4 +43,4 @@ def main(workdir: str, out_path: str) -> None:
 
 
 if __name__ == '__main__':
-  main(*sys.argv[1:])
+  run(*sys.argv[1:])

@@ -1,15 +1,18 @@
-"""Runs a few train steps and one evaluation on however many devices this process has, and
-saves losses, parameters and the confusion matrix (used by test_train's device comparison).
+"""Runs a few train steps (and, for the quickstart model, one evaluation) on however many devices
+this process has, and saves losses, parameters and the confusion matrix (test_main's device
+comparison calls `run` in its own 1-device process and through this script on 8 devices):
 
-python -m tests.helpers.sharded_steps OUT.npz [REFERENCE.npz|-] [data|fsdp] [CHECKPOINT_WORKDIR]
+python -m tests.helpers.sharded_steps JOBS.json   (a list of `run` keyword arguments)
 
-With REFERENCE (another run's output), also evaluates that run's final variables here, so the
+With a reference (another run's output), also evaluates that run's final variables here, so the
 confusion matrices of the same parameters on different device counts can be compared. `fsdp`
 trains on a data x fsdp = (devices / 2) x 2 mesh with every state leaf split over `fsdp`
 (config.mesh.partition_rules = (('.*', 'fsdp'),)); `data` (default) is pure data parallelism.
-With CHECKPOINT_WORKDIR the final state is also saved there (tests.helpers.mesh_restore reads it).
+With a checkpoint workdir the final state is also saved there (tests.helpers.mesh_restore reads
+it). `model='pspnet'` trains the zoo's tiny PSPNet instead (BatchNorm over the global batch).
 """
 
+import json
 import sys
 
 from absl import flags
@@ -30,10 +33,13 @@ from semseg_jax.evaluators import inference  # pylint: disable=g-import-not-at-t
 from tests.helpers import e2e_config  # pylint: disable=g-import-not-at-top
 
 
-def main(out_path: str, reference_path: str = '-', parallelism: str = 'data',
-         checkpoint_workdir: str = '') -> None:
+def run(out_path: str, reference_path: str = '-', parallelism: str = 'data',
+        checkpoint_workdir: str = '', model: str = 'quickstart') -> None:
   config = e2e_config.tiny_quickstart()
   config.train.num_steps = 3
+  if model == 'pspnet':  # The zoo's tiny PSPNet: BatchNorm, dropout and an auxiliary head.
+    config.model.name, config.model.variant = 'pspnet', 'r18-d8'
+    config.model.overrides = (('channels', 16),)
   if parallelism == 'fsdp':
     config.mesh.shape, config.mesh.axes = (-1, 2), ('data', 'fsdp')
     config.mesh.data_axes = ('data', 'fsdp')
@@ -64,8 +70,9 @@ def main(out_path: str, reference_path: str = '-', parallelism: str = 'data',
   sharded = [leaf for leaf in jax.tree.leaves(state)
              if not leaf.sharding.is_fully_replicated]
   outputs = {'losses': np.array(losses), 'num_devices': jax.device_count(),
-             'num_sharded_leaves': len(sharded),
-             'confusion': evaluate(variables)}
+             'num_sharded_leaves': len(sharded)}
+  if model == 'quickstart':
+    outputs['confusion'] = evaluate(variables)
   if reference_path != '-':
     with np.load(reference_path) as reference:
       paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(variables)]
@@ -81,4 +88,5 @@ def main(out_path: str, reference_path: str = '-', parallelism: str = 'data',
 
 
 if __name__ == '__main__':
-  main(*sys.argv[1:])
+  for job in json.loads(open(sys.argv[1]).read()):
+    run(**job)
