@@ -214,10 +214,10 @@ def test_eight_devices_match_one_and_checkpoints_move_between_meshes(tmp_path):
   eight, eight_bn, fsdp = tmp_path / '8.npz', tmp_path / '8bn.npz', tmp_path / 'f.npz'
   restored_path, workdir = tmp_path / 'r.npz', tmp_path / 'fsdp_run'
   sharded_steps.run(str(one))
-  sharded_steps.run(str(one_bn), model='pspnet')
+  sharded_steps.run(str(one_bn), net='pspnet')
   jobs = [{'out_path': str(eight), 'reference_path': str(one)},
           {'out_path': str(fsdp), 'parallelism': 'fsdp', 'checkpoint_workdir': str(workdir)},
-          {'out_path': str(eight_bn), 'model': 'pspnet'}]
+          {'out_path': str(eight_bn), 'net': 'pspnet'}]
   (tmp_path / 'jobs.json').write_text(json.dumps(jobs))
   subprocess.run([sys.executable, '-m', 'tests.helpers.sharded_steps', str(tmp_path / 'jobs.json')],
                  cwd=REPO, env=run_main.env(8), check=True, timeout=900, capture_output=True)
@@ -256,6 +256,7 @@ def test_ade20k_segformer_smoke_run_reduces_its_labels_once(tmp_path):
   raw PNGs reduced once (raw 0 -> ignored, raw k -> class k - 1)."""
   workdir = tmp_path / 'run'
   config = ade20k_segformer.get_config('b0,smoke')
+  config.model.overrides = e2e_config.TINY['model.overrides']  # A narrow B0 compiles faster.
   main.run('train', config, str(workdir))
   record = run_main.records(workdir)[-1]
   assert record['step'] == 4 and len(record['IoU']) == 150

@@ -17,6 +17,10 @@ TINY = {
     'eval.batch_size': 8,
     'eval.num_overlays': 2,
     'train.log_every': 2,
+    # SegFormer-B0 with one block per stage and narrow widths: the real code paths, a fraction
+    # of B0's compile time (e2e tests are about the machinery around the model).
+    'model.overrides': (('depths', (1, 1, 1, 1)), ('widths', (16, 32, 40, 64)),
+                        ('decoder_dim', 32)),
 }
 
 
@@ -35,8 +39,10 @@ def apply(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.
   return config
 
 
-def tiny_quickstart() -> ml_collections.ConfigDict:
-  return apply(quickstart.get_config(), TINY)
+def tiny_quickstart(tiny_model: bool = True) -> ml_collections.ConfigDict:
+  """configs/quickstart.py with TINY (the full SegFormer-B0 with tiny_model=False)."""
+  overrides = TINY if tiny_model else {k: v for k, v in TINY.items() if k != 'model.overrides'}
+  return apply(quickstart.get_config(), overrides)
 
 
 def flat_leaves(tree) -> dict:

@@ -9,7 +9,7 @@ confusion matrices of the same parameters on different device counts can be comp
 trains on a data x fsdp = (devices / 2) x 2 mesh with every state leaf split over `fsdp`
 (config.mesh.partition_rules = (('.*', 'fsdp'),)); `data` (default) is pure data parallelism.
 With a checkpoint workdir the final state is also saved there (tests.helpers.mesh_restore reads
-it). `model='pspnet'` trains the zoo's tiny PSPNet instead (BatchNorm over the global batch).
+it). `net='pspnet'` trains the zoo's tiny PSPNet instead (BatchNorm over the global batch).
 """
 
 import json
@@ -34,10 +34,10 @@ from tests.helpers import e2e_config  # pylint: disable=g-import-not-at-top
 
 
 def run(out_path: str, reference_path: str = '-', parallelism: str = 'data',
-        checkpoint_workdir: str = '', model: str = 'quickstart') -> None:
+        checkpoint_workdir: str = '', net: str = 'quickstart') -> None:
   config = e2e_config.tiny_quickstart()
   config.train.num_steps = 3
-  if model == 'pspnet':  # The zoo's tiny PSPNet: BatchNorm, dropout and an auxiliary head.
+  if net == 'pspnet':  # The zoo's tiny PSPNet: BatchNorm, dropout and an auxiliary head.
     config.model.name, config.model.variant = 'pspnet', 'r18-d8'
     config.model.overrides = (('channels', 16),)
   if parallelism == 'fsdp':
@@ -71,7 +71,7 @@ def run(out_path: str, reference_path: str = '-', parallelism: str = 'data',
              if not leaf.sharding.is_fully_replicated]
   outputs = {'losses': np.array(losses), 'num_devices': jax.device_count(),
              'num_sharded_leaves': len(sharded)}
-  if model == 'quickstart':
+  if net == 'quickstart':
     outputs['confusion'] = evaluate(variables)
   if reference_path != '-':
     with np.load(reference_path) as reference:

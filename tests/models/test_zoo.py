@@ -1,9 +1,7 @@
 """Every model of the zoo at a tiny size (shapes, output stride, auxiliary outputs, one jitted
-train step), and every zoo config building its model at full size with the parameter count of
-the README's model table."""
+train step), and the README's model table: each row's config builds its model at full size with
+the parameter count the table gives."""
 
-import importlib
-import inspect
 import os
 
 import jax
@@ -143,51 +141,3 @@ def test_model_overrides_reach_the_constructor_and_bad_ones_name_the_field():
     config.model.overrides = overrides
     with pytest.raises(ValueError, match=message):
       models.build_model(config.model, 19)
-
-
-# Every benchmark config file and its arguments ('' = the default).
-CONFIG_ARGUMENTS = {
-    'ade20k_bisenetv1': ('r18', 'r50', 'r101'), 'cityscapes_bisenetv1': ('r18', 'r50'),
-    'ade20k_bisenetv2': ('',), 'cityscapes_bisenetv2': ('',),
-    'ade20k_regseg': ('exp48_decoder26', 'exp53_decoder29'),
-    'cityscapes_regseg': ('exp48_decoder26', 'exp53_decoder29'),
-    'ade20k_segnext': ('t', 's', 'b', 'l'), 'cityscapes_segnext': ('t', 's', 'b', 'l'),
-    'ade20k_sfnet': ('r18', 'r50', 'r101'), 'cityscapes_sfnet': ('r18', 'r50', 'r101'),
-    'ade20k_stdc': ('stdc1', 'stdc2'), 'cityscapes_stdc': ('stdc1', 'stdc2'),
-    'ade20k_topformer': ('t', 's', 'b'), 'cityscapes_topformer': ('t', 'b'),
-    'ade20k_deeplabv3': ('r50', 'r101'), 'ade20k_deeplabv3plus': ('r50', 'r101'),
-    'ade20k_fcn': ('r50', 'r101'), 'ade20k_pspnet': ('r50', 'r101'),
-    'ade20k_upernet': ('r50', 'r101'), 'ade20k_segformer': ('b0', 'b5'),
-    'camvid_enet': ('',), 'camvid_segnet': ('segnet', 'bayesian'), 'camvid_unet': ('bn', 'paper'),
-    'cityscapes_deeplabv3': ('r50', 'r101'), 'cityscapes_deeplabv3plus': ('r50', 'r101', 'mv2'),
-    'cityscapes_duc_hdc': ('r50', 'r101'), 'cityscapes_fcn': ('r50', 'r101'),
-    'cityscapes_gcn': ('r50', 'r101', 'r152v1'), 'cityscapes_pspnet': ('r50', 'r101'),
-    'cityscapes_upernet': ('r50', 'r101'), 'voc12aug_deeplabv3plus': ('r50', 'r101'),
-    'voc12aug_deeplabv3_mobilenet': ('',),
-    'voc12aug_fcn8s': ('8s', '16s', '32s'),
-}
-NUM_CLASSES_OF = {'ade20k': 150, 'cityscapes': 19, 'camvid': 11, 'voc12aug': 21}
-
-
-def test_every_benchmark_config_is_listed():
-  names = {name[:-3] for name in os.listdir(os.path.join(ROOT, 'configs'))
-           if name.split('_')[0] in NUM_CLASSES_OF}
-  assert names == set(CONFIG_ARGUMENTS)
-
-
-@pytest.mark.parametrize('name,argument', [(name, argument) for name, arguments in
-                                           sorted(CONFIG_ARGUMENTS.items())
-                                           for argument in arguments])
-def test_config_loads_checks_and_builds_its_model(name, argument):
-  from semseg_jax import prepare  # pylint: disable=g-import-not-at-top
-  config = table.load_config(name, argument)
-  prepare.check_config(config)
-  if (name, argument) not in {(row.config, row.argument) for row in table.ROWS}:
-    # (The table's rows are built and counted by the table test above.)
-    model = models.build_model(config.model, NUM_CLASSES_OF[name.split('_')[0]])
-    variables = stats.abstract_variables(model, (64, 64))
-    assert stats.count_params(variables['params']) > 0
-  module = importlib.import_module(f'configs.{name}')
-  if inspect.signature(module.get_config).parameters:  # A bad argument is named with its file.
-    with pytest.raises(ValueError, match=name):
-      module.get_config('no-such-argument')
