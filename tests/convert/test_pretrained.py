@@ -66,14 +66,15 @@ def test_pretrained_weights_load_exactly_and_misfits_are_named(tmp_path, caplog)
 
   # Another model: every misfit is named.
   wider = config.copy_and_resolve_references()
-  wider.model.overrides = (('decoder_dim', 32),)
+  wider.model.overrides = tuple((k, 48 if k == 'decoder_dim' else v)
+                                for k, v in config.model.overrides)
   wide, wide_shardings = _state(wider, 6, seed=2)
   with pytest.raises(ValueError, match=r"config.model.pretrained: semseg_jax checkpoint .* does "
                                        r"not fit this model; 14 problems: "
                                        r"batch_stats/decode_head/fuse_norm/mean: source "
-                                       r"\(256,\) vs model \(32,\);.*params/decode_head/"
-                                       r"classifier/kernel: source \(1, 1, 256, 6\) vs model "
-                                       r"\(1, 1, 32, 6\)"):
+                                       r"\(32,\) vs model \(48,\);.*params/decode_head/"
+                                       r"classifier/kernel: source \(1, 1, 32, 6\) vs model "
+                                       r"\(1, 1, 48, 6\)"):
     train_state.load_pretrained(wide, wide_shardings, _model_config(config, tmp_path / 'run'))
   with pytest.raises(ValueError, match='holds no semseg_jax checkpoint'):
     train_state.load_pretrained(fresh, shardings, _model_config(config, tmp_path))

@@ -231,15 +231,15 @@ def test_eight_devices_match_one_and_checkpoints_move_between_meshes(tmp_path):
     np.testing.assert_array_equal(restored[key], fsdp[key], err_msg=key)
   assert int(one['num_devices']) == 1 and int(eight['num_devices']) == 8
   assert int(eight['num_sharded_leaves']) == 0 and int(fsdp['num_sharded_leaves']) > 100
-  # Biases followed by BatchNorm have a zero true gradient: Adam turns its rounding noise into
-  # steps of about lr (1e-3) x 3 steps, whose sign differs with the reduction order. 5e-5 still
-  # catches any real difference, which would be of that 1e-3 scale.
-  for reference, other, atol in ((one, eight, 1e-5), (one, fsdp, 5e-5), (one_bn, eight_bn, 5e-5)):
+  # Biases followed by BatchNorm (SegFormer's linear_c* before fuse_norm, PSPNet's convs) have a
+  # zero true gradient: Adam turns its rounding noise into steps whose sign differs with the
+  # reduction order. 5e-5 still catches any real difference, which would be of lr's 1e-3 scale.
+  for reference, other in ((one, eight), (one, fsdp), (one_bn, eight_bn)):
     param_keys = [k for k in reference if k.startswith("['params']")]
     assert len(param_keys) > 50
     np.testing.assert_allclose(other['losses'], reference['losses'], rtol=1e-5)
     for key in param_keys + [k for k in reference if k.startswith("['batch_stats']")]:
-      np.testing.assert_allclose(other[key], reference[key], rtol=1e-4, atol=atol, err_msg=key)
+      np.testing.assert_allclose(other[key], reference[key], rtol=1e-4, atol=5e-5, err_msg=key)
   assert any(k.startswith("['batch_stats']") for k in one_bn)
   # Every labelled pixel of the eval set is counted once: nothing lost across devices.
   config = e2e_config.tiny_quickstart()
