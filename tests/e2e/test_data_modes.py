@@ -32,7 +32,8 @@ def _overrides(**extra) -> dict:
   return {'data.num_workers': 0, 'data.class_names': CLASSES, 'augment.crop_size': (32, 32),
           'augment.resize_scale': (64, 32), 'train.batch_size': 2, 'train.num_steps': 2,
           'train.eval_every': 2, 'train.log_every': 1, 'eval.resize_scale': (64, 32),
-          'eval.batch_size': 2, 'schedule.warmup_steps': 1, **extra}
+          'eval.batch_size': 2, 'schedule.warmup_steps': 1,
+          'model.overrides': e2e_config.TINY['model.overrides'], **extra}
 
 
 def _run(mode, workdir, overrides):

@@ -1,4 +1,4 @@
-"""Runs a few train steps (and, for the quickstart model, one evaluation) on however many devices
+"""Runs a few train steps of the tiny quickstart model and one evaluation on however many devices
 this process has, and saves losses, parameters and the confusion matrix (test_main's device
 comparison calls `run` in its own 1-device process and through this script on 8 devices):
 
@@ -9,7 +9,7 @@ confusion matrices of the same parameters on different device counts can be comp
 trains on a data x fsdp = (devices / 2) x 2 mesh with every state leaf split over `fsdp`
 (config.mesh.partition_rules = (('.*', 'fsdp'),)); `data` (default) is pure data parallelism.
 With a checkpoint workdir the final state is also saved there (tests.helpers.mesh_restore reads
-it). `net='pspnet'` trains the zoo's tiny PSPNet instead (BatchNorm over the global batch).
+it).
 """
 
 import json
@@ -34,12 +34,9 @@ from tests.helpers import e2e_config  # pylint: disable=g-import-not-at-top
 
 
 def run(out_path: str, reference_path: str = '-', parallelism: str = 'data',
-        checkpoint_workdir: str = '', net: str = 'quickstart') -> None:
+        checkpoint_workdir: str = '') -> None:
   config = e2e_config.tiny_quickstart()
   config.train.num_steps = 3
-  if net == 'pspnet':  # The zoo's tiny PSPNet: BatchNorm, dropout and an auxiliary head.
-    config.model.name, config.model.variant = 'pspnet', 'r18-d8'
-    config.model.overrides = (('channels', 16),)
   if parallelism == 'fsdp':
     config.mesh.shape, config.mesh.axes = (-1, 2), ('data', 'fsdp')
     config.mesh.data_axes = ('data', 'fsdp')
@@ -70,9 +67,7 @@ def run(out_path: str, reference_path: str = '-', parallelism: str = 'data',
   sharded = [leaf for leaf in jax.tree.leaves(state)
              if not leaf.sharding.is_fully_replicated]
   outputs = {'losses': np.array(losses), 'num_devices': jax.device_count(),
-             'num_sharded_leaves': len(sharded)}
-  if net == 'quickstart':
-    outputs['confusion'] = evaluate(variables)
+             'num_sharded_leaves': len(sharded), 'confusion': evaluate(variables)}
   if reference_path != '-':
     with np.load(reference_path) as reference:
       paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(variables)]
