@@ -3,7 +3,6 @@ them through semseg_jax.main (in-process), as users do."""
 
 import json
 import logging
-import os
 import pathlib
 import subprocess
 import sys
@@ -17,13 +16,13 @@ import transformers
 from semseg_jax import main
 from semseg_jax.data.datasets import synthetic
 from tests.helpers import e2e_config
+from tests.helpers import run_main
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _run(module: str, *flags: str) -> subprocess.CompletedProcess:
-  env = dict(os.environ, PYTHONPATH=str(REPO), XLA_FLAGS='--xla_force_host_platform_device_count=1')
-  result = subprocess.run([sys.executable, '-m', module, *flags], cwd=REPO, env=env,
+  result = subprocess.run([sys.executable, '-m', module, *flags], cwd=REPO, env=run_main.env(1),
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-5000:]
   return result

@@ -13,8 +13,13 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def env(num_devices: int = 1) -> dict:
+  """This process's environment (the suite's XLA flags included) with `num_devices` CPU
+  devices and the repository on the path."""
   env = dict(os.environ)
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={num_devices}'
+  device_flag = '--xla_force_host_platform_device_count'
+  env['XLA_FLAGS'] = ' '.join([f for f in env.get('XLA_FLAGS', '').split()
+                               if not f.startswith(device_flag)]
+                              + [f'{device_flag}={num_devices}'])
   env['PYTHONPATH'] = str(REPO)
   env.pop('JAX_PLATFORMS', None)
   return env
