@@ -183,9 +183,13 @@ class UpsamplingBottleneck(nn.Module):
 
 
 class ENet(nn.Module):
-  """ENet (Table 1); logits at the input's size."""
+  """ENet (Table 1); logits at the input's size. `stage1_blocks` (regular bottlenecks after
+  bottleneck1_0) and `dilated_stages` (how many times the dilated sequence runs: stages 2 and 3)
+  keep the paper's 4 and 2 unless overridden (smaller for quick checks)."""
   num_classes: int
   dropout_rate: float = 0.1
+  stage1_blocks: int = 4
+  dilated_stages: int = 2
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -197,14 +201,14 @@ class ENet(nn.Module):
     stage1_rate = self.dropout_rate / 10
     x, indices1 = DownsamplingBottleneck(64, stage1_rate, self.dtype, name='bottleneck1_0')(
         x, train)
-    for i in range(1, 5):
+    for i in range(1, self.stage1_blocks + 1):
       x = Bottleneck(dropout_rate=stage1_rate, dtype=self.dtype, name=f'bottleneck1_{i}')(
           x, train)
 
     stage2_hw = x.shape[1:3]
     x, indices2 = DownsamplingBottleneck(128, self.dropout_rate, self.dtype,
                                          name='bottleneck2_0')(x, train)
-    for stage in (2, 3):
+    for stage in range(2, 2 + self.dilated_stages):
       for i, (dilation, asymmetric) in enumerate(DILATED_STAGE, start=1):
         x = Bottleneck(dilation, asymmetric, dropout_rate=self.dropout_rate, dtype=self.dtype,
                        name=f'bottleneck{stage}_{i}')(x, train)

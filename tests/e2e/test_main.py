@@ -274,6 +274,7 @@ def test_a_smoke_run_logs_the_config_that_ran(tmp_path, caplog):
   (and the TensorBoard hparams, written from the same config) holds the weights that trained."""
   caplog.set_level(logging.INFO)
   config = camvid_enet.get_config('smoke')
+  config.model.overrides = (('stage1_blocks', 1), ('dilated_stages', 1))  # Compiles faster.
   main.run('train', config, str(tmp_path))
   weights = tuple(config.loss.class_weights)
   assert len(weights) == 11 and all(w > 0 for w in weights)

@@ -14,7 +14,7 @@ TINY = {
                                       'decoder_dim': 32}, (32, 32), (8, 8), 0),
     'unet': ('unet', 'bn', {'base_width': 8, 'depth': 3}, (45, 61), (45, 61), 0),
     'unet_paper': ('unet', 'paper', {'base_width': 8, 'depth': 3}, (32, 40), (32, 40), 0),
-    'enet': ('enet', 'enet', {}, (45, 61), (45, 61), 0),
+    'enet': ('enet', 'enet', {'stage1_blocks': 1, 'dilated_stages': 1}, (45, 61), (45, 61), 0),
     'fcn8s': ('fcn', 'vgg16-8s', {'widths': (8, 16, 16, 32, 32), 'fc_features': 32}, (45, 61),
               (45, 61), 0),
     'bayesian_segnet': ('segnet', 'bayesian', {'widths': (8, 16, 16, 32, 32)}, (21, 27),

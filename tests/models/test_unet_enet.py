@@ -127,9 +127,27 @@ def test_unet_parameter_count(variant, num_classes, expected):
 
 # --- ENet ----------------------------------------------------------------------------------
 
+ENET_TINY = {'stage1_blocks': 1, 'dilated_stages': 1}  # Every kind of block, once.
+
+
 def test_enet_contract_at_odd_size():
-  variables, apply = _run(enet('enet', NUM_CLASSES))
+  variables, apply = _run(enet('enet', NUM_CLASSES, **ENET_TINY))
   _check_contract(variables, apply, ('bottleneck2_1', 'conv_bn'))
+
+
+def test_enet_block_counts_are_the_paper_s_unless_overridden():
+  blocks = lambda params: sorted(k for k in params if k.startswith('bottleneck'))
+  full = blocks(_abstract_init(enet('enet', NUM_CLASSES), HW)[0]['params'])
+  assert full == sorted(['bottleneck1_0', *(f'bottleneck1_{i}' for i in range(1, 5)),
+                         'bottleneck2_0', *(f'bottleneck{s}_{i}' for s in (2, 3)
+                                            for i in range(1, 9)),
+                         'bottleneck4_0', 'bottleneck4_1', 'bottleneck4_2',
+                         'bottleneck5_0', 'bottleneck5_1'])
+  tiny = blocks(_abstract_init(enet('enet', NUM_CLASSES, **ENET_TINY), HW)[0]['params'])
+  assert tiny == sorted(['bottleneck1_0', 'bottleneck1_1', 'bottleneck2_0',
+                         *(f'bottleneck2_{i}' for i in range(1, 9)),
+                         'bottleneck4_0', 'bottleneck4_1', 'bottleneck4_2',
+                         'bottleneck5_0', 'bottleneck5_1'])
 
 
 @pytest.mark.parametrize('hw', [(45, 61), (64, 96), (33, 17), (360, 480)])
