@@ -19,6 +19,10 @@ from semseg_jax.data import check as data_check
 from semseg_jax.data import datasets
 
 CLASS_WEIGHTINGS = ('', 'median_frequency', 'enet')
+# Step counts and periods: (field, smallest value that works). A period of 0 would divide by
+# zero mid-run; keeping 0 checkpoints would leave nothing to resume or evaluate.
+POSITIVE_FIELDS = (('train.num_steps', 0), ('train.log_every', 1), ('train.eval_every', 1),
+                   ('checkpoint.every_steps', 1), ('checkpoint.max_to_keep', 1))
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -37,6 +41,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if config.model.pretrained and config.model.backbone_pretrained:
     raise ValueError('config.model.pretrained (whole model) and config.model.backbone_pretrained '
                      'are both set; give one of them.')
+  for field, minimum in POSITIVE_FIELDS:
+    section, name = field.split('.')
+    value = config[section][name]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+      raise ValueError(f'config.{field}={value!r}; expected an integer >= {minimum}.')
   if config.data.channel_order not in ('rgb', 'bgr'):
     raise ValueError(f'config.data.channel_order={config.data.channel_order!r}; expected rgb '
                      'or bgr.')

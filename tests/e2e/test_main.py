@@ -301,6 +301,18 @@ def test_a_bad_data_root_is_named_before_any_work(tmp_path, root, expected):
   assert not (tmp_path / 'checkpoints').exists()
 
 
+@pytest.mark.parametrize('field,value', [
+    ('train.eval_every', 0), ('train.log_every', 0), ('checkpoint.every_steps', 0),
+    ('train.num_steps', -1), ('checkpoint.max_to_keep', 0)])
+def test_a_zero_period_or_negative_count_is_named_before_any_work(tmp_path, field, value):
+  """Each used to fail mid-run (division by zero), do nothing and exit 0 (negative steps), or
+  keep no checkpoint at all (max_to_keep=0)."""
+  config = _tiny(4, **{field: value})
+  with pytest.raises(ValueError, match=rf'config\.{field}={value}; expected an integer >= '):
+    main.run('train', config, str(tmp_path))
+  assert not (tmp_path / 'checkpoints').exists()
+
+
 @pytest.mark.slow(20)
 def test_benchmark_mode_measures_the_figures(tmp_path):
   config = _tiny(1, **{
