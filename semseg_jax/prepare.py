@@ -17,6 +17,7 @@ from semseg_jax import train_state
 from semseg_jax import train_step
 from semseg_jax.data import check as data_check
 from semseg_jax.data import datasets
+from semseg_jax.data.datasets import files
 
 CLASS_WEIGHTINGS = ('', 'median_frequency', 'enet')
 # Step counts and periods: (field, smallest value that works). A period of 0 would divide by
@@ -112,7 +113,11 @@ def prepare_config(config: ml_collections.ConfigDict, mode: str, workdir: str) -
   """Checks `config` and fills in what the run derives from its data and weights (in place)."""
   check_config(config)
   write_example_tree(config, workdir)
-  datasets.class_names_and_palette(config.data)  # A bad dataset name or root fails here.
+  # A bad dataset name or root fails here; so does an ignore_index that is a class or not 8-bit
+  # (an index of a class would drop the class from training yet count it, IoU 0, in mIoU).
+  class_names, _ = datasets.class_names_and_palette(config.data)
+  files.check_ignore_index(config.data.ignore_index, len(class_names),
+                           f'config.data (name {config.data.name!r})')
   use_pretrained_preprocessing(config)
   if mode == 'train':
     resolve_class_weighting(config)

@@ -313,6 +313,20 @@ def test_a_zero_period_or_negative_count_is_named_before_any_work(tmp_path, fiel
   assert not (tmp_path / 'checkpoints').exists()
 
 
+@pytest.mark.parametrize('value,expected', [
+    (3, r"config\.data \(name 'synthetic'\): ignore_index=3 must lie in \[6, 255\]"),
+    (300, r'ignore_index=300 must lie in \[6, 255\]: labels are uint8'),
+    (-1, r'ignore_index=-1 must lie in \[6, 255\]')])
+def test_an_ignore_index_that_is_a_class_or_not_8_bit_is_named_before_any_work(tmp_path, value,
+                                                                              expected):
+  """A class index used to train without that class yet report it (IoU 0) in mIoU; 300 used
+  to overflow a uint8 label map with no field named."""
+  config = _tiny(4, **{'data.ignore_index': value})
+  with pytest.raises(ValueError, match=expected):
+    main.run('train', config, str(tmp_path))
+  assert not (tmp_path / 'checkpoints').exists()
+
+
 @pytest.mark.slow(20)
 def test_benchmark_mode_measures_the_figures(tmp_path):
   config = _tiny(1, **{
