@@ -3,6 +3,7 @@ written to TensorBoard) is the config that runs: every section is checked, namin
 that cannot work; smoke runs get their generated data; the pretrained weights' preprocessing
 and the class weights computed from the training labels are filled in."""
 
+import math
 import os
 
 import ml_collections
@@ -13,11 +14,13 @@ from semseg_jax import convert
 from semseg_jax import evaluators
 from semseg_jax import losses
 from semseg_jax import models
+from semseg_jax import sharding
 from semseg_jax import train_state
 from semseg_jax import train_step
 from semseg_jax.data import check as data_check
 from semseg_jax.data import datasets
 from semseg_jax.data.datasets import files
+from semseg_jax.evaluators import common
 
 CLASS_WEIGHTINGS = ('', 'median_frequency', 'enet')
 # Step counts and periods: (field, smallest value that works). A period of 0 would divide by
@@ -50,6 +53,30 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if config.data.channel_order not in ('rgb', 'bgr'):
     raise ValueError(f'config.data.channel_order={config.data.channel_order!r}; expected rgb '
                      'or bgr.')
+
+
+def check_batch_sizes(config: ml_collections.ConfigDict, mode: str) -> None:
+  """Every global batch the run will shard (training's, each evaluator's, prediction's) splits
+  evenly over the data-parallel devices of config.mesh; fails naming the field otherwise."""
+  if mode not in ('train', 'eval', 'predict'):
+    return
+  mesh = sharding.make_mesh(config.mesh)
+  shards = math.prod(mesh.shape[axis] for axis in config.mesh.data_axes)
+  batches = {'config.train.batch_size': config.train.batch_size} if mode == 'train' else {}
+  if mode == 'predict':
+    batches['config.eval.batch_size'] = config.eval.batch_size
+  else:
+    for name in config.evals:
+      if common.every_steps_of(config, name) == -1:
+        continue  # Never runs.
+      own = config.evals[name].get('batch_size') is not None
+      field = f'config.evals.{name}.batch_size' if own else 'config.eval.batch_size'
+      batches[field] = common.settings_of(config, name).batch_size
+  for field, batch_size in batches.items():
+    if batch_size % shards:
+      raise ValueError(f'{field}={batch_size} does not split over the {shards} data-parallel '
+                       f'devices (config.mesh.data_axes {tuple(config.mesh.data_axes)} of '
+                       f'{dict(mesh.shape)}): use a multiple of {shards}.')
 
 
 def use_pretrained_preprocessing(config: ml_collections.ConfigDict) -> None:
@@ -112,6 +139,7 @@ def write_example_tree(config: ml_collections.ConfigDict, workdir: str) -> None:
 def prepare_config(config: ml_collections.ConfigDict, mode: str, workdir: str) -> None:
   """Checks `config` and fills in what the run derives from its data and weights (in place)."""
   check_config(config)
+  check_batch_sizes(config, mode)
   write_example_tree(config, workdir)
   # A bad dataset name or root fails here; so does an ignore_index that is a class or not 8-bit
   # (an index of a class would drop the class from training yet count it, IoU 0, in mIoU).

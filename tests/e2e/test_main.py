@@ -327,6 +327,20 @@ def test_an_ignore_index_that_is_a_class_or_not_8_bit_is_named_before_any_work(t
   assert not (tmp_path / 'checkpoints').exists()
 
 
+@pytest.mark.slow(25)
+def test_a_batch_that_does_not_split_over_the_devices_is_named_before_any_work(tmp_path):
+  """On 2 devices, an odd training batch or an odd evaluation batch (which used to fail only
+  at the first evaluation, after training, with no field named) fails at start."""
+  for overrides, field in (({'train.batch_size': 3}, 'config.train.batch_size=3'),
+                           ({'eval.batch_size': 3}, 'config.eval.batch_size=3')):
+    result = run_main.run(tmp_path / 'run', *_flags(4, **overrides), check=False, timeout=300,
+                          num_devices=2)
+    assert result.returncode != 0
+    assert f'{field} does not split over the 2 data-parallel devices' in result.stderr, \
+        result.stderr[-3000:]
+  assert not (tmp_path / 'run' / 'checkpoints').exists()
+
+
 @pytest.mark.slow(20)
 def test_benchmark_mode_measures_the_figures(tmp_path):
   config = _tiny(1, **{

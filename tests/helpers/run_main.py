@@ -30,8 +30,10 @@ def main_command(workdir, *flags, config='configs/quickstart.py'):
           *flags]
 
 
-def run(workdir, *flags, config='configs/quickstart.py', check=True, timeout=600):
-  result = subprocess.run(main_command(workdir, *flags, config=config), cwd=REPO, env=env(),
+def run(workdir, *flags, config='configs/quickstart.py', check=True, timeout=600,
+        num_devices=1):
+  result = subprocess.run(main_command(workdir, *flags, config=config), cwd=REPO,
+                          env=env(num_devices),
                           capture_output=True, text=True, timeout=timeout)
   if check and result.returncode != 0:
     raise AssertionError(f'main failed ({result.returncode}):\n{result.stderr[-5000:]}')
