@@ -10,6 +10,7 @@ error that names it.
 """
 
 import os
+import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow (clu's writer) start-up noise.
 
@@ -64,6 +65,23 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str):
   return modes[mode](config, workdir)
 
 
+def config_file_problem(argv: list[str]) -> str | None:
+  """What is wrong with the --config file of `argv`, if it does not exist (config_flags' own
+  error ends on a line that names no path)."""
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      value = arg[len('--config='):]
+    elif arg == '--config' and i + 1 < len(argv):
+      value = argv[i + 1]
+    else:
+      continue
+    path = value.split(':', 1)[0]
+    if not os.path.isfile(path):
+      return (f'--config={value}: no config file {path!r} (paths are relative to '
+              f'{os.getcwd()}; arguments follow a colon, e.g. configs/ade20k_segformer.py:b2).')
+  return None
+
+
 def main(argv):
   del argv
   logs.quiet_libraries()
@@ -75,6 +93,9 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  problem = config_file_problem(sys.argv[1:])
+  if problem:
+    sys.exit(problem)
   define_flags()
   jax.config.config_with_absl()
   app.run(main)

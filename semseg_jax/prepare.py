@@ -50,6 +50,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     value = config[section][name]
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
       raise ValueError(f'config.{field}={value!r}; expected an integer >= {minimum}.')
+  crop = tuple(config.augment.crop_size)
+  if len(crop) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                               for v in crop):
+    raise ValueError(f'config.augment.crop_size={crop}; expected (height, width), two positive '
+                     'integers.')
   if config.data.channel_order not in ('rgb', 'bgr'):
     raise ValueError(f'config.data.channel_order={config.data.channel_order!r}; expected rgb '
                      'or bgr.')

@@ -284,6 +284,13 @@ def test_a_smoke_run_logs_the_config_that_ran(tmp_path, caplog):
   assert (tmp_path / 'checkpoints' / '4').is_dir()
 
 
+def test_a_missing_config_file_is_named_on_the_last_line(tmp_path):
+  result = run_main.run(tmp_path, config='configs/ade20k_segformr.py:b0', check=False,
+                        timeout=120)
+  assert result.returncode != 0
+  assert "no config file 'configs/ade20k_segformr.py'" in result.stderr.strip().splitlines()[-1]
+
+
 def test_an_unknown_config_field_fails_at_start_naming_it(tmp_path):
   result = run_main.run(tmp_path, '--config.train.batch_sizee=3',
                         config='configs/ade20k_segformer.py:b0', check=False, timeout=120)
@@ -299,6 +306,22 @@ def test_a_bad_data_root_is_named_before_any_work(tmp_path, root, expected):
   with pytest.raises(ValueError, match=expected):
     main.run('train', config, str(tmp_path))
   assert not (tmp_path / 'checkpoints').exists()
+
+
+@pytest.mark.parametrize('field,value,expected', [
+    ('data.synthetic_train_size', 0, r'config\.data\.synthetic_train_size=0; expected a number'),
+    ('data.synthetic_eval_size', 0, r'config\.data\.synthetic_eval_size=0; expected a number'),
+    ('augment.crop_size', (64,), r'config\.augment\.crop_size=\(64,\); expected \(height, '),
+    ('augment.crop_size', (64, 0), r'config\.augment\.crop_size=\(64, 0\); expected')])
+def test_an_empty_split_or_a_bad_crop_is_named_before_any_work(tmp_path, field, value,
+                                                               expected):
+  """An empty synthetic split used to end in a bare StopIteration; a one-number crop in an
+  unpacking error inside the model. (The evaluation split is read once the evaluators are
+  built, before the first step.)"""
+  config = _tiny(4, **{field: value})
+  with pytest.raises(ValueError, match=expected):
+    main.run('train', config, str(tmp_path))
+  assert not list(tmp_path.glob('checkpoints/*'))
 
 
 @pytest.mark.parametrize('field,value', [

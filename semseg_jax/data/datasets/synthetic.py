@@ -158,6 +158,9 @@ def class_names_and_palette(data: Any) -> tuple[tuple[str, ...], np.ndarray]:
 
 def from_config(data: Any, split: str, seed: int = 0) -> SyntheticSource:
   """The `split` of config.data.synthetic_* sizes; example i is a pure function of `seed`."""
-  size = data.synthetic_train_size if split == 'train' else data.synthetic_eval_size
+  field = 'synthetic_train_size' if split == 'train' else 'synthetic_eval_size'
+  size = data[field]
+  if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    raise ValueError(f'config.data.{field}={size!r}; expected a number of images >= 1.')
   return SyntheticSource(split, size, data.synthetic_image_size, seed=seed,
                          ignore_index=data.ignore_index)
