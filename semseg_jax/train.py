@@ -96,6 +96,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   preemption = Preemption()
   skipped = int(jax.device_get(state.skipped_steps))
   try:
+    # What the resumed checkpoint's step still owes: evaluations a kill, crash or preemption
+    # cut off after the checkpoint was saved (its final evaluation included).
+    for name, evaluator in evaluators.owed(evals, start_step, num_steps, workdir):
+      logging.info('Running evaluator %s of step %d, which did not complete before.', name,
+                   start_step)
+      results[name] = evaluator.run(state.variables(), start_step)
     for step in range(start_step + 1, num_steps + 1):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         batch = next(train_iter)

@@ -6,6 +6,8 @@ int64 host total before int32 could overflow; every host ends with the same matr
 """
 
 import dataclasses
+import json
+import os
 from typing import Any, Callable
 
 from absl import logging
@@ -23,6 +25,19 @@ _INT32_MAX = 2**31 - 1
 
 # Fields of a config.evals entry besides the config.eval fields it may override.
 ENTRY_FIELDS = ('type', 'split', 'every_steps', 'output_dir')
+
+
+def append_record(workdir: str, record: dict) -> None:
+  """Appends `record` as one line of <workdir>/metrics.jsonl (on a line of its own even after a
+  line that a kill cut short)."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, 'metrics.jsonl')
+  with open(path, 'a+b') as f:
+    cut_short = False
+    if f.seek(0, os.SEEK_END) > 0:
+      f.seek(-1, os.SEEK_END)
+      cut_short = f.read(1) != b'\n'
+    f.write((('\n' if cut_short else '') + json.dumps(record) + '\n').encode())
 
 
 def settings_of(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:

@@ -132,7 +132,7 @@ class PredictionWriter:
                source: Any = None, settings: ml_collections.ConfigDict | None = None,
                output_dir: str = ''):
     del writer  # Files only.
-    self.name, self.config, self.mesh = name, config, mesh
+    self.name, self.config, self.mesh, self.workdir = name, config, mesh, workdir
     self.settings = settings if settings is not None else common.settings_of(config, name)
     self.split = 'images' if source is not None else common.split_of(config, name)
     self.output_dir = (output_dir or (config.evals[name].output_dir if name in config.evals
@@ -164,6 +164,10 @@ class PredictionWriter:
                            self.mesh, self.data_axes, self.split, on_prediction=on_prediction)
     logging.info('Process %d wrote %d predictions to %s.', jax.process_index(), len(written),
                  self.output_dir)
+    if jax.process_index() == 0:  # The record that this evaluation completed.
+      record = {'step': step, 'evaluator': self.name, 'split': self.split,
+                'images': len(source), 'output_dir': self.output_dir}
+      common.append_record(self.workdir, record)
     return {'images': len(written)}
 
 

@@ -8,7 +8,6 @@ first `num_overlays` images as image | ground truth | prediction panels in
 <workdir>/overlays/<name>/step_N/ (process 0 writes files).
 """
 
-import json
 import os
 import time
 from typing import Any
@@ -80,5 +79,4 @@ class SegmentationEvaluator:
                                      'confusion')
     record = {'step': step, 'evaluator': self.name, 'split': self.split,
               **{k: summary[k] for k in metrics.SUMMARY_KEYS}, 'IoU': summary['per_class_IoU']}
-    with open(os.path.join(self.workdir, 'metrics.jsonl'), 'a') as f:
-      f.write(json.dumps(record) + '\n')
+    common.append_record(self.workdir, record)

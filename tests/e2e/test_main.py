@@ -19,7 +19,9 @@ from configs import camvid_enet
 from configs import default
 from semseg_jax import logs
 from semseg_jax import main
+from semseg_jax import preemption
 from semseg_jax.data import datasets
+from semseg_jax.evaluators import segmentation
 from tests.helpers import e2e_config
 from tests.helpers import mesh_restore
 from tests.helpers import run_main
@@ -362,6 +364,51 @@ def test_a_batch_that_does_not_split_over_the_devices_is_named_before_any_work(t
     assert f'{field} does not split over the 2 data-parallel devices' in result.stderr, \
         result.stderr[-3000:]
   assert not (tmp_path / 'run' / 'checkpoints').exists()
+
+
+@pytest.mark.slow(40)
+def test_a_rerun_completes_the_evaluation_its_checkpoint_still_owes(tmp_path, monkeypatch):
+  """The final evaluation is never lost. Its checkpoint is saved first, so a run whose final
+  evaluation crashed (a bad validation file, then fixed), a run preempted during its last step
+  (saved, stopped before evaluating) and a run killed between the checkpoint and the end of the
+  evaluation's record (a metrics.jsonl line cut short) each used to rerun into "Checkpoint is
+  already at step 4" with no evaluation. The rerun of the same config completes it, once."""
+  def config():
+    return _tiny(4, **{'train.eval_every': 1000, 'checkpoint.every_steps': 2})
+
+  def evaluations(workdir):
+    return [(r['step'], r['evaluator']) for r in run_main.records(workdir)]
+
+  straight = tmp_path / 'straight'
+  main.run('train', config(), str(straight))
+  want = run_main.records(straight)
+  assert evaluations(straight) == [(4, 'val')]
+
+  crashed = tmp_path / 'crashed'
+  with monkeypatch.context() as patch:
+    patch.setattr(segmentation.SegmentationEvaluator, 'run',
+                  lambda *_: (_ for _ in ()).throw(OSError('a bad validation file')))
+    with pytest.raises(OSError, match='a bad validation file'):
+      main.run('train', config(), str(crashed))
+  assert _steps(crashed)[-1] == 4 and not (crashed / 'metrics.jsonl').exists()
+
+  preempted = tmp_path / 'preempted'
+  with monkeypatch.context() as patch:  # SIGTERM arrives during step 4.
+    patch.setattr(preemption.Preemption, 'requested', lambda self, step: step == 4)
+    main.run('train', config(), str(preempted))
+  assert _steps(preempted)[-1] == 4 and not (preempted / 'metrics.jsonl').exists()
+
+  killed = tmp_path / 'killed'
+  main.run('train', config(), str(killed))
+  line = (killed / 'metrics.jsonl').read_text()
+  (killed / 'metrics.jsonl').write_text(line[:len(line) // 2])  # Killed while writing it.
+
+  for workdir in (crashed, preempted, killed):
+    main.run('train', config(), str(workdir))
+    assert run_main.records(workdir)[-1] == want[-1], workdir
+    assert (workdir / 'confusion_val_step_0000004.npy').exists()
+  main.run('train', config(), str(straight))  # Nothing owed: nothing runs again.
+  assert evaluations(straight) == [(4, 'val')]
 
 
 @pytest.mark.slow(20)

@@ -41,8 +41,16 @@ def run(workdir, *flags, config='configs/quickstart.py', check=True, timeout=600
 
 
 def records(workdir):
+  """The lines of <workdir>/metrics.jsonl; a line a kill cut short is skipped (as the
+  evaluators' own reader skips it)."""
+  parsed = []
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f]
+    for line in f:
+      try:
+        parsed.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  return parsed
 
 
 def final_params(workdir):
