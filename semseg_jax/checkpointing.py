@@ -2,7 +2,10 @@
 
 Checkpoints live in <workdir>/checkpoints. Orbax writes each one to a temporary directory and
 renames it when complete, so a run killed mid-write never leaves a partial checkpoint that
-would be restored; the previous ones stay intact.
+would be restored; the previous ones stay intact, and the temporary directory is removed when
+the next run starts. A checkpoint damaged afterwards (a truncated file, an emptied directory)
+is named in a warning and moved to checkpoints/unreadable/, and the run resumes from the newest
+one that reads.
 """
 
 import os
@@ -10,6 +13,8 @@ from typing import Any
 
 import grain
 import jax
+from absl import logging
+from jax.experimental import multihost_utils
 import ml_collections
 import orbax.checkpoint as ocp
 
@@ -17,7 +22,8 @@ import orbax.checkpoint as ocp
 def make_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
       max_to_keep=config.checkpoint.max_to_keep,
-      create=True)
+      create=True,
+      cleanup_tmp_directories=True)  # Left by a run killed while writing.
   return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
                                options=options)
 
@@ -37,6 +43,50 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
   if data_iterator is not None:
     items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
   return manager.restore(step, args=ocp.args.Composite(**items))['state']
+
+
+def _problem(e: Exception) -> str:
+  return f'{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ""}'
+
+
+def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any,
+                   data_iterator: Any = None) -> tuple[Any, int] | None:
+  """(state, step) of the newest checkpoint that reads, or None when there is none. Newer ones
+  that do not read are named in a warning and moved to checkpoints/unreadable/ (so that the
+  run can save those steps again); when none reads, nothing is moved and the error names each
+  (a model that no longer fits its checkpoints fails here)."""
+  steps, problems = sorted(manager.all_steps(), reverse=True), []
+  for step in steps:
+    try:
+      state = restore(manager, step, abstract_state, data_iterator)
+    except Exception as e:  # pylint: disable=broad-except
+      problems.append((step, _problem(e)))
+      continue
+    if problems:
+      _move_unreadable(manager, [s for s, _ in problems])
+      for bad, problem in problems:
+        logging.warning('Checkpoint %s cannot be read (%s); moved to %s. Using step %d.',
+                        manager.directory / str(bad), problem, manager.directory / 'unreadable',
+                        step)
+    return state, step
+  if problems:
+    raise ValueError(f'No checkpoint in {manager.directory} can be read: ' + '; '.join(
+        f'step {s}: {p}' for s, p in problems))
+  return None
+
+
+def _move_unreadable(manager: ocp.CheckpointManager, steps: list[int]) -> None:
+  if jax.process_index() == 0:  # epath: the workdir may be on a bucket.
+    target = manager.directory / 'unreadable'
+    target.mkdir(parents=True, exist_ok=True)
+    for step in steps:
+      destination = target / str(step)
+      if destination.exists():  # An older copy of the same step.
+        destination.rmtree()
+      (manager.directory / str(step)).rename(destination)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('semseg_jax unreadable checkpoints moved')
+  manager.reload()
 
 
 def find_checkpoint(path: str) -> str:

@@ -69,9 +69,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                num_params)
   writer.write_hparams({'num_params': num_params, **logs.flatten_config(config)})
   manager = checkpointing.make_manager(workdir, config)
-  if manager.latest_step() is not None:
-    logging.info('Resuming from checkpoint at step %d.', manager.latest_step())
-    state = checkpointing.restore(manager, manager.latest_step(), state, train_iter)
+  resumed = checkpointing.restore_latest(manager, state, train_iter)
+  if resumed is not None:
+    state, resumed_step = resumed
+    logging.info('Resumed from the checkpoint of step %d.', resumed_step)
   elif config.model.pretrained or config.model.backbone_pretrained:
     state = train_state.load_pretrained(state, state_shardings, config.model, model)
   start_step = int(jax.device_get(state.step))

@@ -100,11 +100,14 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str, model
   checkpoint there, the weights of config.model.pretrained (step 0)."""
   manager = checkpointing.make_manager(workdir, config)
   step = config.eval.checkpoint_step
-  if step < 0:
-    step = manager.latest_step()
   state, shardings = create_train_state(model, tx, jax.random.key(config.seed),
                                         tuple(config.augment.crop_size), mesh,
                                         config.mesh.partition_rules)
+  if step < 0:  # The newest checkpoint that reads.
+    latest = checkpointing.restore_latest(manager, state)
+    if latest is not None:
+      return latest
+    step = None
   if step is None and config.model.pretrained:
     logging.info('No checkpoint in %s: using config.model.pretrained=%s.', workdir,
                  config.model.pretrained)
@@ -115,4 +118,8 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str, model
                             f'{os.path.join(workdir, "checkpoints")}; available: '
                             f'{sorted(manager.all_steps())}; config.model.pretrained is '
                             f'{config.model.pretrained!r}.')
-  return checkpointing.restore(manager, step, state), step
+  try:
+    return checkpointing.restore(manager, step, state), step
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f'Checkpoint {manager.directory / str(step)} (config.eval.checkpoint_step) '
+                     f'cannot be read: {type(e).__name__}: {e}') from e

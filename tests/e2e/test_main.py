@@ -5,6 +5,7 @@ is tested, as a subprocess for the flags, signals and device counts."""
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -409,6 +410,52 @@ def test_a_rerun_completes_the_evaluation_its_checkpoint_still_owes(tmp_path, mo
     assert (workdir / 'confusion_val_step_0000004.npy').exists()
   main.run('train', config(), str(straight))  # Nothing owed: nothing runs again.
   assert evaluations(straight) == [(4, 'val')]
+
+
+@pytest.mark.slow(45)
+def test_a_damaged_latest_checkpoint_is_named_and_the_newest_intact_one_is_used(
+    tmp_path, monkeypatch, caplog):
+  """A truncated _METADATA or an emptied step directory used to stop resume and eval with raw
+  library errors naming no checkpoint. Now eval names it, moves it to checkpoints/unreadable/
+  and evaluates the newest intact step, saying which; training resumes from that step and ends
+  bit-exactly where an uninterrupted run ends. A killed write's temporary directory is removed
+  at the next start."""
+  def config():
+    return _tiny(6, **{'train.eval_every': 1000, 'checkpoint.every_steps': 2})
+
+  straight = tmp_path / 'straight'
+  main.run('train', config(), str(straight))
+  for damage in ('truncated', 'emptied'):
+    workdir = tmp_path / damage
+    with monkeypatch.context() as patch:  # Stopped (preempted) at step 4: checkpoints 2 and 4.
+      patch.setattr(preemption.Preemption, 'requested', lambda self, step: step == 4)
+      main.run('train', config(), str(workdir))
+    assert _steps(workdir) == [2, 4]
+    latest = workdir / 'checkpoints' / '4'
+    if damage == 'truncated':
+      metadata = latest / 'state' / '_METADATA'
+      metadata.write_bytes(metadata.read_bytes()[:20])
+    else:
+      shutil.rmtree(latest)
+      latest.mkdir()
+    leftover = workdir / 'checkpoints' / '6.orbax-checkpoint-tmp-1700000000'
+    (leftover / 'state').mkdir(parents=True)
+
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    main.run('eval', config(), str(workdir))
+    assert f'Checkpoint {latest} cannot be read' in caplog.text, damage
+    assert 'Evaluating the weights of step 2.' in caplog.text
+    assert not leftover.exists()
+    assert (workdir / 'checkpoints' / 'unreadable' / '4').is_dir()
+
+    main.run('train', config(), str(workdir))
+    step_a, state_a = run_main.final_params(straight)
+    step_b, state_b = run_main.final_params(workdir)
+    assert step_a == step_b == 6
+    leaves_a, leaves_b = (e2e_config.flat_leaves(s) for s in (state_a, state_b))
+    for key in leaves_a:
+      np.testing.assert_array_equal(leaves_a[key], leaves_b[key], err_msg=key)
 
 
 @pytest.mark.slow(20)
