@@ -2,10 +2,10 @@
 
 Checkpoints live in <workdir>/checkpoints. Orbax writes each one to a temporary directory and
 renames it when complete, so a run killed mid-write never leaves a partial checkpoint that
-would be restored; the previous ones stay intact, and the temporary directory is removed when
-the next run starts. A checkpoint damaged afterwards (a truncated file, an emptied directory)
-is named in a warning and moved to checkpoints/unreadable/, and the run resumes from the newest
-one that reads.
+would be restored; the previous ones stay intact, and the next training run removes the
+temporary directory. A checkpoint damaged afterwards (a truncated file, an emptied directory)
+is named in a warning, the newest one that reads is used, and the training run moves the
+damaged one to checkpoints/unreadable/.
 """
 
 import os
@@ -19,11 +19,15 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 
-def make_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
+def make_manager(workdir: str, config: ml_collections.ConfigDict,
+                 owner: bool = False) -> ocp.CheckpointManager:
+  """The workdir's checkpoint manager. The `owner` (the training run, which holds the workdir's
+  lock) removes the temporary directories of writes that a kill cut off; anyone else (eval or
+  predict beside a live run) must not touch them."""
   options = ocp.CheckpointManagerOptions(
       max_to_keep=config.checkpoint.max_to_keep,
       create=True,
-      cleanup_tmp_directories=True)  # Left by a run killed while writing.
+      cleanup_tmp_directories=owner)
   return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
                                options=options)
 
@@ -50,11 +54,11 @@ def _problem(e: Exception) -> str:
 
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any,
-                   data_iterator: Any = None) -> tuple[Any, int] | None:
+                   data_iterator: Any = None, owner: bool = False) -> tuple[Any, int] | None:
   """(state, step) of the newest checkpoint that reads, or None when there is none. Newer ones
-  that do not read are named in a warning and moved to checkpoints/unreadable/ (so that the
-  run can save those steps again); when none reads, nothing is moved and the error names each
-  (a model that no longer fits its checkpoints fails here)."""
+  that do not read are named in a warning; the `owner` (the training run) moves them to
+  checkpoints/unreadable/, so that it can save those steps again. When none reads, nothing is
+  moved and the error names each (a model that no longer fits its checkpoints fails here)."""
   steps, problems = sorted(manager.all_steps(), reverse=True), []
   for step in steps:
     try:
@@ -62,12 +66,12 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any,
     except Exception as e:  # pylint: disable=broad-except
       problems.append((step, _problem(e)))
       continue
-    if problems:
+    if problems and owner:
       _move_unreadable(manager, [s for s, _ in problems])
-      for bad, problem in problems:
-        logging.warning('Checkpoint %s cannot be read (%s); moved to %s. Using step %d.',
-                        manager.directory / str(bad), problem, manager.directory / 'unreadable',
-                        step)
+    for bad, problem in problems:
+      logging.warning('Checkpoint %s cannot be read (%s)%s. Using step %d.',
+                      manager.directory / str(bad), problem,
+                      f'; moved to {manager.directory / "unreadable"}' if owner else '', step)
     return state, step
   if problems:
     raise ValueError(f'No checkpoint in {manager.directory} can be read: ' + '; '.join(

@@ -23,6 +23,7 @@ from ml_collections import config_flags
 
 from semseg_jax import logs  # pylint: disable=g-import-not-at-top
 from semseg_jax import sharding  # pylint: disable=g-import-not-at-top
+from semseg_jax import workdir_lock  # pylint: disable=g-import-not-at-top
 
 MODES = ('train', 'eval', 'predict', 'benchmark', 'data_benchmark', 'check_data')
 
@@ -55,11 +56,12 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str):
   prepare.prepare_config(config, mode, workdir)
   logging.info('semseg_jax %s on %d devices (%d processes); workdir %s; config:\n%s', mode,
                jax.device_count(), jax.process_count(), workdir, config)
-  if mode in ('train', 'eval', 'predict'):
-    writer = logs.make_writer(workdir)
-    modes = {'train': train.train_and_evaluate, 'eval': evaluate.evaluate_checkpoint,
-             'predict': evaluate.predict_images}
-    return modes[mode](config, workdir, writer)
+  if mode == 'train':
+    with workdir_lock.hold(workdir):  # One training run per workdir.
+      return train.train_and_evaluate(config, workdir, logs.make_writer(workdir))
+  if mode in ('eval', 'predict'):
+    modes = {'eval': evaluate.evaluate_checkpoint, 'predict': evaluate.predict_images}
+    return modes[mode](config, workdir, logs.make_writer(workdir))
   modes = {'benchmark': model_benchmark.run, 'data_benchmark': input_benchmark.run,
            'check_data': check.run}
   return modes[mode](config, workdir)

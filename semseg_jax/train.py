@@ -68,8 +68,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   logging.info('Model %s-%s: %d parameters.', config.model.name, config.model.variant,
                num_params)
   writer.write_hparams({'num_params': num_params, **logs.flatten_config(config)})
-  manager = checkpointing.make_manager(workdir, config)
-  resumed = checkpointing.restore_latest(manager, state, train_iter)
+  manager = checkpointing.make_manager(workdir, config, owner=True)
+  resumed = checkpointing.restore_latest(manager, state, train_iter, owner=True)
   if resumed is not None:
     state, resumed_step = resumed
     logging.info('Resumed from the checkpoint of step %d.', resumed_step)

@@ -170,7 +170,8 @@ def _steps(workdir):
 @pytest.mark.slow(75)
 def test_sigterm_then_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
   """SIGTERM (preemption) saves at the next step boundary and exits 0; SIGKILL loses only what
-  came after the last checkpoint; the same command resumes; the end is bit-exact."""
+  came after the last checkpoint; the same command resumes; the end is bit-exact. A second
+  run on the workdir of a live one fails at once; a killed run leaves no lock behind."""
   overrides = {'train.eval_every': 20, 'checkpoint.every_steps': 5}
   flags = _flags(40, **overrides)
   straight = tmp_path / 'straight'
@@ -179,6 +180,9 @@ def test_sigterm_then_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
   killed = tmp_path / 'killed'
   log = tmp_path / 'preempted.log'
   proc = _start_and_wait_for_checkpoint(killed, flags, 5, log)
+  with pytest.raises(RuntimeError, match=f'Another run is training in {killed} '
+                                         rf'\(process {proc.pid} holds'):
+    main.run('train', _tiny(40, **overrides), str(killed))
   proc.send_signal(signal.SIGTERM)
   proc.wait(timeout=120)
   stderr = log.read_text()
@@ -416,10 +420,10 @@ def test_a_rerun_completes_the_evaluation_its_checkpoint_still_owes(tmp_path, mo
 def test_a_damaged_latest_checkpoint_is_named_and_the_newest_intact_one_is_used(
     tmp_path, monkeypatch, caplog):
   """A truncated _METADATA or an emptied step directory used to stop resume and eval with raw
-  library errors naming no checkpoint. Now eval names it, moves it to checkpoints/unreadable/
-  and evaluates the newest intact step, saying which; training resumes from that step and ends
-  bit-exactly where an uninterrupted run ends. A killed write's temporary directory is removed
-  at the next start."""
+  library errors naming no checkpoint. Now eval names it and evaluates the newest intact step,
+  saying which; training names it, moves it to checkpoints/unreadable/, resumes from that step
+  and ends bit-exactly where an uninterrupted run ends. Training also removes a killed write's
+  temporary directory (eval, perhaps beside a live run, touches neither)."""
   def config():
     return _tiny(6, **{'train.eval_every': 1000, 'checkpoint.every_steps': 2})
 
@@ -446,10 +450,13 @@ def test_a_damaged_latest_checkpoint_is_named_and_the_newest_intact_one_is_used(
     main.run('eval', config(), str(workdir))
     assert f'Checkpoint {latest} cannot be read' in caplog.text, damage
     assert 'Evaluating the weights of step 2.' in caplog.text
-    assert not leftover.exists()
-    assert (workdir / 'checkpoints' / 'unreadable' / '4').is_dir()
+    assert leftover.exists() and latest.exists()  # Eval (maybe beside a live run) moves nothing.
 
+    caplog.clear()
     main.run('train', config(), str(workdir))
+    assert f'Checkpoint {latest} cannot be read' in caplog.text
+    assert not leftover.exists()  # Step 4 was saved again, from the resumed run.
+    assert (workdir / 'checkpoints' / 'unreadable' / '4').is_dir() and _steps(workdir)[-1] == 6
     step_a, state_a = run_main.final_params(straight)
     step_b, state_b = run_main.final_params(workdir)
     assert step_a == step_b == 6
