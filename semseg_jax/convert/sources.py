@@ -10,8 +10,9 @@ A source is one of
 
 Checkpoints from the internet are untrusted. safetensors holds only tensors and is read with
 NumPy (no PyTorch needed), and is preferred wherever a directory has both. PyTorch pickles are
-read with `torch.load(weights_only=True)`, which refuses to run pickled code; a file that needs
-more is refused with an error, never loaded the unsafe way.
+read with `torch.load(weights_only=True)`, which refuses to run pickled code, and only with
+torch >= 2.6 (older versions can be tricked, CVE-2025-32434); a file that needs more is refused
+with an error, never loaded the unsafe way.
 """
 
 import dataclasses
@@ -176,6 +177,21 @@ def _read_safetensors(path: str, field: str, tensors: bool) -> dict[str, np.ndar
     raise ValueError(f'{field}={path!r}: cannot read this safetensors file: {e}') from e
 
 
+# torch.load(weights_only=True) can be made to run code by a crafted file before this version
+# (CVE-2025-32434, GHSA-53q9-r3pm-6pq6).
+SAFE_TORCH = (2, 6)
+
+
+def check_torch_version(version: str, path: str, field: str) -> None:
+  """Refuses to read pickles with a PyTorch whose weights_only loading is not safe."""
+  numbers = re.match(r'(\d+)\.(\d+)', version)
+  if numbers is None or tuple(int(n) for n in numbers.groups()) < SAFE_TORCH:
+    raise ValueError(
+        f'{field}={path!r} is a PyTorch pickle, and the installed torch {version} can be made '
+        'to run code while loading one (CVE-2025-32434; fixed in torch 2.6): it is not read. '
+        'Install torch>=2.6, or use a .safetensors file, which needs no torch.')
+
+
 def _read_torch_pickle(path: str, field: str) -> dict[str, np.ndarray]:
   try:
     import torch  # pylint: disable=g-import-not-at-top
@@ -183,6 +199,7 @@ def _read_torch_pickle(path: str, field: str) -> dict[str, np.ndarray]:
     raise ValueError(f'{field}={path!r} is a PyTorch pickle; reading it needs PyTorch (pip '
                      'install torch; the CPU build is enough), or convert it to .safetensors '
                      'first.') from e
+  check_torch_version(torch.__version__, path, field)
   import pickle  # pylint: disable=g-import-not-at-top
   try:
     loaded = torch.load(path, map_location='cpu', weights_only=True)

@@ -7,6 +7,7 @@ float32: max |difference| <= 1e-4 x max |logit|.
 """
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -279,6 +280,22 @@ def test_pickles_needing_code_are_refused_and_not_run(tmp_path):
   torch.save({'state_dict': state_dict, 'meta': {'epoch': 3}}, tmp_path / 'good.pth')
   loaded = convert.load(str(tmp_path / 'good.pth'), abstract_variables(model), 'model', 'test')
   assert len(loaded.arrays) == 207
+
+
+@pytest.mark.parametrize('version', ['2.5.1', '2.5.1+cpu', '1.13.0', 'unknown'])
+def test_pickles_are_refused_with_a_torch_whose_safe_loading_can_be_bypassed(tmp_path,
+                                                                           monkeypatch, version):
+  """torch < 2.6 can be made to run code by a crafted file even with weights_only=True
+  (CVE-2025-32434): such a torch never opens the file."""
+  state_dict = {k: torch.from_numpy(v) for k, v in _b0_state_dict().items()}
+  torch.save(state_dict, tmp_path / 'w.pth')
+  monkeypatch.setattr(torch, '__version__', version)
+  monkeypatch.setattr(torch, 'load', lambda *a, **k: pytest.fail('torch.load was called'))
+  model = segformer.segformer('b0', 7)
+  with pytest.raises(ValueError, match=rf"w.pth' is a PyTorch pickle, and the installed torch "
+                                       rf"{re.escape(version)} can be made to run code .* "
+                                       r"torch>=2.6, or use a .safetensors file"):
+    convert.load(str(tmp_path / 'w.pth'), abstract_variables(model), 'model', 'test')
 
 
 def test_safetensors_needs_no_torch_and_is_preferred(tmp_path, monkeypatch):
