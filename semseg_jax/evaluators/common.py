@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh
@@ -64,6 +65,7 @@ def every_steps_of(config: ml_collections.ConfigDict, name: str) -> int:
 class Predictions:
   confusion: np.ndarray  # int64 [C, C], rows = ground truth; the same on every host.
   examples: list  # Up to `keep` (source index, prediction at label size), this process.
+  skipped: int = 0  # Bad examples skipped (config.data.skip_bad_examples), all hosts.
 
 
 def run_over_source(eval_step: Callable, variables: Any, source: Any,
@@ -112,12 +114,13 @@ def run_over_source(eval_step: Callable, variables: Any, source: Any,
           examples.append((int(index), p[:hw[0], :hw[1]]))
   if running is not None:
     total = total.merge(running.to_host())
+  if jax.process_count() > 1:  # Every host learns the total (and raises, or not, alike).
+    skipped = int(np.sum(multihost_utils.process_allgather(np.int64(skipped))))
   if skipped:
-    limit = data.max_bad_fraction * len(source) / jax.process_count()
-    message = (f'Evaluation on {split}: skipped {skipped} bad example(s) of this process\'s '
-               f'{len(source) // jax.process_count()} (the log names them)')
-    if skipped > limit:
+    message = (f'Evaluation on {split}: skipped {skipped} bad example(s) of {len(source)} '
+               '(the log names them)')
+    if skipped > data.max_bad_fraction * len(source):
       raise files.DataError(f'{message}, more than config.data.max_bad_fraction='
                             f'{data.max_bad_fraction}.')
     logging.warning('%s; they count nowhere.', message)
-  return Predictions(total.compute(), examples)
+  return Predictions(total.compute(), examples, skipped)

@@ -160,13 +160,15 @@ class PredictionWriter:
 
     logging.info('Predicting %d images (%s) with the weights of step %d into %s.', len(source),
                  self.name, step, self.output_dir)
-    common.run_over_source(self.eval_step, variables, source, self.settings, self.config.data,
-                           self.mesh, self.data_axes, self.split, on_prediction=on_prediction)
+    result = common.run_over_source(self.eval_step, variables, source, self.settings,
+                                    self.config.data, self.mesh, self.data_axes, self.split,
+                                    on_prediction=on_prediction)
     logging.info('Process %d wrote %d predictions to %s.', jax.process_index(), len(written),
                  self.output_dir)
     if jax.process_index() == 0:  # The record that this evaluation completed.
       record = {'step': step, 'evaluator': self.name, 'split': self.split,
-                'images': len(source), 'output_dir': self.output_dir}
+                'images': len(source) - result.skipped, 'skipped_examples': result.skipped,
+                'output_dir': self.output_dir}
       common.append_record(self.workdir, record)
     return {'images': len(written)}
 

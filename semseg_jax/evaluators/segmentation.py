@@ -78,5 +78,6 @@ class SegmentationEvaluator:
                                      f'{self.name} ({self.split}), step {step}: row-normalised '
                                      'confusion')
     record = {'step': step, 'evaluator': self.name, 'split': self.split,
-              **{k: summary[k] for k in metrics.SUMMARY_KEYS}, 'IoU': summary['per_class_IoU']}
+              **{k: summary[k] for k in metrics.SUMMARY_KEYS}, 'IoU': summary['per_class_IoU'],
+              'skipped_examples': result.skipped}
     common.append_record(self.workdir, record)

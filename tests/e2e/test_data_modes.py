@@ -71,12 +71,16 @@ def test_folder_training_stops_on_a_bad_file_or_skips_and_counts_it(tmp_path, ca
                             'train.num_steps': 4, 'train.eval_every': 4})
   with pytest.raises(Exception, match=str(bad_train)):
     _run('train', tmp_path / 'stopped', overrides)
-  overrides.update({'data.skip_bad_examples': True, 'data.max_bad_fraction': 0.2})
+  bad_val = root / 'images' / 'val' / 'val_1.jpg'
+  bad_val.write_bytes(b'')  # Emptied: its evaluation is skipped and counted too.
+  overrides.update({'data.skip_bad_examples': True, 'data.max_bad_fraction': 0.4})
   caplog.set_level(logging.INFO)
   _run('train', tmp_path / 'skipped', overrides)
   assert 'skipped 1 bad example(s)' in caplog.text and str(bad_train) in caplog.text
+  assert str(bad_val) in caplog.text
   record = run_main.records(tmp_path / 'skipped')[-1]
   assert record['step'] == 4 and len(record['IoU']) == 3  # Folder source, end to end.
+  assert record['skipped_examples'] == 1  # metrics.jsonl says what the evaluation left out.
 
 
 def test_check_data_reports_problems_and_class_frequencies(tmp_path, caplog):
