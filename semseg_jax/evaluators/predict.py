@@ -23,6 +23,7 @@ from PIL import Image
 
 from semseg_jax import visualize
 from semseg_jax.data import datasets
+from semseg_jax.data.datasets import files
 from semseg_jax.evaluators import common
 from semseg_jax.evaluators import inference
 
@@ -54,6 +55,11 @@ def list_images(inputs: str) -> list[str]:
   return paths
 
 
+# PIL's errors for a file it cannot read; DecompressionBombError (a header claiming more than
+# twice PIL.Image.MAX_IMAGE_PIXELS) is none of the others.
+UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
 class ImageFileSource:
   """Images without labels, as an evaluation source (every label pixel is ignored)."""
 
@@ -75,17 +81,18 @@ class ImageFileSource:
     try:
       with Image.open(self.paths[index]) as image:
         width, height = image.size
-    except OSError as e:
-      raise ValueError(f'{self.paths[index]} is not an image PIL can read: {e}') from e
+    except UNREADABLE as e:
+      raise files.DataError(f'{self.paths[index]} is not an image PIL can read: {e}') from e
     return height, width
 
   def read_image(self, index: int) -> np.ndarray:
-    """uint8 RGB [H, W, 3]."""
+    """uint8 RGB [H, W, 3]; a DataError (skipped with config.data.skip_bad_examples) names an
+    unreadable file."""
     try:
       with Image.open(self.paths[index]) as image:
         return np.array(image if image.mode == 'RGB' else image.convert('RGB'), np.uint8)
-    except OSError as e:
-      raise ValueError(f'{self.paths[index]} is not an image PIL can read: {e}') from e
+    except UNREADABLE as e:
+      raise files.DataError(f'{self.paths[index]} is not an image PIL can read: {e}') from e
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     image = self.read_image(index)

@@ -149,6 +149,33 @@ def test_predict_mode_names_bad_inputs(tmp_path, inputs, expected):
     main.run('predict', config, str(tmp_path))
 
 
+@pytest.mark.slow(20)
+def test_predict_names_a_corrupt_image_or_skips_it_when_asked(tmp_path, caplog):
+  """A corrupt image among the inputs stops --mode=predict naming it; with
+  config.data.skip_bad_examples every good image is written, the bad one is named in the log
+  and counted in metrics.jsonl."""
+  workdir = tmp_path / 'run'
+  train = {'train.eval_every': 1000, 'checkpoint.every_steps': 2}
+  main.run('train', _tiny(4, **train), str(workdir))
+  inputs = tmp_path / 'images'
+  _write_images(inputs, datasets.make_source(e2e_config.tiny_quickstart().data, 'val'))
+  broken = inputs / 'broken.png'
+  broken.write_bytes((inputs / 'grey.png').read_bytes()[:60])  # A header, then nothing.
+  out = tmp_path / 'out'
+  predict = {**train, 'predict.inputs': str(inputs), 'predict.output_dir': str(out)}
+  with pytest.raises(Exception, match=str(broken)):
+    main.run('predict', _tiny(4, **predict), str(workdir))
+  caplog.set_level(logging.INFO)
+  main.run('predict', _tiny(4, **predict, **{'data.skip_bad_examples': True,
+                                              'data.max_bad_fraction': 0.5}), str(workdir))
+  assert sorted(p.stem for p in (out / 'labels').iterdir()) == sorted(
+      p.stem for p in inputs.iterdir() if p.suffix in ('.png', '.jpg') and p != broken)
+  assert str(broken) in caplog.text
+  record = run_main.records(workdir)[-1]
+  assert record['evaluator'] == 'predict' and record['skipped_examples'] == 1
+  assert record['images'] == 4
+
+
 def _start_and_wait_for_checkpoint(workdir, flags, step, log):
   """Starts a run logging to `log` and returns it once the checkpoint of `step` exists."""
   proc = run_main.start_logged(run_main.main_command(workdir, *flags), run_main.env(), log)
