@@ -19,6 +19,7 @@ from flax.traverse_util import flatten_dict
 
 from semseg_jax.models.bisenet import bisenetv1, bisenetv2
 from tests.helpers.param_trees import expand, modules
+from tests.helpers.tiny_apply import jitted_applies
 
 NUM_CLASSES = 5
 IMAGE_HW = (37, 53)
@@ -147,11 +148,7 @@ def test_tiny_model_train_and_eval(kind):
   model = ctor(spec.pop('variant'), NUM_CLASSES, dropout_rate=0.5, **spec)
   images = jax.random.normal(jax.random.key(0), (2, *IMAGE_HW, 3))
   rngs = {'params': jax.random.key(1, impl='rbg'), 'dropout': jax.random.key(2, impl='rbg')}
-  variables = jax.jit(lambda x: model.init(rngs, x, train=True))(images)
-
-  @jax.jit
-  def train_apply(x, key):
-    return model.apply(variables, x, train=True, rngs={'dropout': key}, mutable=['batch_stats'])
+  variables, train_apply, _ = jitted_applies(model, images, rngs, init_train=True)
 
   out, updates = train_apply(images, jax.random.key(3))
   out_b, _ = train_apply(images, jax.random.key(4))

@@ -13,6 +13,7 @@ from semseg_jax.models.duc_hdc import block_rates, duc_hdc, pixel_shuffle
 from semseg_jax.models.gcn import gcn
 from semseg_jax.models.upernet import upernet
 from tests.helpers.param_trees import expand, leaves, modules
+from tests.helpers.tiny_apply import jitted_applies
 
 NUM_CLASSES = 5
 # The small forms the shared zoo test builds (see the report); images 2 x 37 x 53.
@@ -49,14 +50,9 @@ def _param_count(model, hw=(64, 64)) -> int:
 
 def _run_tiny(model, images):
   """Jitted init and train apply (one compile each); eval outputs as shapes only (compiling the
-  eval pass too would double the test's time). The init draws from an 'rbg' key: XLA compiles
-  its random bits several times faster than threefry's on CPU."""
+  eval pass too would double the test's time)."""
   rngs = {'params': jax.random.key(1, impl='rbg'), 'dropout': jax.random.key(2, impl='rbg')}
-  variables = jax.jit(lambda x: model.init(rngs, x, train=True))(images)
-
-  @jax.jit
-  def train_apply(x, key):
-    return model.apply(variables, x, train=True, rngs={'dropout': key}, mutable=['batch_stats'])
+  variables, train_apply, _ = jitted_applies(model, images, rngs, init_train=True)
 
   evaluated = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, images)
   return variables, train_apply, evaluated

@@ -18,6 +18,7 @@ from semseg_jax.models.deeplabv3plus import deeplabv3plus
 from semseg_jax.models.heads.aspp_head import ASPPHead, DepthwiseSeparableASPPHead
 from semseg_jax.models.pspnet import pspnet
 from tests.helpers.param_trees import expand, modules
+from tests.helpers.tiny_apply import jitted_applies
 
 NUM_CLASSES = 5
 CONSTRUCTORS = {'pspnet': pspnet, 'deeplabv3': deeplabv3, 'deeplabv3plus': deeplabv3plus}
@@ -63,16 +64,7 @@ def tiny(request):
   images = jax.random.normal(jax.random.key(0), (2, 33, 45, 3))
   # The 'rbg' generator: the same initialisers, but a jitted init compiles several times faster.
   rngs = {'params': jax.random.key(1, impl='rbg'), 'dropout': jax.random.key(2, impl='rbg')}
-  variables = jax.jit(lambda x: model.init(rngs, x))(images)
-
-  @jax.jit
-  def train_apply(x, key):
-    return model.apply(variables, x, train=True, rngs={'dropout': key}, mutable=['batch_stats'])
-
-  @jax.jit
-  def eval_apply(x, key):
-    return model.apply(variables, x, train=False, rngs={'dropout': key})
-
+  variables, train_apply, eval_apply = jitted_applies(model, images, rngs)
   return name, variables, images, train_apply, eval_apply
 
 

@@ -11,6 +11,7 @@ import pytest
 from semseg_jax.models.segformer import (SEGFORMER_VARIANTS, MixTransformer, SegFormer,
                                          segformer)
 from tests.helpers.param_trees import expand, modules
+from tests.helpers.tiny_apply import jitted_applies
 
 # A SegFormer small enough to compile in a second or two; same structure as B0.
 TINY = dict(depths=(1, 1, 1, 1), widths=(16, 32, 40, 64), decoder_dim=32)
@@ -41,16 +42,8 @@ def _count(tree) -> int:
 def tiny():
   model = segformer('b0', NUM_CLASSES, **TINY)
   images = jax.random.normal(jax.random.key(0), (2, 37, 53, 3))
-  variables = jax.jit(lambda x: model.init({'params': jax.random.key(1)}, x))(images)
-
-  @jax.jit
-  def train_apply(x, key):
-    return model.apply(variables, x, train=True, rngs={'dropout': key}, mutable=['batch_stats'])
-
-  @jax.jit
-  def eval_apply(x, key):
-    return model.apply(variables, x, train=False, rngs={'dropout': key})
-
+  variables, train_apply, eval_apply = jitted_applies(model, images,
+                                                      {'params': jax.random.key(1)})
   return model, variables, images, train_apply, eval_apply
 
 

@@ -15,6 +15,7 @@ from semseg_jax.models.heads.ham_head import (EVAL_BASES_SEED, NMF2D, LightHamHe
 from semseg_jax.models.layers import EncoderDecoder
 from semseg_jax.models.segnext import segnext
 from tests.helpers.param_trees import expand, modules
+from tests.helpers.tiny_apply import jitted_applies
 
 NUM_CLASSES = 5
 # MSCAN with every part of the real one (stem, strip convs, layer scale, stage LayerNorms) but
@@ -58,16 +59,8 @@ def tiny():
   model = EncoderDecoder(MSCAN(**TINY_BACKBONE),
                          LightHamHead(NUM_CLASSES, **TINY_HEAD))
   images = jax.random.normal(jax.random.key(0), (2, 37, 50, 3))
-  variables = jax.jit(lambda x: model.init({'params': _init_key(1)}, x))(images)
-
-  @jax.jit
-  def train_apply(x, key):
-    return model.apply(variables, x, train=True, rngs={'dropout': key}, mutable=['batch_stats'])
-
-  @jax.jit
-  def eval_apply(x):
-    return model.apply(variables, x, train=False)
-
+  variables, train_apply, eval_apply = jitted_applies(model, images,
+                                                      {'params': _init_key(1)})
   return model, variables, images, train_apply, eval_apply
 
 

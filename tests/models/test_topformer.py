@@ -12,6 +12,7 @@ import pytest
 from semseg_jax.models.topformer import (TOPFORMER_VARIANTS, Attention, InvertedResidual,
                                          SimpleHead, TransformerBlock, h_sigmoid, topformer)
 from tests.helpers.param_trees import expand, modules
+from tests.helpers.tiny_apply import jitted_applies
 
 NUM_CLASSES = 5
 # Narrow injection and head, a single transformer block.
@@ -57,17 +58,8 @@ def _init_shapes(model, hw=(64, 64)):
 def tiny():
   model = topformer('t', NUM_CLASSES, **TINY)
   images = jax.random.normal(jax.random.key(0), (2, 45, 67, 3))
-  # An 'rbg' key: the same initialisers, but the init compiles about twice as fast.
-  variables = jax.jit(lambda x: model.init({'params': jax.random.key(1, impl='rbg')}, x))(images)
-
-  @jax.jit
-  def train_apply(x, key):
-    return model.apply(variables, x, train=True, rngs={'dropout': key}, mutable=['batch_stats'])
-
-  @jax.jit
-  def eval_apply(x):
-    return model.apply(variables, x, train=False)
-
+  variables, train_apply, eval_apply = jitted_applies(
+      model, images, {'params': jax.random.key(1, impl='rbg')})
   return variables, images, train_apply, eval_apply
 
 
