@@ -1,6 +1,7 @@
-"""Shared test setup: grain reads absl flags, which pytest never parses; XLA flags that make
-compiling fast; a persistent XLA compilation cache for this test session (the end-to-end tests start many processes that compile
-the same steps: with it, each compiles once); slow tests first; shared fixtures."""
+"""Shared test setup: grain reads absl flags, which pytest never parses; XLA flags and a random
+generator that make compiling fast; a persistent XLA compilation cache for this test session
+(the end-to-end tests start many processes that compile the same steps: with it, each compiles
+once); slow tests first; shared fixtures."""
 
 import atexit
 import os
@@ -25,6 +26,14 @@ COMPILE_FAST_XLA_FLAGS = ('--xla_backend_optimization_level=0',
 os.environ['XLA_FLAGS'] = ' '.join(
     [f for f in os.environ.get('XLA_FLAGS', '').split() if f not in COMPILE_FAST_XLA_FLAGS]
     + list(COMPILE_FAST_XLA_FLAGS))
+
+# Philox instead of threefry as jax's default generator in the suite and its subprocesses: XLA:CPU
+# compiles its bits in about half the time, and drawing the initial values of a model's hundred or
+# so parameter arrays is most of what compiling an init costs (a tiny SegFormer's: 1.9 s -> 1.0 s;
+# rbg's takes 2.7 s). Nothing in semseg_jax depends on which generator is the default (the one
+# fixed draw a model makes, SegNeXt's inference bases, names threefry). Philox does not compile
+# for several devices in jax 0.10: tests.helpers.run_main.env(n > 1) sets threefry.
+os.environ['JAX_DEFAULT_PRNG_IMPL'] = 'philox2x32'
 
 from absl import flags
 import numpy as np

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -247,13 +248,15 @@ def test_eight_devices_match_one_and_checkpoints_move_between_meshes(tmp_path):
   onto this process's one device and trains on."""
   one, eight, fsdp = tmp_path / '1.npz', tmp_path / '8.npz', tmp_path / 'f.npz'
   restored_path, workdir = tmp_path / 'r.npz', tmp_path / 'fsdp_run'
-  sharded_steps.run(str(one))
+  with jax.default_prng_impl('threefry2x32'):  # The generator of the 8 (run_main.env).
+    sharded_steps.run(str(one))
   jobs = [{'out_path': str(eight), 'reference_path': str(one)},
           {'out_path': str(fsdp), 'parallelism': 'fsdp', 'checkpoint_workdir': str(workdir)}]
   (tmp_path / 'jobs.json').write_text(json.dumps(jobs))
   subprocess.run([sys.executable, '-m', 'tests.helpers.sharded_steps', str(tmp_path / 'jobs.json')],
                  cwd=REPO, env=run_main.env(8), check=True, timeout=900, capture_output=True)
-  mesh_restore.run(str(workdir), str(restored_path))
+  with jax.default_prng_impl('threefry2x32'):
+    mesh_restore.run(str(workdir), str(restored_path))
   one, eight = dict(np.load(one)), dict(np.load(eight))
   fsdp, restored = dict(np.load(fsdp)), dict(np.load(restored_path))
   # The 4 x 2 FSDP checkpoint restores exactly onto 1 device (replicated) and trains on.

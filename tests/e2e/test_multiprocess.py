@@ -66,7 +66,8 @@ def test_two_processes_train_like_one(tmp_path, caplog):
     procs.append(_start(command, env, tmp_path / f'process_{process_id}.log'))
   one = tmp_path / 'one'  # The reference, in this process while the two run.
   caplog.set_level(logging.INFO)
-  main.run('train', e2e_config.apply(e2e_config.tiny_quickstart(), overrides), str(one))
+  with jax.default_prng_impl('threefry2x32'):  # The generator of the two (run_main.env).
+    main.run('train', e2e_config.apply(e2e_config.tiny_quickstart(), overrides), str(one))
   single_stderr = caplog.text
   outputs = [_finish(proc, log, timeout=600) for proc, log in procs]
   for (p, _), (_, stderr) in zip(procs, outputs):

@@ -55,8 +55,8 @@ class MirrorModel(nn.Module):
 
 
 def _variables(model, hw=(16, 16)):
-  """Initialised under jit ('rbg' keys compile fast): op by op, an init dispatches slowly."""
-  return jax.jit(lambda x: model.init(jax.random.key(0, impl='rbg'), x))(jnp.zeros((1, *hw, 3)))
+  """Initialised under jit: op by op, an init dispatches slowly."""
+  return jax.jit(lambda x: model.init(jax.random.key(0), x))(jnp.zeros((1, *hw, 3)))
 
 
 def _eval_config(**overrides) -> ml_collections.ConfigDict:

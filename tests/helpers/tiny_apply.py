@@ -11,8 +11,7 @@ import jax
 def jitted_applies(model: nn.Module, images: jax.Array, rngs: dict, init_train: bool = False
                    ) -> tuple[Any, Callable, Callable]:
   """(variables, train_apply(x, key) -> (outputs, updated batch_stats), eval_apply(x, key=None)
-  -> outputs). `rngs` are the init's ('params', maybe 'dropout'); an 'rbg' key compiles the
-  initialisers several times faster than threefry on CPU, with the same initialisers."""
+  -> outputs). `rngs` are the init's ('params', maybe 'dropout')."""
   variables = jax.jit(lambda x: model.init(rngs, x, train=init_train))(images)
 
   @jax.jit

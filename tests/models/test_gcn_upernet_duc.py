@@ -51,7 +51,7 @@ def _param_count(model, hw=(64, 64)) -> int:
 def _run_tiny(model, images):
   """Jitted init and train apply (one compile each); eval outputs as shapes only (compiling the
   eval pass too would double the test's time)."""
-  rngs = {'params': jax.random.key(1, impl='rbg'), 'dropout': jax.random.key(2, impl='rbg')}
+  rngs = {'params': jax.random.key(1), 'dropout': jax.random.key(2)}
   variables, train_apply, _ = jitted_applies(model, images, rngs, init_train=True)
 
   evaluated = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, images)

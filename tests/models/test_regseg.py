@@ -114,8 +114,7 @@ def test_output_stride_follows_torch_conv_arithmetic(hw):
 def test_contract_on_tiny_model():
   model = regseg('exp48_decoder26', NUM_CLASSES, **TINY)
   images = jax.random.normal(jax.random.key(0), (2, *HW, 3))
-  # An 'unsafe_rbg' key compiles the initialisers faster than threefry.
-  variables = jax.jit(model.init)(jax.random.key(1, impl='unsafe_rbg'), images)
+  variables = jax.jit(model.init)(jax.random.key(1), images)
 
   @jax.jit
   def apply(variables):

@@ -67,8 +67,7 @@ def _one_train_step(key: str) -> tuple[dict, float, int]:
       {'params': jax.random.key(0), 'dropout': jax.random.key(0)},
       np.zeros((1, *input_hw, 3), np.float32), train=False))['params']
   tx, schedule = optimizers.make_optimizer(config, params)
-  # An 'rbg' key: the same initialisers, but XLA compiles the init twice as fast as threefry's.
-  state, shardings = train_state.create_train_state(model, tx, jax.random.key(0, impl='rbg'),
+  state, shardings = train_state.create_train_state(model, tx, jax.random.key(0),
                                                     input_hw, mesh)
   step_fn = train_step.make_train_step(model, tx, schedule, config, shardings, mesh)
   rng = np.random.default_rng(0)

@@ -31,8 +31,8 @@ deterministic without an rng) -- the reference draws fresh bases with torch.rand
 in training and at inference alike:
 - Training: the bases are drawn from the 'dropout' rng, independently per sample and segment,
   exactly the reference's distribution.
-- Inference: the bases are one fixed draw of the same distribution (from PRNGKey(EVAL_BASES_SEED),
-  shared by every sample), so inference is deterministic, needs no rng, and a sample's output does
+- Inference: the bases are one fixed draw of the same distribution (from eval_bases_key(), a
+  threefry key whatever jax's default generator, shared by every sample), so inference is deterministic, needs no rng, and a sample's output does
   not depend on its batch neighbours or the batch size. This is the reference's `rand_init=False`
   form (one stored random draw) without storing the draw as a variable; it differs from the
   reference only in which random draw is used (the reference's own predictions vary from run to
@@ -61,6 +61,12 @@ from semseg_jax.models.layers import SegClassifier, bilinear_resize, conv2d
 
 NMF_EPS = 1e-6
 EVAL_BASES_SEED = 0
+
+
+def eval_bases_key() -> jax.Array:
+  """The key of the fixed inference bases: threefry by name, so that a model's predictions do
+  not change with jax_default_prng_impl."""
+  return jax.random.key(EVAL_BASES_SEED, impl='threefry2x32')
 
 
 def normalized_random_bases(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -120,7 +126,7 @@ class NMF2D(nn.Module):
     if train:
       bases = normalized_random_bases(self.make_rng('dropout'), (n * s, d, self.rank))
     else:
-      bases = normalized_random_bases(jax.random.PRNGKey(EVAL_BASES_SEED), (s, d, self.rank))
+      bases = normalized_random_bases(eval_bases_key(), (s, d, self.rank))
       bases = jnp.tile(bases, (n, 1, 1))
     steps = self.train_steps if train else self.eval_steps
     out = nmf_reconstruct(xt, bases, steps, self.one_step_gradient)
