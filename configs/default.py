@@ -50,6 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.variant = ''  # Dataset variant: coco_stuff '164k' | '10k'; pascal_context '59' | '60'; '' = the dataset's default.
   config.data.skip_bad_examples = False  # Skip (and count) unreadable or inconsistent examples instead of stopping.
   config.data.max_bad_fraction = 0.01  # With skip_bad_examples: abort once more than this fraction of a split's examples is bad.
+  config.data.max_image_pixels = 89_478_485  # A file whose header claims more pixels is a bad file (decompression bomb guard; PIL's default); raise for larger images, None for no limit.
   config.data.check_splits = ()  # --mode=check_data: splits to check (() = train_split and eval_split).
   # Classes and label encoding of 'folder' and 'tfds:<name>' datasets (known datasets bring their own).
   config.data.class_names = ()  # Class names in label order; their number is the number of classes.

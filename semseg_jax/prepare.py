@@ -50,6 +50,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     value = config[section][name]
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
       raise ValueError(f'config.{field}={value!r}; expected an integer >= {minimum}.')
+  pixels = config.data.max_image_pixels
+  if pixels is not None and (isinstance(pixels, bool) or not isinstance(pixels, int)
+                             or pixels < 1):
+    raise ValueError(f'config.data.max_image_pixels={pixels!r}; expected a positive integer '
+                     '(pixels a file header may claim) or None (no limit).')
   crop = tuple(config.augment.crop_size)
   if len(crop) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
                                for v in crop):

@@ -38,6 +38,7 @@ def test_bad_class_weighting_settings_name_the_field(field, value, message):
     ('eval.mode', 'sliding', 'config.eval.mode'),
     ('data.channel_order', 'rbg', 'config.data.channel_order'),
     ('model.backbone_pretrained', 'x', 'both set'),
+    ('data.max_image_pixels', 0, 'config.data.max_image_pixels'),
 ])
 def test_bad_settings_name_the_field(field, value, message):
   config = e2e_config.tiny_quickstart()

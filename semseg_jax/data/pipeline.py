@@ -14,6 +14,9 @@ every host runs the same number of steps, and padded pixels and examples are mas
 
 import json
 import math
+import os
+import threading
+import time
 from typing import Any, Sequence
 
 from absl import logging
@@ -164,8 +167,32 @@ def _iter_dataset(ds: grain.MapDataset, data: ml_collections.ConfigDict) -> grai
                                             prefetch_buffer_size=data.prefetch_batches))
   if data.num_workers > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.num_workers,
-                                                     per_worker_buffer_size=1))
+                                                     per_worker_buffer_size=1),
+                        worker_init_fn=exit_with_parent)
   return it
+
+
+PARENT_POLL_SECONDS = 0.5
+
+
+def exit_with_parent(worker_index: int, worker_count: int) -> None:
+  """grain worker init: the worker process exits once the process that started it is gone.
+
+  grain stops its workers when the training process shuts down, but a SIGKILLed (or crashed)
+  one tells them nothing: a worker blocked on its full output queue would wait forever, holding
+  its memory and shared-memory buffers (and so keeping multiprocessing's resource tracker
+  alive). A daemon thread notices the new parent (the orphan's reaper) within
+  PARENT_POLL_SECONDS and ends the process; the tracker then frees what the workers left.
+  """
+  del worker_index, worker_count
+  parent = os.getppid()
+
+  def watch() -> None:
+    while os.getppid() == parent:
+      time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)  # pylint: disable=protected-access
+
+  threading.Thread(target=watch, name='exit_with_parent', daemon=True).start()
 
 
 class TrainBatches:

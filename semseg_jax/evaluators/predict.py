@@ -11,7 +11,7 @@ Inference is the evaluation's (whole or slide, scales, flip, aligned resize).
 
 import glob
 import os
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import ml_collections
@@ -55,17 +55,14 @@ def list_images(inputs: str) -> list[str]:
   return paths
 
 
-# PIL's errors for a file it cannot read; DecompressionBombError (a header claiming more than
-# twice PIL.Image.MAX_IMAGE_PIXELS) is none of the others.
-UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
-
-
 class ImageFileSource:
   """Images without labels, as an evaluation source (every label pixel is ignored)."""
 
   def __init__(self, paths: Sequence[str], class_names: Sequence[str], palette: np.ndarray,
-               ignore_index: int):
+               ignore_index: int,
+               max_image_pixels: Optional[int] = files.DEFAULT_MAX_IMAGE_PIXELS):
     self.paths = list(paths)
+    self.max_image_pixels = max_image_pixels
     self.class_names = tuple(class_names)
     self.palette = palette
     self.num_classes = len(class_names)
@@ -78,21 +75,17 @@ class ImageFileSource:
     return os.path.splitext(os.path.basename(self.paths[index]))[0]
 
   def image_size(self, index: int) -> tuple[int, int]:
-    try:
-      with Image.open(self.paths[index]) as image:
-        width, height = image.size
-    except UNREADABLE as e:
-      raise files.DataError(f'{self.paths[index]} is not an image PIL can read: {e}') from e
-    return height, width
+    return files.image_size(self.paths[index], self.max_image_pixels)
 
   def read_image(self, index: int) -> np.ndarray:
     """uint8 RGB [H, W, 3]; a DataError (skipped with config.data.skip_bad_examples) names an
     unreadable file."""
-    try:
-      with Image.open(self.paths[index]) as image:
+    path = self.paths[index]
+    with files.open_image(path, path, self.max_image_pixels) as image:
+      try:
         return np.array(image if image.mode == 'RGB' else image.convert('RGB'), np.uint8)
-    except UNREADABLE as e:
-      raise files.DataError(f'{self.paths[index]} is not an image PIL can read: {e}') from e
+      except files.PIL_ERRORS as e:
+        raise files.DataError(f'{path}: cannot be decoded as an image ({e}).') from e
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     image = self.read_image(index)
@@ -184,4 +177,4 @@ def image_file_source(config: ml_collections.ConfigDict) -> 'ImageFileSource':
   """The images of config.predict.inputs, with the classes and palette of config.data."""
   class_names, palette = datasets.class_names_and_palette(config.data)
   return ImageFileSource(list_images(config.predict.inputs), class_names, palette,
-                         config.data.ignore_index)
+                         config.data.ignore_index, config.data.max_image_pixels)

@@ -1,7 +1,9 @@
 """Sources beyond a dataset's own folders: the config-only folder dataset, TFDS, ArrayRecord."""
 
+import io
 import json
 import pathlib
+import pickle
 import subprocess
 import sys
 
@@ -14,6 +16,7 @@ from semseg_jax.data import datasets
 from semseg_jax.data import write_arrayrecord
 from semseg_jax.data.datasets import files
 from semseg_jax.data.datasets import folder
+from tests.helpers import bad_files
 
 COLOURS = ((10, 20, 30), (200, 0, 0), (0, 200, 0))  # Three classes as RGB mask colours.
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -204,3 +207,44 @@ def test_write_arrayrecord_command_and_bad_examples(tmp_path):
   assert done.returncode == 0, done.stderr[-2000:]
   metadata = json.loads((out / 'val.json').read_text())
   assert metadata['num_examples'] == 1 and str(bad) in metadata['skipped'][0]
+
+
+@pytest.mark.parametrize('dataset', ['folder', 'ade20k'])
+def test_a_decompression_bomb_is_a_bad_file_under_a_limit_the_config_sets(tmp_path, dataset):
+  """A PNG whose header claims 30000 x 30000 pixels (image or label) is a DataError naming the
+  file and config.data.max_image_pixels before any pixel is decoded, so skip_bad_examples can
+  skip it; the field raises the limit past PIL's own, lowers it for every file, and travels
+  with the source into grain's worker processes."""
+  config = _folder_config(tmp_path)
+  config.data.name = dataset
+  config.data.root = datasets.write_example_tree(config.data, str(tmp_path))
+  source = datasets.make_source(config.data, 'val')
+  bomb_label, bomb_image = source.label_path(0), source.image_path(1)
+  for path in (bomb_label, bomb_image):
+    bad_files.write_decompression_bomb(path)
+  for read, path in [(lambda: source[0], bomb_label), (lambda: source.read_label(0), bomb_label),
+                     (lambda: source[1], bomb_image), (lambda: source.image_size(1), bomb_image)]:
+    with pytest.raises(files.DataError, match=f'{path}.*config.data.max_image_pixels='
+                                              f'{files.DEFAULT_MAX_IMAGE_PIXELS}'):
+      read()
+  assert source[2]['image'].ndim == 3  # The others read as before.
+
+  config.data.max_image_pixels = 10**9  # Raised past PIL's limit (twice 89,478,485).
+  assert datasets.make_source(config.data, 'val').image_size(1) == (30000, 30000)
+  config.data.max_image_pixels = 100  # Lowered: every file is held to it.
+  small = pickle.loads(pickle.dumps(datasets.make_source(config.data, 'val')))
+  assert small.max_image_pixels == 100
+  with pytest.raises(files.DataError, match='max_image_pixels=100'):
+    small[2]
+  config.data.max_image_pixels = None  # No limit: trusted data.
+  assert datasets.make_source(config.data, 'val')[2]['label'].ndim == 2
+
+
+def test_encoded_bytes_are_held_to_the_limit_before_decoding():
+  """An ArrayRecord image: the header is checked before OpenCV decodes a pixel."""
+  buffer = io.BytesIO()
+  Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(buffer, format='PNG')
+  data = buffer.getvalue()
+  assert files.decode_image(data, 'record 7', max_pixels=600).shape == (20, 30, 3)
+  with pytest.raises(files.DataError, match='record 7: its header claims 30 x 20 = 600 pixels'):
+    files.decode_image(data, 'record 7', max_pixels=599)

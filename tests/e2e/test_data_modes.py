@@ -14,6 +14,7 @@ from configs import default
 from semseg_jax import main
 from semseg_jax.data import write_arrayrecord
 from semseg_jax.data.datasets import folder
+from tests.helpers import bad_files
 from tests.helpers import e2e_config
 from tests.helpers import run_main
 
@@ -73,14 +74,16 @@ def test_folder_training_stops_on_a_bad_file_or_skips_and_counts_it(tmp_path, ca
     _run('train', tmp_path / 'stopped', overrides)
   bad_val = root / 'images' / 'val' / 'val_1.jpg'
   bad_val.write_bytes(b'')  # Emptied: its evaluation is skipped and counted too.
-  overrides.update({'data.skip_bad_examples': True, 'data.max_bad_fraction': 0.4})
+  bomb = root / 'labels' / 'val' / 'val_2.png'  # Claims 30000 x 30000: a bad file too.
+  bad_files.write_decompression_bomb(bomb)
+  overrides.update({'data.skip_bad_examples': True, 'data.max_bad_fraction': 0.7})
   caplog.set_level(logging.INFO)
   _run('train', tmp_path / 'skipped', overrides)
   assert 'skipped 1 bad example(s)' in caplog.text and str(bad_train) in caplog.text
-  assert str(bad_val) in caplog.text
+  assert str(bad_val) in caplog.text and f'{bomb}: its header claims' in caplog.text
   record = run_main.records(tmp_path / 'skipped')[-1]
   assert record['step'] == 4 and len(record['IoU']) == 3  # Folder source, end to end.
-  assert record['skipped_examples'] == 1  # metrics.jsonl says what the evaluation left out.
+  assert record['skipped_examples'] == 2  # metrics.jsonl says what the evaluation left out.
 
 
 def test_check_data_reports_problems_and_class_frequencies(tmp_path, caplog):

@@ -5,6 +5,7 @@ is tested, as a subprocess for the flags, signals and device counts."""
 import json
 import logging
 import os
+import pathlib
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from semseg_jax import main
 from semseg_jax import preemption
 from semseg_jax.data import datasets
 from semseg_jax.evaluators import segmentation
+from tests.helpers import bad_files
 from tests.helpers import e2e_config
 from tests.helpers import mesh_restore
 from tests.helpers import run_main
@@ -153,8 +155,8 @@ def test_predict_mode_names_bad_inputs(tmp_path, inputs, expected):
 @pytest.mark.slow(20)
 def test_predict_names_a_corrupt_image_or_skips_it_when_asked(tmp_path, caplog):
   """A corrupt image among the inputs stops --mode=predict naming it; with
-  config.data.skip_bad_examples every good image is written, the bad one is named in the log
-  and counted in metrics.jsonl."""
+  config.data.skip_bad_examples every good image is written, the bad ones (a decompression bomb
+  too) are named in the log and counted in metrics.jsonl."""
   workdir = tmp_path / 'run'
   train = {'train.eval_every': 1000, 'checkpoint.every_steps': 2}
   main.run('train', _tiny(4, **train), str(workdir))
@@ -166,14 +168,16 @@ def test_predict_names_a_corrupt_image_or_skips_it_when_asked(tmp_path, caplog):
   predict = {**train, 'predict.inputs': str(inputs), 'predict.output_dir': str(out)}
   with pytest.raises(Exception, match=str(broken)):
     main.run('predict', _tiny(4, **predict), str(workdir))
+  bomb = inputs / 'zz_bomb.png'  # Claims 30000 x 30000 pixels: skipped like any bad file.
+  bad_files.write_decompression_bomb(bomb)
   caplog.set_level(logging.INFO)
   main.run('predict', _tiny(4, **predict, **{'data.skip_bad_examples': True,
                                               'data.max_bad_fraction': 0.5}), str(workdir))
   assert sorted(p.stem for p in (out / 'labels').iterdir()) == sorted(
-      p.stem for p in inputs.iterdir() if p.suffix in ('.png', '.jpg') and p != broken)
-  assert str(broken) in caplog.text
+      p.stem for p in inputs.iterdir() if p.suffix in ('.png', '.jpg') and p not in (broken, bomb))
+  assert str(broken) in caplog.text and f'{bomb}: its header claims' in caplog.text
   record = run_main.records(workdir)[-1]
-  assert record['evaluator'] == 'predict' and record['skipped_examples'] == 1
+  assert record['evaluator'] == 'predict' and record['skipped_examples'] == 2
   assert record['images'] == 4
 
 
@@ -191,6 +195,28 @@ def _start_and_wait_for_checkpoint(workdir, flags, step, log):
   return proc
 
 
+def _children(pid: int) -> list[int]:
+  """The processes whose parent is `pid` (Linux /proc)."""
+  found = []
+  for entry in os.listdir('/proc'):
+    if entry.isdigit():
+      try:
+        stat = pathlib.Path(f'/proc/{entry}/stat').read_text()
+      except OSError:
+        continue
+      if int(stat.rsplit(')', 1)[1].split()[1]) == pid:
+        found.append(int(entry))
+  return found
+
+
+def _alive(pid: int) -> bool:
+  """Running (not exited, not a zombie waiting to be reaped)."""
+  try:
+    return pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0] != 'Z'
+  except OSError:
+    return False
+
+
 def _steps(workdir):
   return sorted(int(s) for s in os.listdir(workdir / 'checkpoints') if s.isdigit())
 
@@ -198,8 +224,9 @@ def _steps(workdir):
 @pytest.mark.slow(75)
 def test_sigterm_then_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
   """SIGTERM (preemption) saves at the next step boundary and exits 0; SIGKILL loses only what
-  came after the last checkpoint; the same command resumes; the end is bit-exact. A second
-  run on the workdir of a live one fails at once; a killed run leaves no lock behind."""
+  came after the last checkpoint, and the killed run's grain worker processes exit by
+  themselves; the same command resumes; the end is bit-exact. A second run on the workdir of a
+  live one fails at once; a killed run leaves no lock behind."""
   overrides = {'train.eval_every': 20, 'checkpoint.every_steps': 5}
   flags = _flags(40, **overrides)
   straight = tmp_path / 'straight'
@@ -220,10 +247,18 @@ def test_sigterm_then_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
   assert 5 <= preempted_at < 40
   assert f'checkpoint of step {preempted_at} and stopped' in stderr
 
-  proc = _start_and_wait_for_checkpoint(killed, flags, (preempted_at // 5 + 2) * 5,
-                                        tmp_path / 'killed.log')
+  # Killed with grain worker processes: they exit by themselves; the rerun (no workers)
+  # resumes the same batches.
+  proc = _start_and_wait_for_checkpoint(killed, flags + ['--config.data.num_workers=2'],
+                                        (preempted_at // 5 + 2) * 5, tmp_path / 'killed.log')
+  children = _children(proc.pid)
+  assert len(children) >= 2, children  # The workers (and multiprocessing's resource tracker).
   proc.send_signal(signal.SIGKILL)
   proc.wait()
+  deadline = time.time() + 30
+  while any(_alive(pid) for pid in children) and time.time() < deadline:
+    time.sleep(0.1)
+  assert not [pid for pid in children if _alive(pid)], 'processes outlived the killed run'
   assert _steps(killed)[-1] < 40, _steps(killed)  # Killed mid-training.
   run_main.run(killed, *flags)  # The same command resumes.
 

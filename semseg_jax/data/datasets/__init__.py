@@ -92,13 +92,17 @@ def class_names_and_palette(data: Data) -> tuple[tuple[str, ...], np.ndarray]:
 
 
 def make_source(data: Data, split: str, seed: int = 0) -> Any:
-  """The source of `split` for `config.data`; errors name the field that is wrong."""
+  """The source of `split` for `config.data`; errors name the field that is wrong. A source
+  that decodes files gets config.data.max_image_pixels (its `max_image_pixels` attribute)."""
   dataset_kind = _check_name(data.name)
   try:
-    return DATASETS[dataset_kind].source(data, split, seed)
+    source = DATASETS[dataset_kind].source(data, split, seed)
   except (ValueError, FileNotFoundError) as e:
     raise ValueError(f'Dataset config.data.name={data.name!r}, config.data.root={data.root!r}, '
                      f'split {split!r}: {e}') from e
+  if hasattr(source, 'max_image_pixels'):
+    source.max_image_pixels = data.max_image_pixels
+  return source
 
 
 def write_example_tree(data: Data, directory: str) -> str:

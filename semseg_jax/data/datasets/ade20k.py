@@ -23,7 +23,6 @@ import pathlib
 from typing import Any, Optional, Sequence
 
 import numpy as np
-from PIL import Image
 
 from semseg_jax.data.datasets import files
 
@@ -154,6 +153,7 @@ class ADE20KSource:
   class_names: tuple[str, ...] = CLASS_NAMES
   palette: np.ndarray = PALETTE
   num_classes: int = NUM_CLASSES
+  max_image_pixels: Optional[int] = files.DEFAULT_MAX_IMAGE_PIXELS  # See files.FileSource.
 
   def __init__(self, root: Optional[str], split: str, ignore_index: int = 255):
     if split not in SPLITS:
@@ -220,9 +220,7 @@ class ADE20KSource:
 
   def image_size(self, index: int) -> tuple[int, int]:
     """(H, W) of example `index`, read from the JPEG header; no pixels are decoded."""
-    with Image.open(self.image_path(index)) as image:
-      width, height = image.size
-    return height, width
+    return files.image_size(self.image_path(index), self.max_image_pixels)
 
   def read_label(self, index: int) -> np.ndarray:
     """The reduced label of example `index` (uint8 [H, W]) without decoding the image."""
@@ -230,11 +228,7 @@ class ADE20KSource:
 
   def _read_label(self, path: str) -> np.ndarray:
     """Raw annotation as uint8 [H, W] with values 0..150; DataError names the file."""
-    try:
-      image = Image.open(path)
-    except OSError as e:
-      raise files.DataError(f'ADE20K: annotation {path} cannot be read ({e}).') from e
-    with image:
+    with files.open_image(path, f'ADE20K: annotation {path}', self.max_image_pixels) as image:
       mode = image.mode
       if mode not in _SINGLE_CHANNEL_MODES:
         raise files.DataError(f'ADE20K: annotation {path} has PIL mode {mode!r} '
@@ -260,7 +254,7 @@ class ADE20KSource:
     image_path = self.image_path(i)
     label_path = self.label_path(i)
     # A handful of ADE20K JPEGs are greyscale or CMYK; every item comes out RGB.
-    rgb = files.read_image(image_path)
+    rgb = files.read_image(image_path, self.max_image_pixels)
     raw = self._read_label(label_path)
     if rgb.shape[:2] != raw.shape:
       raise files.DataError(f'ADE20K: image {image_path} is {rgb.shape[0]}x{rgb.shape[1]} (shape '

@@ -14,7 +14,7 @@ dataset-specific mapping; a different config.data.ignore_index is remapped on re
 """
 
 import json
-from typing import Any
+from typing import Any, Optional
 
 import cv2
 import grain
@@ -61,6 +61,8 @@ def read_metadata(directory: str, split: str) -> dict:
 class ArrayRecordSource:
   """Random-access examples of one converted split (what grain's MapDataset.source takes)."""
 
+  max_image_pixels: Optional[int] = files.DEFAULT_MAX_IMAGE_PIXELS  # See files.FileSource.
+
   def __init__(self, directory: str, split: str, ignore_index: int = 255):
     metadata = read_metadata(directory, split)
     self.directory, self.split = str(directory), split
@@ -105,7 +107,8 @@ class ArrayRecordSource:
       record = msgpack.unpackb(self._records[i])
     except (ValueError, msgpack.UnpackException) as e:
       raise files.DataError(f'{what}: not a semseg_jax record ({e}).') from e
-    image = files.decode_image(record['image'], f'{what} image')
+    image = files.decode_image(record['image'], f'{what} image', self.max_image_pixels)
+    files.check_pixels(record['label'], f'{what} label', self.max_image_pixels)
     label = cv2.imdecode(np.frombuffer(record['label'], np.uint8), cv2.IMREAD_UNCHANGED)
     if label is None or label.ndim != 2:
       raise files.DataError(f'{what}: the label does not decode to a single-channel map.')

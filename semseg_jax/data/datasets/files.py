@@ -8,8 +8,10 @@ either stop or (with `config.data.skip_bad_examples`) count and skip it. Problem
 split (a missing directory or split list, no files) raise ValueError naming the expected path.
 """
 
+import contextlib
+import io
 import os
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, BinaryIO, Iterable, Iterator, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -19,6 +21,16 @@ LIST_AT_MOST = 5  # Offending files or values named in an error message.
 _INVALID = np.uint16(0xFFFF)  # Lookup-table entry of a raw value that is no class.
 # Decode as stored: EXIF orientation would turn an image away from its label.
 _IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+
+
+# A file whose header claims more pixels than this is a bad file (DataError), not gigabytes
+# allocated for decoding it: a "decompression bomb" (a few kB of PNG can claim 30000 x 30000).
+# PIL's own default limit (about 9459 x 9459); config.data.max_image_pixels sets it per run
+# (None: no limit, for trusted data only).
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+
+# PIL's errors for a file it cannot read (UnidentifiedImageError is an OSError).
+PIL_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 class DataError(ValueError):
@@ -47,16 +59,62 @@ def check_ignore_index(ignore_index: Any, num_classes: int, dataset: str) -> int
 # --- Decoding -------------------------------------------------------------------------------
 
 
-def decode_image(data: bytes, name: str) -> np.ndarray:
+@contextlib.contextmanager
+def open_image(file: str | BinaryIO, name: str,
+               max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS) -> Iterator[Image.Image]:
+  """PIL's lazy open of an image (a path or a binary file): only the header is read. A file
+  PIL cannot read, or whose header claims more than `max_pixels` pixels, is a DataError naming
+  `name`."""
+  if max_pixels is not None and Image.MAX_IMAGE_PIXELS is not None and \
+      max_pixels > Image.MAX_IMAGE_PIXELS:
+    # PIL refuses more than twice its own (process-wide) limit before we could look: raise it
+    # to ours, which is checked below. It only ever grows, so threads and runs agree.
+    Image.MAX_IMAGE_PIXELS = max_pixels
+  try:
+    image = Image.open(file)
+  except Image.DecompressionBombError as e:
+    raise DataError(f'{name}: its header claims more than config.data.max_image_pixels='
+                    f'{max_pixels} pixels (PIL: {e}): a decompression bomb, or raise the field '
+                    f'to read it.') from e
+  except PIL_ERRORS as e:
+    raise DataError(f'{name}: cannot be read as an image ({e}).') from e
+  with image:
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+      raise DataError(f'{name}: its header claims {width} x {height} = {width * height} '
+                      f'pixels, over config.data.max_image_pixels={max_pixels}: a '
+                      f'decompression bomb, or raise the field to read it.')
+    yield image
+
+
+def decode_image(data: bytes, name: str,
+                 max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
   """Encoded image bytes (JPEG, PNG, ... as OpenCV reads them) -> uint8 [H, W, 3] RGB.
 
   Greyscale, palette and CMYK files come out RGB; an alpha channel is dropped. `name` (the
-  file) is named in the DataError raised for bytes that do not decode.
+  file) is named in the DataError raised for bytes that do not decode or whose header claims
+  more than `max_pixels` pixels (checked before any pixel is decoded).
   """
+  check_pixels(data, name, max_pixels)
   image = cv2.imdecode(np.frombuffer(data, np.uint8), _IMREAD_FLAGS) if data else None
   if image is None or image.ndim != 3 or image.dtype != np.uint8:
     raise DataError(f'{name}: cannot be decoded as an 8-bit image ({len(data)} bytes).')
   return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def check_pixels(data: bytes, name: str, max_pixels: Optional[int]) -> None:
+  """DataError naming `name` when the header of encoded image bytes claims more than
+  `max_pixels` pixels. Formats PIL cannot parse are left to the decoder (OpenCV keeps its own
+  limit, CV_IO_MAX_IMAGE_PIXELS, 2^30 by default)."""
+  if max_pixels is None or not data:
+    return
+  try:
+    with open_image(io.BytesIO(data), name, max_pixels):
+      pass
+  except DataError as e:
+    if isinstance(e.__cause__, Image.UnidentifiedImageError):
+      return
+    raise
 
 
 def read_bytes(path: str) -> bytes:
@@ -67,36 +125,36 @@ def read_bytes(path: str) -> bytes:
     raise DataError(f'{path}: cannot be read ({e.strerror or e}).') from e
 
 
-def read_image(path: str) -> np.ndarray:
+def read_image(path: str, max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
   """The image file at `path` as uint8 [H, W, 3] RGB; DataError names the file."""
-  return decode_image(read_bytes(path), path)
+  return decode_image(read_bytes(path), path, max_pixels)
 
 
-def read_raw_label(path: str) -> np.ndarray:
+def read_raw_label(path: str, max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS
+                   ) -> np.ndarray:
   """A label file's pixels as stored: [H, W] integers for single-channel and palette PNGs
   (palette indices, not colours), [H, W, 3] uint8 for RGB masks; DataError names the file."""
-  try:
-    with Image.open(path) as image:
+  with open_image(path, path, max_pixels) as image:
+    try:
       if image.mode in ('RGBA', 'LA', 'PA'):
         image = image.convert(image.mode[:-1] if image.mode != 'PA' else 'P')
       if image.mode not in ('1', 'L', 'P', 'I', 'I;16', 'I;16B', 'I;16L', 'RGB'):
         raise DataError(f'{path}: label image has PIL mode {image.mode!r}; expected a '
                         f'single-channel, palette or RGB PNG.')
       raw = np.array(image)
-  except DataError:
-    raise
-  except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for unreadable files.
-    raise DataError(f'{path}: cannot be read as a label image ({e}).') from e
+    except DataError:
+      raise
+    except PIL_ERRORS as e:
+      raise DataError(f'{path}: cannot be read as a label image ({e}).') from e
   return raw.astype(np.uint8) if raw.dtype == bool else raw
 
 
-def image_size(path: str) -> tuple[int, int]:
-  """(H, W) of an image file from its header; no pixels are decoded."""
-  try:
-    with Image.open(path) as image:
-      width, height = image.size
-  except (OSError, ValueError, SyntaxError) as e:
-    raise DataError(f'{path}: cannot read the image size ({e}).') from e
+def image_size(path: str, max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS
+               ) -> tuple[int, int]:
+  """(H, W) of an image file from its header; no pixels are decoded. DataError names a file
+  PIL cannot read or one over `max_pixels`."""
+  with open_image(path, path, max_pixels) as image:
+    width, height = image.size
   return height, width
 
 
@@ -291,10 +349,14 @@ class FileSource:
 
   Item i is {'image': uint8 [H, W, 3] RGB, 'label': uint8 [H, W] (classes, ignore_index),
   'index': i}. Only names and paths are kept, so the source pickles cheaply into grain worker
-  processes; files are opened per item. An unreadable file, an image whose size differs from
-  its label's, or a label value that is neither a class nor the ignore label raises DataError
-  naming the file(s).
+  processes; files are opened per item. An unreadable file, one whose header claims more than
+  `max_image_pixels` pixels, an image whose size differs from its label's, or a label value
+  that is neither a class nor the ignore label raises DataError naming the file(s).
   """
+
+  # Set from config.data.max_image_pixels by datasets.make_source; travels with the source
+  # into grain's worker processes.
+  max_image_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS
 
   def __init__(self, dataset: str, split: str, names: Sequence[str],
                image_paths: Sequence[str], label_paths: Sequence[str],
@@ -340,18 +402,18 @@ class FileSource:
 
   def image_size(self, index: int) -> tuple[int, int]:
     """(H, W) of example `index`, read from the image file's header."""
-    return image_size(self.image_path(index))
+    return image_size(self.image_path(index), self.max_image_pixels)
 
   def read_label(self, index: int) -> np.ndarray:
     """The mapped label of example `index` (uint8 [H, W]) without decoding the image."""
     path = self.label_path(index)
-    return self.label_map(read_raw_label(path), path)
+    return self.label_map(read_raw_label(path, self.max_image_pixels), path)
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     i = self._index(index)
     image_path, label_path = self._image_paths[i], self._label_paths[i]
-    image = read_image(image_path)
-    label = self.label_map(read_raw_label(label_path), label_path)
+    image = read_image(image_path, self.max_image_pixels)
+    label = self.label_map(read_raw_label(label_path, self.max_image_pixels), label_path)
     check_same_size(image, label, image_path, label_path)
     return {'image': image, 'label': label, 'index': i}
 
