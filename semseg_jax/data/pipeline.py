@@ -12,6 +12,7 @@ is padded with empty examples to a multiple of the global batch, so every batch 
 every host runs the same number of steps, and padded pixels and examples are masked out.
 """
 
+import functools
 import json
 import math
 import os
@@ -168,24 +169,26 @@ def _iter_dataset(ds: grain.MapDataset, data: ml_collections.ConfigDict) -> grai
   if data.num_workers > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.num_workers,
                                                      per_worker_buffer_size=1),
-                        worker_init_fn=exit_with_parent)
+                        worker_init_fn=functools.partial(exit_with_parent, os.getpid()))
   return it
 
 
 PARENT_POLL_SECONDS = 0.5
 
 
-def exit_with_parent(worker_index: int, worker_count: int) -> None:
-  """grain worker init: the worker process exits once the process that started it is gone.
+def exit_with_parent(parent: int, worker_index: int, worker_count: int) -> None:
+  """grain worker init: the worker process exits once `parent` (the process that started it) is
+  gone.
 
   grain stops its workers when the training process shuts down, but a SIGKILLed (or crashed)
   one tells them nothing: a worker blocked on its full output queue would wait forever, holding
   its memory and shared-memory buffers (and so keeping multiprocessing's resource tracker
   alive). A daemon thread notices the new parent (the orphan's reaper) within
-  PARENT_POLL_SECONDS and ends the process; the tracker then frees what the workers left.
+  PARENT_POLL_SECONDS and ends the process; the tracker then frees what the workers left. The
+  parent's pid is taken before the worker starts: one still importing when its parent died has
+  already been handed to the reaper.
   """
   del worker_index, worker_count
-  parent = os.getppid()
 
   def watch() -> None:
     while os.getppid() == parent:
