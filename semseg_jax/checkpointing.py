@@ -5,10 +5,14 @@ renames it when complete, so a run killed mid-write never leaves a partial check
 would be restored; the previous ones stay intact, and the next training run removes the
 temporary directory. A checkpoint damaged afterwards (a truncated file, an emptied directory)
 is named in a warning, the newest one that reads is used, and the training run moves the
-damaged one to checkpoints/unreadable/.
+damaged one to checkpoints/unreadable/. A full device stops training with one StorageFull
+error naming the directory, before a checkpoint that does not fit starts (the previous ones
+stay intact and resumable).
 """
 
+import errno
 import os
+import shutil
 from typing import Any
 
 import grain
@@ -16,7 +20,49 @@ import jax
 from absl import logging
 from jax.experimental import multihost_utils
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
+
+# Errors of a device that is full or over quota, as errno values and as the words of the
+# messages TensorStore and Python give for them.
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_FULL_WORDS = ('No space left on device', 'Disk quota exceeded')
+_SAVE_MARGIN_BYTES = 1 << 20  # Metadata and the data iterator's state, beyond the arrays.
+
+
+class StorageFull(OSError):
+  """The device of the workdir is full (or over quota): what was being written is named, and
+  the newest checkpoint, which is intact."""
+
+
+def is_storage_full(e: BaseException | None) -> bool:
+  """Whether `e`, or an exception it was raised from, is a full device or exhausted quota."""
+  while e is not None:
+    if isinstance(e, OSError) and e.errno in _FULL_ERRNOS:
+      return True
+    if any(words in str(e) for words in _FULL_WORDS):
+      return True
+    e = e.__cause__ or e.__context__
+  return False
+
+
+def storage_full(path: str, what: str, checkpoints: str | None = None) -> StorageFull:
+  """The StorageFull error for `what` (being written to `path`), naming the newest intact
+  checkpoint in the `checkpoints` directory."""
+  message = f'No space left on the device of {path}: {what}.'
+  if checkpoints is not None:
+    steps = [int(d) for d in _list(checkpoints) if d.isdigit()]
+    message += (f' The checkpoint of step {max(steps)} in {checkpoints} is intact: free space '
+                'and rerun the same command to resume from it.' if steps else
+                f' No checkpoint is in {checkpoints} yet.')
+  return StorageFull(errno.ENOSPC, message)
+
+
+def _list(directory: str) -> list[str]:
+  try:
+    return os.listdir(directory)
+  except OSError:
+    return []
 
 
 def make_manager(workdir: str, config: ml_collections.ConfigDict,
@@ -33,10 +79,44 @@ def make_manager(workdir: str, config: ml_collections.ConfigDict,
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iterator: Any) -> None:
-  """Saves the state after `step` steps, asynchronously (training goes on while it writes)."""
-  manager.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
-      data=grain.checkpoint.CheckpointSave(data_iterator)), force=True)
+  """Saves the state after `step` steps, asynchronously (training goes on while it writes).
+  StorageFull, naming the directory, when the device (a local one) has less room than the
+  state's arrays take, or when a write fails for lack of room."""
+  directory = str(manager.directory)
+  wait(manager)  # The previous write (orbax's save would wait for it too) has taken its room.
+  if '://' not in directory:  # Buckets have no device to fill.
+    needed = sum(getattr(leaf, 'nbytes', 0) for leaf in jax.tree.leaves(state))
+    needed += _SAVE_MARGIN_BYTES
+    free = shutil.disk_usage(directory).free
+    if jax.process_count() > 1:  # Process 0's view decides, so that all stop together. In
+      # KiB: jax's default int32 holds bytes only up to 2 GiB.
+      free = 1024 * int(multihost_utils.broadcast_one_to_all(np.int32(min(free // 1024,
+                                                                           2**31 - 1))))
+    if free < needed:
+      raise storage_full(directory, f'{free / 2**20:.1f} MiB free, about '
+                         f'{needed / 2**20:.1f} MiB needed for the checkpoint of step {step}',
+                         directory)
+  try:
+    manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=grain.checkpoint.CheckpointSave(data_iterator)), force=True)
+  except Exception as e:  # pylint: disable=broad-except
+    if is_storage_full(e):
+      raise storage_full(directory, f'writing the checkpoint of step {step} failed',
+                         directory) from None
+    raise
+
+
+def wait(manager: ocp.CheckpointManager) -> None:
+  """Waits for the checkpoint being written; a write that failed for lack of room is a
+  StorageFull naming the directory (not TensorStore's per-array errors)."""
+  try:
+    manager.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-except
+    if is_storage_full(e):
+      directory = str(manager.directory)
+      raise storage_full(directory, 'writing a checkpoint failed', directory) from None
+    raise
 
 
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any,

@@ -21,6 +21,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from semseg_jax import checkpointing  # pylint: disable=g-import-not-at-top
 from semseg_jax import logs  # pylint: disable=g-import-not-at-top
 from semseg_jax import sharding  # pylint: disable=g-import-not-at-top
 from semseg_jax import workdir_lock  # pylint: disable=g-import-not-at-top
@@ -91,7 +92,11 @@ def main(argv):
                                              FLAGS.process_id, os.environ)
   if arguments is not None:
     jax.distributed.initialize(**arguments)
-  run(FLAGS.mode, FLAGS.config, FLAGS.workdir)
+  try:
+    run(FLAGS.mode, FLAGS.config, FLAGS.workdir)
+  except checkpointing.StorageFull as e:  # One line, not the libraries' tracebacks.
+    logging.error('%s', e)
+    sys.exit(f'semseg_jax: {e}')
 
 
 if __name__ == '__main__':

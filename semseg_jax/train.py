@@ -137,7 +137,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if step % config.checkpoint.every_steps == 0 or step == num_steps or preempted:
         checkpointing.save(manager, step, state, train_iter)
       if preempted:
-        manager.wait_until_finished()
+        checkpointing.wait(manager)
         logging.warning('Preemption: saved the checkpoint of step %d and stopped; rerun the '
                         'same command to resume from it.', step)
         break
@@ -147,7 +147,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           with report.timed(f'eval_{name}'):
             results[name] = evaluator.run(state.variables(), step)
   finally:
-    manager.wait_until_finished()  # An in-flight save completes even if training crashed.
+    checkpointing.wait(manager)  # An in-flight save completes even if training crashed.
     writer.flush()
     preemption.close()
   if start_step >= num_steps:

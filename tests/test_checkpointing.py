@@ -9,11 +9,13 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from configs import default
 from semseg_jax import checkpointing
 from semseg_jax.data import datasets
 from semseg_jax.data import pipeline
+from semseg_jax.evaluators import common
 
 
 def _state(value: float) -> dict:
@@ -77,3 +79,42 @@ def test_a_process_killed_during_a_save_restores_the_previous_checkpoint(tmp_pat
             'step': np.zeros((), np.int32)}
   restored = checkpointing.restore(manager, 1, target, make_iterator())
   assert int(restored['step']) == 1 and float(restored['params']['w'].min()) == 1.0
+
+
+def test_a_write_that_fails_for_lack_of_room_is_one_error_naming_the_intact_step(tmp_path,
+                                                                                  monkeypatch):
+  """What the disk-full test (tests/e2e/test_main.py) cannot time: room that runs out during a
+  write. TensorStore's error (a ValueError whose text names the full device) from the save or
+  from waiting for it becomes one StorageFull naming the directory and the intact step; a
+  metrics.jsonl line that cannot be written (here: /dev/full) names the file."""
+  config = default.get_config()
+  manager = checkpointing.make_manager(str(tmp_path), config)
+  data = make_iterator()
+  checkpointing.save(manager, 5, _state(5), data)
+  checkpointing.wait(manager)
+  tensorstore_error = ValueError('RESOURCE_EXHAUSTED: Error writing local file "x/_sharding": '
+                                 'Failed to write 94978 bytes to file 6: No space left on device '
+                                 "[os_error_code='28']")
+  def fail(*args, **kwargs):
+    raise RuntimeError('a commit failed') from tensorstore_error
+  checkpoints = tmp_path / 'checkpoints'
+  for method, call in (('save', lambda: checkpointing.save(manager, 10, _state(10), data)),
+                       ('wait_until_finished', lambda: checkpointing.wait(manager))):
+    with monkeypatch.context() as patch:
+      patch.setattr(manager, method, fail)
+      with pytest.raises(checkpointing.StorageFull,
+                         match=f'No space left on the device of {checkpoints}: .* The checkpoint '
+                               f'of step 5 in {checkpoints} is intact'):
+        call()
+  other = ValueError('RESOURCE_EXHAUSTED: out of memory')  # Not a full device: raised as is.
+  monkeypatch.setattr(manager, 'wait_until_finished', lambda: (_ for _ in ()).throw(other))
+  with pytest.raises(ValueError, match='out of memory'):
+    checkpointing.wait(manager)
+
+  workdir = tmp_path / 'full'
+  workdir.mkdir()
+  os.symlink('/dev/full', workdir / 'metrics.jsonl')
+  with pytest.raises(checkpointing.StorageFull,
+                     match=f'device of {workdir / "metrics.jsonl"}: the segmentation record of '
+                           'step 3 could not be appended'):
+    common.append_record(str(workdir), {'step': 3, 'evaluator': 'segmentation'})

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import pathlib
+import shlex
 import shutil
 import signal
 import subprocess
@@ -560,3 +561,34 @@ def test_main_drops_library_info_logs_and_keeps_their_warnings():
   assert not shown(orbax, logging.INFO) and not shown(grain, logging.INFO)
   assert shown(orbax, logging.WARNING) and shown(grain, logging.ERROR)
   assert shown(ours, logging.INFO)
+
+
+@pytest.mark.slow(30)
+def test_a_full_device_stops_training_with_one_error_and_the_last_checkpoint_intact(tmp_path):
+  """The workdir is a 4 MB tmpfs (in a user and mount namespace of its own): the checkpoint of
+  step 5 (2.4 MB) fits, the one of step 10 does not. The run ends with one line naming the
+  directory, the full device and the intact step, no traceback; step 5 restores."""
+  if shutil.which('unshare') is None:
+    pytest.skip('needs util-linux unshare to mount a small tmpfs')
+  workdir, copy = tmp_path / 'run', tmp_path / 'copy'
+  workdir.mkdir()
+  copy.mkdir()
+  command = ' '.join(shlex.quote(part) for part in run_main.main_command(
+      workdir, *_flags(20, **{'checkpoint.every_steps': 5, 'train.eval_every': 1000})))
+  script = (f'mount -t tmpfs -o size=4m tmpfs {workdir} || exit 99; {command}; code=$?; '
+            f'cp -a {workdir}/. {copy}/; exit $code')
+  result = subprocess.run(['unshare', '--user', '--map-root-user', '--mount', 'sh', '-c', script],
+                          cwd=REPO, env=run_main.env(), capture_output=True, text=True,
+                          timeout=600)
+  if result.returncode == 99 or 'unshare failed' in result.stderr:
+    pytest.skip(f'cannot mount a tmpfs in a user namespace here: {result.stderr[-300:]}')
+  assert result.returncode == 1, result.stderr[-3000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith(f'semseg_jax: [Errno 28] No space left on the device of {workdir}'
+                         f'/checkpoints:'), result.stderr[-3000:]
+  assert 'needed for the checkpoint of step 10' in last
+  assert f'The checkpoint of step 5 in {workdir}/checkpoints is intact' in last
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+  assert _steps(copy) == [5]
+  step, state = run_main.final_params(copy)
+  assert step == 5 and int(state['step']) == 5
