@@ -92,13 +92,16 @@ def test_check_data_reports_problems_and_class_frequencies(tmp_path, caplog):
   label = np.array(Image.open(bad_label))
   label[3, 3] = 7
   Image.fromarray(label).save(bad_label)
+  bomb = root / 'images' / 'val' / 'val_2.jpg'  # A header claiming 30000 x 30000 pixels.
+  bad_files.write_decompression_bomb(bomb)
   workdir = tmp_path / 'check'
   caplog.set_level(logging.INFO)
   with pytest.raises(Exception, match='check_data found problems'):
     _run('check_data', workdir, _overrides(**{'data.name': 'folder', 'data.root': str(root)}))
   val = json.loads((workdir / 'check_data_val.json').read_text())
-  assert len(val['problems']) == 1 and str(bad_label) in val['problems'][0]
+  assert len(val['problems']) == 2 and str(bad_label) in val['problems'][0]
   assert '7 (1 px)' in val['problems'][0]
+  assert f'{bomb}: its header claims' in val['problems'][1]
   train = json.loads((workdir / 'check_data_train.json').read_text())
   counts, ignored = np.zeros(3, np.int64), 0
   for path in sorted((root / 'labels' / 'train').glob('*.png')):
