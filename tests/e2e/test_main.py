@@ -225,8 +225,8 @@ def _steps(workdir):
 @pytest.mark.slow(75)
 def test_sigterm_then_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
   """SIGTERM (preemption) saves at the next step boundary and exits 0; SIGKILL loses only what
-  came after the last checkpoint, and the killed run's grain worker processes exit by
-  themselves; the same command resumes; the end is bit-exact. A second run on the workdir of a
+  came after the last checkpoint, and the killed run's grain worker process exits by
+  itself; the same command resumes; the end is bit-exact. A second run on the workdir of a
   live one fails at once; a killed run leaves no lock behind."""
   overrides = {'train.eval_every': 20, 'checkpoint.every_steps': 5}
   flags = _flags(40, **overrides)
@@ -248,12 +248,12 @@ def test_sigterm_then_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
   assert 5 <= preempted_at < 40
   assert f'checkpoint of step {preempted_at} and stopped' in stderr
 
-  # Killed with grain worker processes: they exit by themselves; the rerun (no workers)
-  # resumes the same batches.
-  proc = _start_and_wait_for_checkpoint(killed, flags + ['--config.data.num_workers=2'],
+  # Killed with a grain worker process: it exits by itself; the rerun (no workers) resumes
+  # the same batches.
+  proc = _start_and_wait_for_checkpoint(killed, flags + ['--config.data.num_workers=1'],
                                         (preempted_at // 5 + 2) * 5, tmp_path / 'killed.log')
   children = _children(proc.pid)
-  assert len(children) >= 2, children  # The workers (and multiprocessing's resource tracker).
+  assert len(children) >= 2, children  # The worker and multiprocessing's resource tracker.
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   deadline = time.time() + 30
