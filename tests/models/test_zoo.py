@@ -53,56 +53,78 @@ def test_tiny_model_outputs(key):
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables['params']))
 
 
-def _one_train_step(key: str) -> tuple[dict, float, int]:
+def _one_train_step(key: str) -> dict:
   """One jitted train step (the training loop's, SGD) of the tiny model on a batch of 4 with
-  ignored pixels: (its metrics, the share of parameter arrays that moved, the step count)."""
+  ignored pixels, from host-drawn initial values (compiling the model's initialisers, which its
+  own file tests, would cost a third of this test); then the same compiled step once more from
+  the same values at step 1 (another dropout key, the same constant learning rate). Returns its
+  metrics, the share of parameter arrays that moved, the step count, the BatchNorm running means
+  that did not move, and whether the second run's parameters differ from the first's."""
   _, _, _, input_hw, _, _ = zoo_specs.TINY[key]
   config = default.get_config()
   config.train.batch_size = 4
   config.augment.crop_size = input_hw
-  config.schedule.warmup_steps = 0
+  config.schedule.name, config.schedule.warmup_steps = 'constant', 0  # lr(0) == lr(1).
   config.optimizer.name, config.optimizer.lr = 'sgd', 0.01
   model = zoo_specs.build(key)
   mesh = sharding.make_mesh(config.mesh)
-  # Initial values drawn on the host: compiling the model's initialisers (its own file tests
-  # them) would cost a third of this test.
   variables = host_init.variables(model, input_hw)
   tx, schedule = optimizers.make_optimizer(config, variables['params'])
-  state = train_state.TrainState(
-      step=np.zeros((), np.int32), params=variables['params'],
-      batch_stats=variables.get('batch_stats', {}),
-      opt_state=jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
-                             jax.eval_shape(tx.init, variables['params'])),
-      skipped_steps=np.zeros((), np.int32), bad_streak=np.zeros((), np.int32))
-  shardings = sharding.state_shardings(jax.eval_shape(lambda: state), mesh)
-  state = jax.device_put(state, shardings)
+
+  def initial_state(step: int) -> train_state.TrainState:
+    return train_state.TrainState(
+        step=np.asarray(step, np.int32), params=variables['params'],
+        batch_stats=variables.get('batch_stats', {}),
+        opt_state=jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
+                               jax.eval_shape(tx.init, variables['params'])),
+        skipped_steps=np.zeros((), np.int32), bad_streak=np.zeros((), np.int32))
+
+  shardings = sharding.state_shardings(jax.eval_shape(lambda: initial_state(0)), mesh)
   step_fn = train_step.make_train_step(model, tx, schedule, config, shardings, mesh)
   rng = np.random.default_rng(0)
   batch = {'image': rng.normal(size=(4, *input_hw, 3)).astype(np.float32),
            'label': rng.integers(0, zoo_specs.NUM_CLASSES, (4, *input_hw)).astype(np.int32)}
   batch['label'][:, 0] = 255  # Some ignored pixels.
-  before = [np.asarray(x).copy() for x in jax.tree.leaves(state.params)]
-  state, metrics = step_fn(state, sharding.to_global(batch, sharding.batch_sharding(mesh,
-                                                                                     ('data',))))
-  moved = float(np.mean([not np.array_equal(a, np.asarray(b))
-                         for a, b in zip(before, jax.tree.leaves(state.params))]))
-  return jax.device_get(metrics), moved, int(state.step)
+  batch = sharding.to_global(batch, sharding.batch_sharding(mesh, ('data',)))
+  state, metrics = step_fn(jax.device_put(initial_state(0), shardings), batch)
+  moved = float(np.mean([not np.array_equal(a, np.asarray(b)) for a, b in
+                         zip(jax.tree.leaves(variables['params']), jax.tree.leaves(state.params))]))
+  unmoved_means = [jax.tree_util.keystr(path) for path, before in
+                   jax.tree_util.tree_leaves_with_path(variables.get('batch_stats', {}))
+                   if path[-1].key == 'mean' and np.array_equal(
+                       before, np.asarray(_at(state.batch_stats, path)))]
+  again, _ = step_fn(jax.device_put(initial_state(1), shardings), batch)
+  key_changes_step = any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
+                         zip(jax.tree.leaves(state.params), jax.tree.leaves(again.params)))
+  return {'metrics': jax.device_get(metrics), 'moved': moved, 'step': int(state.step),
+          'unmoved_means': unmoved_means, 'key_changes_step': key_changes_step}
+
+
+def _at(tree, path):
+  for entry in path:
+    tree = tree[entry.key]
+  return tree
 
 
 @pytest.mark.slow(10)
 @pytest.mark.parametrize('key', sorted(zoo_specs.TINY))
 def test_one_train_step_of_every_model(key):
   """Each model compiles once, here: the training loop's own step, with every loss term its
-  outputs get, from host-drawn initial values (the 8-device steps of sharded training are
-  tests/e2e/test_main.py's; the model's initialisers are tested in its own file)."""
-  metrics, moved, step = _one_train_step(key)
-  assert np.isfinite(metrics['loss']) and step == 1, (key, metrics)
+  outputs get (the 8-device steps of sharded training are tests/e2e/test_main.py's). What every
+  model's training forward must do is checked on it: BatchNorm statistics follow the batch, and
+  randomness comes from the 'dropout' rng (a model with dropout, drop path or random bases takes
+  another step under another key; any other takes the same step bit for bit)."""
+  result = _one_train_step(key)
+  metrics = result['metrics']
+  assert np.isfinite(metrics['loss']) and result['step'] == 1, (key, metrics)
   # Loss terms are named loss_<output><index>_<loss>: count the outputs, not the terms.
   outputs = {name.split('_')[1] for name in metrics if name.startswith('loss_')}
   assert sum(o.startswith('aux') for o in outputs) == zoo_specs.TINY[key][5], outputs
   assert sum(o.startswith('detail') for o in outputs) == (key in DETAIL_MODELS), outputs
   # Most parameter arrays move in one step (SegFormer's attention key biases get no gradient).
-  assert moved > 0.8, (key, moved)
+  assert result['moved'] > 0.8, (key, result['moved'])
+  assert result['unmoved_means'] == [], result['unmoved_means']
+  assert result['key_changes_step'] == (key in zoo_specs.RANDOM), key
 
 
 @pytest.mark.parametrize('row', table.ROWS, ids=lambda row: f'{row.config}:{row.argument}')
