@@ -58,8 +58,9 @@ def _one_train_step(key: str) -> dict:
   ignored pixels, from host-drawn initial values (compiling the model's initialisers, which its
   own file tests, would cost a third of this test); then the same compiled step once more from
   the same values at step 1 (another dropout key, the same constant learning rate). Returns its
-  metrics, the share of parameter arrays that moved, the step count, the BatchNorm running means
-  that did not move, and whether the second run's parameters differ from the first's."""
+  metrics, the share of parameter arrays that moved, the step count, the BatchNorm running
+  statistics (means and variances) that did not move, and whether the second run's parameters
+  differ from the first's."""
   _, _, _, input_hw, _, _ = zoo_specs.TINY[key]
   config = default.get_config()
   config.train.batch_size = 4
@@ -89,15 +90,14 @@ def _one_train_step(key: str) -> dict:
   state, metrics = step_fn(jax.device_put(initial_state(0), shardings), batch)
   moved = float(np.mean([not np.array_equal(a, np.asarray(b)) for a, b in
                          zip(jax.tree.leaves(variables['params']), jax.tree.leaves(state.params))]))
-  unmoved_means = [jax.tree_util.keystr(path) for path, before in
+  unmoved_stats = [jax.tree_util.keystr(path) for path, before in
                    jax.tree_util.tree_leaves_with_path(variables.get('batch_stats', {}))
-                   if path[-1].key == 'mean' and np.array_equal(
-                       before, np.asarray(_at(state.batch_stats, path)))]
+                   if np.array_equal(before, np.asarray(_at(state.batch_stats, path)))]
   again, _ = step_fn(jax.device_put(initial_state(1), shardings), batch)
   key_changes_step = any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
                          zip(jax.tree.leaves(state.params), jax.tree.leaves(again.params)))
   return {'metrics': jax.device_get(metrics), 'moved': moved, 'step': int(state.step),
-          'unmoved_means': unmoved_means, 'key_changes_step': key_changes_step}
+          'unmoved_stats': unmoved_stats, 'key_changes_step': key_changes_step}
 
 
 def _at(tree, path):
@@ -111,9 +111,10 @@ def _at(tree, path):
 def test_one_train_step_of_every_model(key):
   """Each model compiles once, here: the training loop's own step, with every loss term its
   outputs get (the 8-device steps of sharded training are tests/e2e/test_main.py's). What every
-  model's training forward must do is checked on it: BatchNorm statistics follow the batch, and
-  randomness comes from the 'dropout' rng (a model with dropout, drop path or random bases takes
-  another step under another key; any other takes the same step bit for bit)."""
+  model's training forward must do is checked on it: every BatchNorm running mean and variance
+  follows the batch, and randomness comes from the 'dropout' rng (a model with dropout, drop
+  path or random bases takes another step under another key; any other takes the same step bit
+  for bit)."""
   result = _one_train_step(key)
   metrics = result['metrics']
   assert np.isfinite(metrics['loss']) and result['step'] == 1, (key, metrics)
@@ -123,7 +124,7 @@ def test_one_train_step_of_every_model(key):
   assert sum(o.startswith('detail') for o in outputs) == (key in DETAIL_MODELS), outputs
   # Most parameter arrays move in one step (SegFormer's attention key biases get no gradient).
   assert result['moved'] > 0.8, (key, result['moved'])
-  assert result['unmoved_means'] == [], result['unmoved_means']
+  assert result['unmoved_stats'] == [], result['unmoved_stats']
   assert result['key_changes_step'] == (key in zoo_specs.RANDOM), key
 
 
