@@ -81,7 +81,7 @@ def test_flow_warp_moves_by_flow_over_output_size():
 
 # --- The model ----------------------------------------------------------------------------
 
-def test_tiny_model_shapes_aux_batch_stats_and_dropout():
+def test_tiny_model_names_and_shapes():
   model = sfnet(TINY_SFNET['variant'], NUM_CLASSES, aux_head=True,
                 **{k: v for k, v in TINY_SFNET.items() if k != 'variant'})
   images = jax.random.normal(jax.random.key(0), (2, 37, 53, 3))
@@ -100,24 +100,18 @@ def test_tiny_model_shapes_aux_batch_stats_and_dropout():
       'fpn_out_align_{0..2}/{down_h,down_l,flow_make}', 'conv_last/{conv,bn}', 'classifier',
       'dsn_{0..2}/{conv_bn/{conv,bn},classifier}')
 
-  @jax.jit
-  def train_apply(v, x, key):
-    return model.apply(v, x, train=True, rngs={'dropout': key}, mutable=['batch_stats'])
-
-  out, updates = train_apply(variables, images, jax.random.key(3))
-  out_other_key, _ = train_apply(variables, images, jax.random.key(4))
+  assert all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(variables))
+  # What the training forward computes (finite outputs, every running mean and variance moving,
+  # the PPM's Dropout2d drawing from the 'dropout' rng) is checked on the same tiny model by
+  # tests/models/test_zoo.py's train step; here its shapes.
+  out = jax.eval_shape(lambda v, x: model.apply(v, x, train=True, rngs={'dropout': rngs['dropout']},
+                                                mutable=['batch_stats'])[0], variables, images)
   h, w = _stride4(37), _stride4(53)  # 10 x 14
   assert out['logits'].shape == (2, h, w, NUM_CLASSES) and out['logits'].dtype == jnp.float32
   # Deep supervision, coarsest first: strides 16, 8, 4.
   assert [a.shape[1:3] for a in out['aux']] == [(3, 4), (5, 7), (h, w)]
   assert all(a.shape[-1] == NUM_CLASSES and a.dtype == jnp.float32 for a in out['aux'])
-  assert all(np.isfinite(a).all() for a in [out['logits'], *out['aux']])
-  assert not np.allclose(out['logits'], out_other_key['logits'])  # PPM Dropout2d is on.
-  old = variables['batch_stats']['decode_head']['conv_last']['bn']['mean']
-  new = updates['batch_stats']['decode_head']['conv_last']['bn']['mean']
-  assert not np.allclose(old, new)
-  assert not np.allclose(variables['batch_stats']['backbone']['stem_bn1']['var'],
-                         updates['batch_stats']['backbone']['stem_bn1']['var'])
+  assert 'bn' in variables['batch_stats']['decode_head']['conv_last']
 
   evaluated = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, images)
   assert evaluated['aux'] == [] and evaluated['logits'].shape == (2, h, w, NUM_CLASSES)

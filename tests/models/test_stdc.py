@@ -42,18 +42,16 @@ def test_tiny_model_modes_and_shapes():
                                                         'classifier/conv_seg')
   h, w = _stride8(37), _stride8(50)  # 5 x 7; stride 16: 3 x 4.
 
-  train_apply = jax.jit(lambda v, x, key: model.apply(
-      v, x, train=True, rngs={'dropout': key}, mutable=['batch_stats']))
-  out, updates = train_apply(variables, images, jax.random.key(2))
+  # What the training forward computes (finite outputs, every BatchNorm statistic moving,
+  # dropout from the 'dropout' rng) is checked on the same tiny model by test_zoo.py's train
+  # step; here its shapes.
+  assert all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(variables))
+  out = jax.eval_shape(lambda v, x: model.apply(
+      v, x, train=True, rngs={'dropout': jax.random.key(2)}, mutable=['batch_stats'])[0],
+                       variables, images)
   assert out['logits'].shape == (2, h, w, 5) and out['logits'].dtype == jnp.float32
   assert [a.shape for a in out['aux']] == [(2, h, w, 5), (2, 3, 4, 5)]
   assert [d.shape for d in out['detail']] == [(2, h, w, 1)]
-  assert all(np.isfinite(np.asarray(a)).all() for a in [out['logits'], *out['aux'],
-                                                        *out['detail']])
-  old, new = jax.tree.leaves(variables['batch_stats']), jax.tree.leaves(updates['batch_stats'])
-  assert all(not np.allclose(a, b) for a, b in zip(old, new))
-  out2, _ = train_apply(variables, images, jax.random.key(3))
-  assert not np.allclose(out['logits'], out2['logits'])
 
   evaluated = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, images)
   assert evaluated['logits'].shape == (2, h, w, 5)
