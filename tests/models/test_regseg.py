@@ -116,25 +116,23 @@ def test_contract_on_tiny_model():
   images = jax.random.normal(jax.random.key(0), (2, *HW, 3))
   variables = jax.jit(model.init)(jax.random.key(1), images)
 
-  @jax.jit
-  def apply(variables):
-    train_out, updated = model.apply(variables, images, train=True, mutable=['batch_stats'])
-    return train_out, updated, model.apply(variables, images, train=False)
-
-  train_out, updated, eval_out = apply(variables)
+  # What the training forward computes (finite logits, every BatchNorm statistic following the
+  # batch, no randomness: RegSeg has no dropout) is checked on the same tiny model by
+  # test_zoo.py's train step; here its shapes, and the inference computed.
+  train_out = jax.eval_shape(lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats'])[0],
+                             variables, images)
+  eval_out = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)
   quarter = (12, 16)  # 45 -> 23 -> 12, 61 -> 31 -> 16
   for out in (train_out, eval_out):
     assert out['logits'].shape == (2, *quarter, NUM_CLASSES)
     assert out['logits'].dtype == jnp.float32
     assert out['aux'] == []
-    assert bool(jnp.isfinite(out['logits']).all())
-  old, new = variables['batch_stats'], updated['batch_stats']
+  assert bool(jnp.isfinite(eval_out['logits']).all())
   for path in (('stem', 'bn'), ('body', 'stage16_1', 'bn2'), ('decoder', 'conv4', 'bn')):
-    a, b = old, new
+    stats = variables['batch_stats']
     for key in path:
-      a, b = a[key], b[key]
-    assert not np.allclose(a['mean'], b['mean'])
-    assert not np.allclose(a['var'], b['var'])
+      stats = stats[key]
+    assert set(stats) == {'mean', 'var'}
   # PyTorch's default conv init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases.
   se = variables['params']['body']['stage8_0']['se']['conv1']
   bound = 1 / math.sqrt(16)
