@@ -58,28 +58,30 @@ def _init_shapes(model, hw=(64, 64)):
 def tiny():
   model = topformer('t', NUM_CLASSES, **TINY)
   images = jax.random.normal(jax.random.key(0), (2, 45, 67, 3))
-  variables, train_apply, eval_apply = jitted_applies(
-      model, images, {'params': jax.random.key(1)})
-  return variables, images, train_apply, eval_apply
+  variables, _, eval_apply = jitted_applies(model, images, {'params': jax.random.key(1)})
+  return model, variables, images, eval_apply
 
 
 def test_forward_train_and_eval(tiny):
-  variables, images, train_apply, eval_apply = tiny
-  out, updated = train_apply(images, jax.random.key(2))
+  """Train-mode shapes and BatchNorm layout; what the training forward computes (every running
+  statistic following the batch, Dropout2d and drop path drawing from the 'dropout' rng) is
+  checked on the same tiny model by test_zoo.py's train step. Inference computed: finite and
+  deterministic."""
+  model, variables, images, eval_apply = tiny
+  out = jax.eval_shape(lambda v, x: model.apply(
+      v, x, train=True, rngs={'dropout': jax.random.key(2)}, mutable=['batch_stats'])[0],
+                       variables, images)
   assert out['logits'].shape == (2, 6, 9, NUM_CLASSES)  # ceil(45 / 8), ceil(67 / 8)
   assert out['logits'].dtype == jnp.float32
   assert out['aux'] == []
-  assert set(updated) == {'batch_stats'}
   for path in (('decode_head', 'linear_fuse'), ('backbone', 'tpm', 'stem'),
                ('backbone', 'trans', 'block0', 'attn', 'to_q'), ('backbone', 'sim3', 'global_act')):
-    new, old = updated['batch_stats'], variables['batch_stats']
+    stats = variables['batch_stats']
     for name in path:
-      new, old = new[name], old[name]
-    assert not np.allclose(new['bn']['mean'], old['bn']['mean']), path
-  assert set(updated['batch_stats']['backbone']['tpm']) == {'stem'} | {
+      stats = stats[name]
+    assert set(stats['bn']) == {'mean', 'var'}, path
+  assert set(variables['batch_stats']['backbone']['tpm']) == {'stem'} | {
       f'layer{i}' for i in range(1, 6)}
-  other, _ = train_apply(images, jax.random.key(3))
-  assert not np.allclose(out['logits'], other['logits'])  # Dropout2d and drop path use the rng.
   evaluated = eval_apply(images)
   assert evaluated['aux'] == []
   assert evaluated['logits'].shape == (2, 6, 9, NUM_CLASSES)
