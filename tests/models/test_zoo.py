@@ -71,13 +71,13 @@ def _one_train_step(key: str) -> dict:
   mesh = sharding.make_mesh(config.mesh)
   variables = host_init.variables(model, input_hw)
   tx, schedule = optimizers.make_optimizer(config, variables['params'])
+  opt_state = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
+                           jax.eval_shape(tx.init, variables['params']))  # SGD's: all zeros.
 
   def initial_state(step: int) -> train_state.TrainState:
     return train_state.TrainState(
         step=np.asarray(step, np.int32), params=variables['params'],
-        batch_stats=variables.get('batch_stats', {}),
-        opt_state=jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
-                               jax.eval_shape(tx.init, variables['params'])),
+        batch_stats=variables.get('batch_stats', {}), opt_state=opt_state,
         skipped_steps=np.zeros((), np.int32), bad_streak=np.zeros((), np.int32))
 
   shardings = sharding.state_shardings(jax.eval_shape(lambda: initial_state(0)), mesh)
@@ -90,20 +90,14 @@ def _one_train_step(key: str) -> dict:
   state, metrics = step_fn(jax.device_put(initial_state(0), shardings), batch)
   moved = float(np.mean([not np.array_equal(a, np.asarray(b)) for a, b in
                          zip(jax.tree.leaves(variables['params']), jax.tree.leaves(state.params))]))
-  unmoved_stats = [jax.tree_util.keystr(path) for path, before in
-                   jax.tree_util.tree_leaves_with_path(variables.get('batch_stats', {}))
-                   if np.array_equal(before, np.asarray(_at(state.batch_stats, path)))]
+  unmoved_stats = [jax.tree_util.keystr(path) for (path, before), after in zip(
+      jax.tree_util.tree_leaves_with_path(variables.get('batch_stats', {})),
+      jax.tree.leaves(state.batch_stats)) if np.array_equal(before, np.asarray(after))]
   again, _ = step_fn(jax.device_put(initial_state(1), shardings), batch)
   key_changes_step = any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
                          zip(jax.tree.leaves(state.params), jax.tree.leaves(again.params)))
   return {'metrics': jax.device_get(metrics), 'moved': moved, 'step': int(state.step),
           'unmoved_stats': unmoved_stats, 'key_changes_step': key_changes_step}
-
-
-def _at(tree, path):
-  for entry in path:
-    tree = tree[entry.key]
-  return tree
 
 
 @pytest.mark.slow(10)
