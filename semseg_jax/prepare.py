@@ -48,21 +48,24 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   for field, minimum in POSITIVE_FIELDS:
     section, name = field.split('.')
     value = config[section][name]
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not _integer_at_least(value, minimum):
       raise ValueError(f'config.{field}={value!r}; expected an integer >= {minimum}.')
   pixels = config.data.max_image_pixels
-  if pixels is not None and (isinstance(pixels, bool) or not isinstance(pixels, int)
-                             or pixels < 1):
+  if pixels is not None and not _integer_at_least(pixels, 1):
     raise ValueError(f'config.data.max_image_pixels={pixels!r}; expected a positive integer '
                      '(pixels a file header may claim) or None (no limit).')
   crop = tuple(config.augment.crop_size)
-  if len(crop) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                               for v in crop):
+  if len(crop) != 2 or not all(_integer_at_least(v, 1) for v in crop):
     raise ValueError(f'config.augment.crop_size={crop}; expected (height, width), two positive '
                      'integers.')
   if config.data.channel_order not in ('rgb', 'bgr'):
     raise ValueError(f'config.data.channel_order={config.data.channel_order!r}; expected rgb '
                      'or bgr.')
+
+
+def _integer_at_least(value, minimum: int) -> bool:
+  """An int (not a bool, which Python counts as one) of at least `minimum`."""
+  return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def check_batch_sizes(config: ml_collections.ConfigDict, mode: str) -> None:

@@ -32,11 +32,11 @@ in training and at inference alike:
 - Training: the bases are drawn from the 'dropout' rng, independently per sample and segment,
   exactly the reference's distribution.
 - Inference: the bases are one fixed draw of the same distribution (from eval_bases_key(), a
-  threefry key whatever jax's default generator, shared by every sample), so inference is deterministic, needs no rng, and a sample's output does
-  not depend on its batch neighbours or the batch size. This is the reference's `rand_init=False`
-  form (one stored random draw) without storing the draw as a variable; it differs from the
-  reference only in which random draw is used (the reference's own predictions vary from run to
-  run with its draws).
+  threefry key whatever jax's default generator, shared by every sample), so inference is
+  deterministic, needs no rng, and a sample's output does not depend on its batch neighbours or
+  the batch size. This is the reference's `rand_init=False` form (one stored random draw)
+  without storing the draw as a variable; it differs from the reference only in which random
+  draw is used (the reference's own predictions vary from run to run with its draws).
 - Gradients: the reference backpropagates through all the multiplicative-update steps: the
   official code has `@torch.no_grad()` commented out on `local_inference` and mmseg has none, so
   the HamNet paper's "one-step gradient" is NOT what SegNeXt trains with. `one_step_gradient`
