@@ -210,11 +210,14 @@ def test_write_arrayrecord_command_and_bad_examples(tmp_path):
 
 
 @pytest.mark.parametrize('dataset', ['folder', 'ade20k'])
-def test_a_decompression_bomb_is_a_bad_file_under_a_limit_the_config_sets(tmp_path, dataset):
+def test_a_decompression_bomb_is_a_bad_file_under_a_limit_the_config_sets(tmp_path, dataset,
+                                                                           monkeypatch):
   """A PNG whose header claims 30000 x 30000 pixels (image or label) is a DataError naming the
   file and config.data.max_image_pixels before any pixel is decoded, so skip_bad_examples can
-  skip it; the field raises the limit past PIL's own, lowers it for every file, and travels
-  with the source into grain's worker processes."""
+  skip it; the field raises the limit past PIL's own (None: no limit), lowers it for every
+  file, and travels with the source into grain's worker processes."""
+  # PIL's process-wide limit as a fresh process has it (reading raises it), restored after.
+  monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', files.DEFAULT_MAX_IMAGE_PIXELS)
   config = _folder_config(tmp_path)
   config.data.name = dataset
   config.data.root = datasets.write_example_tree(config.data, str(tmp_path))
@@ -229,6 +232,11 @@ def test_a_decompression_bomb_is_a_bad_file_under_a_limit_the_config_sets(tmp_pa
       read()
   assert source[2]['image'].ndim == 3  # The others read as before.
 
+  config.data.max_image_pixels = None  # No limit, not even PIL's: trusted data.
+  unlimited = datasets.make_source(config.data, 'val')
+  assert unlimited.image_size(1) == (30000, 30000)
+  assert unlimited[2]['label'].ndim == 2
+  monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', files.DEFAULT_MAX_IMAGE_PIXELS)
   config.data.max_image_pixels = 10**9  # Raised past PIL's limit (twice 89,478,485).
   assert datasets.make_source(config.data, 'val').image_size(1) == (30000, 30000)
   config.data.max_image_pixels = 100  # Lowered: every file is held to it.
@@ -236,8 +244,6 @@ def test_a_decompression_bomb_is_a_bad_file_under_a_limit_the_config_sets(tmp_pa
   assert small.max_image_pixels == 100
   with pytest.raises(files.DataError, match='max_image_pixels=100'):
     small[2]
-  config.data.max_image_pixels = None  # No limit: trusted data.
-  assert datasets.make_source(config.data, 'val')[2]['label'].ndim == 2
 
 
 def test_encoded_bytes_are_held_to_the_limit_before_decoding():

@@ -65,10 +65,11 @@ def open_image(file: str | BinaryIO, name: str,
   """PIL's lazy open of an image (a path or a binary file): only the header is read. A file
   PIL cannot read, or whose header claims more than `max_pixels` pixels, is a DataError naming
   `name`."""
-  if max_pixels is not None and Image.MAX_IMAGE_PIXELS is not None and \
-      max_pixels > Image.MAX_IMAGE_PIXELS:
+  if Image.MAX_IMAGE_PIXELS is not None and (max_pixels is None
+                                             or max_pixels > Image.MAX_IMAGE_PIXELS):
     # PIL refuses more than twice its own (process-wide) limit before we could look: raise it
-    # to ours, which is checked below. It only ever grows, so threads and runs agree.
+    # to ours (None: no limit), which is checked below. It only ever grows, so threads and
+    # runs agree.
     Image.MAX_IMAGE_PIXELS = max_pixels
   try:
     image = Image.open(file)
