@@ -196,26 +196,25 @@ def _start_and_wait_for_checkpoint(workdir, flags, step, log):
   return proc
 
 
+def _stat(pid: int) -> list[str] | None:
+  """The fields of /proc/<pid>/stat after the command name (state, parent pid, ...), or None
+  once the process is gone."""
+  try:
+    return pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+  except OSError:
+    return None
+
+
 def _children(pid: int) -> list[int]:
   """The processes whose parent is `pid` (Linux /proc)."""
-  found = []
-  for entry in os.listdir('/proc'):
-    if entry.isdigit():
-      try:
-        stat = pathlib.Path(f'/proc/{entry}/stat').read_text()
-      except OSError:
-        continue
-      if int(stat.rsplit(')', 1)[1].split()[1]) == pid:
-        found.append(int(entry))
-  return found
+  return [int(entry) for entry in os.listdir('/proc') if entry.isdigit()
+          and (fields := _stat(int(entry))) is not None and int(fields[1]) == pid]
 
 
 def _alive(pid: int) -> bool:
   """Running (not exited, not a zombie waiting to be reaped)."""
-  try:
-    return pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0] != 'Z'
-  except OSError:
-    return False
+  fields = _stat(pid)
+  return fields is not None and fields[0] != 'Z'
 
 
 def _steps(workdir):

@@ -13,7 +13,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from semseg_jax.models.bisenet import bisenetv1, bisenetv2

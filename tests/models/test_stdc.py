@@ -4,7 +4,6 @@ tests/losses/test_detail.py, the resizes in test_layers.py.)"""
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from semseg_jax.models import stdc as stdc_model
