@@ -9,6 +9,8 @@ import ml_collections
 from absl import logging as absl_logging
 from clu import metric_writers
 
+from semseg_jax import tensorboard_writer
+
 _NOISY_LIBRARIES = ('orbax', 'grain')
 
 
@@ -29,9 +31,11 @@ def quiet_libraries() -> None:
 
 
 def make_writer(workdir: str) -> metric_writers.MetricWriter:
-  """TensorBoard and log output on process 0; a writer that writes nothing elsewhere."""
+  """TensorBoard event files in `workdir` (written without TensorFlow) and log lines, both in a
+  background thread, on process 0; a writer that writes nothing elsewhere."""
   if jax.process_index() == 0:
-    return metric_writers.create_default_writer(workdir)
+    return metric_writers.AsyncMultiWriter([metric_writers.LoggingWriter(),
+                                            tensorboard_writer.TensorBoardWriter(workdir)])
   return metric_writers.MultiWriter([])
 
 

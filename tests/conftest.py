@@ -38,6 +38,7 @@ os.environ['JAX_DEFAULT_PRNG_IMPL'] = 'philox2x32'
 from absl import flags
 import numpy as np
 import pytest
+from PIL import Image
 
 flags.FLAGS.mark_as_parsed()
 
@@ -74,8 +75,9 @@ def tfds_dir(tmp_path_factory) -> pathlib.Path:
       rng = np.random.default_rng(seed)
       for k in range(count):
         h, w = 9 + k, 12
-        yield k, {'picture': rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
-                  'mask': rng.integers(0, 4, (h, w, 1), dtype=np.uint8)}
+        # PIL images, which TFDS encodes without TensorFlow (arrays it encodes with it).
+        yield k, {'picture': Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)),
+                  'mask': Image.fromarray(rng.integers(0, 4, (h, w), dtype=np.uint8))}
 
   data_dir = tmp_path_factory.mktemp('tfds')
   TinySegmentation(data_dir=str(data_dir), file_format='array_record').download_and_prepare()

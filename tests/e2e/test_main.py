@@ -31,6 +31,7 @@ from tests.helpers import e2e_config
 from tests.helpers import mesh_restore
 from tests.helpers import run_main
 from tests.helpers import sharded_steps
+from tests.helpers import tensorboard_events
 
 REPO = run_main.REPO
 
@@ -96,7 +97,21 @@ def test_train_with_two_evaluators_then_eval_and_predict_modes(tmp_path, monkeyp
     assert len(os.listdir(workdir / 'overlays' / name / 'step_0000004')) == 2
     assert np.load(workdir / f'confusion_{name}_step_0000004.npy').shape == (6, 6)
     assert os.path.getsize(workdir / f'confusion_{name}_step_0000004.png') > 1000
-  assert any(name.startswith('events.out.tfevents') for name in os.listdir(workdir))
+  # TensorBoard (written without TensorFlow) shows the losses, each evaluation's metrics and
+  # overlays, and the config that ran as hparams.
+  events = tensorboard_events.read(workdir)
+  assert [e.step for e in events.Scalars('val/mIoU')] == [2, 4]
+  assert [e.value for e in events.Scalars('val/mIoU')] == pytest.approx(
+      [r['mIoU'] for r in records[:2]])
+  assert events.Scalars('val_slide_flip/mIoU')[0].value == pytest.approx(records[2]['mIoU'])
+  assert {'train/loss', 'train/learning_rate', 'val/aAcc'} <= set(events.Tags()['scalars'])
+  for name in ('val', 'val_slide_flip'):
+    for file in os.listdir(workdir / 'overlays' / name / 'step_0000004'):
+      overlay = events.Images(f'{name}/overlay/{pathlib.Path(file).stem}')[-1]
+      assert (overlay.step, overlay.height, overlay.width) == (4, 32, 96)
+  hparams = tensorboard_events.hparams(events)
+  assert hparams['num_params'] > 0 and hparams['train.num_steps'] == 4
+  assert hparams['model.name'] == config().model.name
 
   # --mode=eval runs both evaluators on the latest checkpoint, reading no training data.
   read_splits = []
