@@ -14,14 +14,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import safetensors.numpy
-import torch
-import transformers
 
 from semseg_jax import convert
 from semseg_jax.convert import hf_segformer
 from semseg_jax.models import segformer
 from semseg_jax.models import upernet
 from semseg_jax.models.backbones import resnet
+
+# The PyTorch references (the [torch] extra); CI's lower-bound job has them (.ci/run).
+torch = pytest.importorskip('torch')
+transformers = pytest.importorskip('transformers')
 
 TOLERANCE = 1e-4
 NON_SQUARE = (75, 101)  # Sides that are not multiples of 32.
