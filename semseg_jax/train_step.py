@@ -102,7 +102,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs,
                zeros(first_parts))
       (batch_stats, grads, loss, parts), _ = jax.lax.scan(
           accumulate, carry, (micro, shares, jnp.arange(accum_steps)))
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params, step=state.step)
     updated = (optax.apply_updates(state.params, updates), batch_stats, opt_state)

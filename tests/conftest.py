@@ -4,6 +4,7 @@ generator that make compiling fast; a persistent XLA compilation cache for this 
 once); slow tests first; shared fixtures."""
 
 import atexit
+import importlib.metadata
 import os
 import pathlib
 import shutil
@@ -19,10 +20,12 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
 # XLA's CPU backend spends seconds optimising each of the hundreds of programs the tests compile
 # (measured on a tiny SegFormer train step: 9.9 s -> 3.0 s). LLVM without optimisation and the
 # classic elemental emitters instead of the fusion emitters; subprocesses inherit the flags
-# (tests.helpers.run_main.env only swaps the device count). The flags must exist in the jax
-# version of requirements.txt (XLA refuses unknown ones): recheck them when jax moves.
-COMPILE_FAST_XLA_FLAGS = ('--xla_backend_optimization_level=0',
-                          '--xla_cpu_use_fusion_emitters=false')
+# (tests.helpers.run_main.env only swaps the device count). XLA aborts on a flag it does not
+# know: jaxlib 0.11 dropped the fusion-emitter switch (its CPU backend only has those emitters
+# now). Recheck the flags when jax moves.
+_JAXLIB = tuple(int(p) for p in importlib.metadata.version('jaxlib').split('.')[:2])
+COMPILE_FAST_XLA_FLAGS = ('--xla_backend_optimization_level=0',) + (
+    ('--xla_cpu_use_fusion_emitters=false',) if _JAXLIB < (0, 11) else ())
 os.environ['XLA_FLAGS'] = ' '.join(
     [f for f in os.environ.get('XLA_FLAGS', '').split() if f not in COMPILE_FAST_XLA_FLAGS]
     + list(COMPILE_FAST_XLA_FLAGS))
