@@ -7,7 +7,7 @@
 # node, port 12345 unless COORDINATOR_PORT is set), JAX_NUM_PROCESSES (SLURM_NTASKS) and
 # JAX_PROCESS_ID (SLURM_PROCID), which semseg_jax.main passes to jax.distributed.initialize.
 # WORKDIR and the data must be on a filesystem every node sees. Install first, on every node's
-# environment: pip install -r requirements.txt && pip install -U "jax[cuda12]>=0.10.2,<0.11"
+# environment: pip install -e . && pip install -U "jax[cuda13]>=0.10.2,<0.13"
 #SBATCH --job-name=semseg_jax
 #SBATCH --ntasks-per-node=1
 set -euo pipefail

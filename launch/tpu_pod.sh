@@ -19,7 +19,7 @@ ssh_all() {
   gcloud compute tpus tpu-vm ssh "$tpu" --zone="$zone" --worker=all --command="$1"
 }
 gcloud compute tpus tpu-vm scp --recurse --zone="$zone" --worker=all . "$tpu":~/semseg_jax
-ssh_all "cd ~/semseg_jax && pip install -q -r requirements.txt && pip install -q -U 'jax[tpu]>=0.10.2,<0.11'"
+ssh_all "cd ~/semseg_jax && pip install -q -e . && pip install -q -U 'jax[tpu]>=0.10.2,<0.13'"
 extra=$(printf ' %q' "$@")
 ssh_all "cd ~/semseg_jax && python -m semseg_jax.main --config=$(printf %q "$config") \
   --workdir=$(printf %q "$workdir") --config.model.dtype=bfloat16$extra"

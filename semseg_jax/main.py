@@ -1,4 +1,5 @@
-"""Entry point: `python -m semseg_jax.main --config=configs/quickstart.py --workdir=DIR`.
+"""Entry point: `python -m semseg_jax.main --config=configs/quickstart.py --workdir=DIR` (or
+`semseg-jax --config=quickstart --workdir=DIR` where the package is installed).
 
 Modes: train (trains, running the evaluators of config.evals along the way; resumes from the
 latest checkpoint in the workdir), eval (restores a checkpoint and runs the evaluators), predict
@@ -12,7 +13,7 @@ error that names it.
 import os
 import sys
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow (clu's writer) start-up noise.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow's start-up noise, where tfds imports it.
 
 import jax  # pylint: disable=g-import-not-at-top
 import ml_collections  # pylint: disable=g-import-not-at-top
@@ -22,6 +23,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from semseg_jax import checkpointing  # pylint: disable=g-import-not-at-top
+from semseg_jax import config_files  # pylint: disable=g-import-not-at-top
 from semseg_jax import logs  # pylint: disable=g-import-not-at-top
 from semseg_jax import sharding  # pylint: disable=g-import-not-at-top
 from semseg_jax import workdir_lock  # pylint: disable=g-import-not-at-top
@@ -33,7 +35,7 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   """The command line (defined when run as a program, so that importing `run` defines none)."""
-  config_flags.DEFINE_config_file('config', None, 'Config file (path[:arguments]).',
+  config_flags.DEFINE_config_file('config', None, 'Config file (path or name[:arguments]).',
                                   lock_config=True)
   flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and metrics.')
   flags.DEFINE_enum('mode', 'train', MODES, 'What to run.')
@@ -68,23 +70,6 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str):
   return modes[mode](config, workdir)
 
 
-def config_file_problem(argv: list[str]) -> str | None:
-  """What is wrong with the --config file of `argv`, if it does not exist (config_flags' own
-  error ends on a line that names no path)."""
-  for i, arg in enumerate(argv):
-    if arg.startswith('--config='):
-      value = arg[len('--config='):]
-    elif arg == '--config' and i + 1 < len(argv):
-      value = argv[i + 1]
-    else:
-      continue
-    path = value.split(':', 1)[0]
-    if not os.path.isfile(path):
-      return (f'--config={value}: no config file {path!r} (paths are relative to '
-              f'{os.getcwd()}; arguments follow a colon, e.g. configs/ade20k_segformer.py:b2).')
-  return None
-
-
 def main(argv):
   del argv
   logs.quiet_libraries()
@@ -99,10 +84,16 @@ def main(argv):
     sys.exit(f'semseg_jax: {e}')
 
 
-if __name__ == '__main__':
-  problem = config_file_problem(sys.argv[1:])
+def cli() -> None:
+  """`python -m semseg_jax.main` and the `semseg-jax` command."""
+  argv = config_files.resolve_argv(sys.argv)
+  problem = config_files.problem(argv[1:])
   if problem:
     sys.exit(problem)
   define_flags()
   jax.config.config_with_absl()
-  app.run(main)
+  app.run(main, argv=argv)
+
+
+if __name__ == '__main__':
+  cli()

@@ -13,6 +13,7 @@ preprocessing.json, the mean/std/channel order the weights expect, which trainin
 
 import json
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -23,13 +24,14 @@ from ml_collections import config_flags
 import numpy as np
 
 from semseg_jax import checkpointing
+from semseg_jax import config_files
 from semseg_jax import convert
 from semseg_jax import logs
 from semseg_jax import models
 from semseg_jax.convert import sources
 from semseg_jax.data import datasets
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:variant]).',
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path or name[:arguments]).',
                                           lock_config=True)
 _SRC = flags.DEFINE_string('src', None, 'Weights to convert (see the module docstring).')
 _OUT = flags.DEFINE_string('out', None, 'Directory to write the checkpoint to (must not exist).')
@@ -76,5 +78,14 @@ def main(argv):
   convert_to_checkpoint(_CONFIG.value, _SRC.value, _OUT.value, _PART.value, _NUM_CLASSES.value)
 
 
+def cli() -> None:
+  """`python -m semseg_jax.convert` and the `semseg-jax-convert` command."""
+  argv = config_files.resolve_argv(sys.argv)
+  problem = config_files.problem(argv[1:])
+  if problem:
+    sys.exit(problem)
+  app.run(main, argv=argv)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  cli()

@@ -15,6 +15,7 @@ import json
 import math
 import multiprocessing
 import os
+import sys
 from typing import Any, Optional
 
 from absl import app
@@ -26,6 +27,7 @@ import numpy as np
 from etils import epath
 from ml_collections import config_flags
 
+from semseg_jax import config_files
 from semseg_jax.data import datasets
 from semseg_jax.data.datasets import arrayrecord
 from semseg_jax.data.datasets import files
@@ -35,7 +37,7 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   """The command line (defined when run as a program: importing the module defines none)."""
-  config_flags.DEFINE_config_file('config', None, 'Config file (path[:arguments]).',
+  config_flags.DEFINE_config_file('config', None, 'Config file (path or name[:arguments]).',
                                   lock_config=True)
   flags.DEFINE_string('split', None, 'Split to convert (e.g. train, val).')
   flags.DEFINE_string('out', None, 'Output directory (any etils.epath path).')
@@ -140,6 +142,16 @@ def main(argv):
   convert_split(FLAGS.config, FLAGS.split, FLAGS.out, FLAGS.examples_per_shard, FLAGS.workers)
 
 
-if __name__ == '__main__':
+def cli() -> None:
+  """`python -m semseg_jax.data.write_arrayrecord` and the `semseg-jax-write-arrayrecord`
+  command."""
+  argv = config_files.resolve_argv(sys.argv)
+  problem = config_files.problem(argv[1:])
+  if problem:
+    sys.exit(problem)
   define_flags()
-  app.run(main)
+  app.run(main, argv=argv)
+
+
+if __name__ == '__main__':
+  cli()

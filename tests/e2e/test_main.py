@@ -379,9 +379,11 @@ def test_a_missing_config_file_is_named_on_the_last_line(tmp_path):
 
 
 def test_an_unknown_config_field_fails_at_start_naming_it(tmp_path):
+  """(The config given by name, as an installed package's user may: the field is reached.)"""
   result = run_main.run(tmp_path, '--config.train.batch_sizee=3',
-                        config='configs/ade20k_segformer.py:b0', check=False, timeout=120)
+                        config='ade20k_segformer:b0', check=False, timeout=120)
   assert result.returncode != 0 and 'batch_sizee' in result.stderr
+  assert 'no config file' not in result.stderr
   assert not (tmp_path / 'checkpoints').exists()
 
 
