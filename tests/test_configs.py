@@ -57,7 +57,7 @@ CONFIG_ARGUMENTS = {
     'camvid_enet': ('',), 'camvid_segnet': ('segnet', 'bayesian'), 'camvid_unet': ('bn', 'paper'),
     'cityscapes_deeplabv3': ('r50', 'r101'), 'cityscapes_deeplabv3plus': ('r50', 'r101', 'mv2'),
     'cityscapes_duc_hdc': ('r50', 'r101'), 'cityscapes_fcn': ('r50', 'r101'),
-    'cityscapes_gcn': ('r50', 'r101', 'r152v1'), 'cityscapes_pspnet': ('r50', 'r101'),
+    'cityscapes_gcn': ('r50', 'r101', 'r152v1'), 'cityscapes_pspnet': ('r50', 'r101', 'mv2'),
     'cityscapes_upernet': ('r50', 'r101'), 'voc12aug_deeplabv3plus': ('r50', 'r101'),
     'voc12aug_deeplabv3_mobilenet': ('',),
     'voc12aug_fcn8s': ('8s', '16s', '32s'),
