@@ -50,6 +50,10 @@ class Family:
   # (config.json, our model or None, part) -> warnings; raises ValueError for HF configs that
   # no model here matches. It compares what the tensors' shapes cannot show.
   check_config: Callable[[dict, Any, str], list[str]] | None = None
+  # (source keys, our module paths) -> why this family's naming cannot fill the model, or None.
+  refusal: Callable[[set[str], list[str]], str | None] | None = None
+  # (config recorded in the checkpoint or None, our model) -> warnings.
+  check_recorded: Callable[[str | None, Any], list[str]] | None = None
 
 
 # Detection goes in this order: the first family whose `detect` accepts the keys.
@@ -76,7 +80,8 @@ FAMILIES: dict[str, Family] = {
         'and MSCAN backbones, also as open-mmlab ImageNet files)',
         mmseg.detect, mmseg.backbone_key, ('backbone.', ''), model_key=mmseg.model_key,
         # ImageNet files: classifiers, and mmcls MobileNetV2's last 1x1 conv (mmseg drops it).
-        ignored=(r'^fc\.', r'^head\.', r'^(backbone\.)?conv2\.')),
+        ignored=(r'^fc\.', r'^head\.', r'^(backbone\.)?conv2\.'),
+        refusal=mmseg.refusal, check_recorded=mmseg.recorded_rank_warnings),
     'timm_resnet': Family(
         'timm ResNet (resnet18..152, and the resnet*c deep-stem variants)',
         torchvision_resnet.detect_timm, torchvision_resnet.timm_backbone_key, ('',),
@@ -158,7 +163,14 @@ def load(source: str, variables: dict, part: str, field: str, model: Any = None)
       raise ValueError(f'{field}={source!r}: {e}') from e
     for difference in differences:
       logging.warning('%s=%r: %s', field, source, difference)
+  if family.check_recorded is not None and model is not None and part == 'model':
+    for warning in family.check_recorded(read.recorded_config, model):
+      logging.warning('%s=%r: %s', field, source, warning)
   state_dict = {family.canonical(k): v for k, v in read.state_dict.items()}
+  if family.refusal is not None:
+    reason = family.refusal(set(state_dict), list(torch_layout.module_leaves(variables)))
+    if reason is not None:
+      raise ValueError(f'{field}={source!r}: {reason}')
   key_of, in_scope = _naming(state_dict, variables, family, part, field, read.origin)
   conversion = torch_layout.convert_state_dict(state_dict, variables, key_of)
   converted = _flat(conversion.variables)

@@ -54,6 +54,52 @@ _DETECT = re.compile(r'decode_head\..*|(backbone\.)?(stem\.0|conv1\.conv|patch_e
                      r'\.weight')
 
 
+# What this naming covers, for messages.
+SUPPORTED = ('FCN, PSPNet, DeepLabV3/V3+, UPerNet and SegNeXt with ResNetV1c, MobileNetV2 or MSCAN '
+             'backbones')
+# mmseg's own MixVisionTransformer (SegFormer) names its stages 'backbone.layers.{i}.{j}'.
+_MIT_KEY = re.compile(r'backbone\.layers\.\d+\.0\.projection\.weight')
+# SegNeXt's NMF rank in a recorded mmseg config: ham_kwargs=dict(MD_R=16, ...).
+_RECORDED_RANK = re.compile(r"""\bMD_R['"]?\s*[=:]\s*(\d+)""")
+
+
+def refusal(keys: set[str], module_paths: list[str]) -> str | None:
+  """Why an mmseg-named state dict (`keys`) cannot fill a model with these module paths, for
+  the mmseg checkpoints this naming does not cover; None for the ones it does."""
+  if any(_MIT_KEY.fullmatch(key) for key in keys):
+    return ("mmsegmentation's own SegFormer (MiT, keys 'backbone.layers.*') naming is not "
+            'supported: use Hugging Face SegFormer weights (e.g. nvidia/segformer-b0-finetuned-'
+            'ade-512-512, or nvidia/mit-b0 for a backbone), which semseg_jax reads.')
+  backbone = [path for path in module_paths if path.startswith('backbone/')]
+  if backbone and all(backbone_key(path[len('backbone/'):]) is None for path in backbone):
+    return ('this model has no mmsegmentation naming here (its backbone is none of ResNetV1c, '
+            f'MobileNetV2 and MSCAN): mmseg checkpoints are read for {SUPPORTED}. STDC and '
+            'BiSeNet V1/V2 checkpoints from mmsegmentation are not supported yet.')
+  return None
+
+
+def recorded_rank_warnings(recorded_config: str | None, model) -> list[str]:
+  """SegNeXt's NMF rank holds no parameters, so a checkpoint trained with another rank loads
+  silently: the rank an mmseg checkpoint's recorded config gives, if it differs from the
+  model's; without a record, a reminder where the two sources of SegNeXt checkpoints differ
+  (mmseg 1.x's B and L configs use 16, the official ones 64)."""
+  rank = getattr(getattr(model, 'decode_head', None), 'rank', None)
+  if rank is None or not hasattr(model.decode_head, 'ham_channels'):
+    return []
+  fix = "set --config.model.overrides=\"(('rank', {}),)\""
+  if recorded_config is not None:
+    match = _RECORDED_RANK.search(recorded_config)
+    if match and int(match.group(1)) != rank:
+      return [f'the checkpoint was trained with NMF rank MD_R={match.group(1)} (its recorded '
+              f'config); this model uses {rank}: {fix.format(match.group(1))} to match.']
+    return []
+  if rank != 16:
+    return [f'SegNeXt NMF rank {rank}: right for the official SegNeXt-B/L checkpoints, but '
+            "mmsegmentation 1.x's B and L configs (and checkpoints) use 16; for those, "
+            f'{fix.format(16)}.']
+  return []
+
+
 def detect(keys: set[str]) -> bool:
   """Whether `keys` follow mmseg's naming (whole models or open-mmlab backbone files)."""
   return any(_DETECT.fullmatch(key) for key in keys)

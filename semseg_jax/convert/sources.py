@@ -39,6 +39,7 @@ class Source:
   orbax_path: str | None = None  # The step directory of a semseg_jax checkpoint.
   hf_config: dict | None = None  # config.json of a Hugging Face directory.
   preprocessing: dict | None = None  # Recorded mean/std (0..255) and channel order, if any.
+  recorded_config: str | None = None  # The training config an mmengine checkpoint records.
 
 
 def read(source: str, field: str, tensors: bool = True) -> Source:
@@ -56,6 +57,9 @@ def read(source: str, field: str, tensors: bool = True) -> Source:
     return Source(origin=f'semseg_jax checkpoint {step_dir}', orbax_path=step_dir,
                   preprocessing=read_recorded_preprocessing(step_dir))
   if os.path.isfile(source):
+    if source.endswith(PICKLE_SUFFIXES):
+      state_dict, recorded_config = _read_torch_pickle(source, field)
+      return Source(origin=source, state_dict=state_dict, recorded_config=recorded_config)
     return Source(origin=source, state_dict=read_state_dict_file(source, field, tensors))
   if looks_like_hub_id(source):
     return read_hf_directory(download_from_hub(source, field), field, hub_id=source,
@@ -163,7 +167,7 @@ def read_state_dict_file(path: str, field: str, tensors: bool = True) -> dict[st
   if path.endswith('.safetensors'):
     return _read_safetensors(path, field, tensors)
   if path.endswith(PICKLE_SUFFIXES):
-    return _read_torch_pickle(path, field)
+    return _read_torch_pickle(path, field)[0]
   raise ValueError(f'{field}={path!r}: unknown file type; expected .safetensors, or a PyTorch '
                    f'state dict ({", ".join(PICKLE_SUFFIXES)}).')
 
@@ -192,7 +196,9 @@ def check_torch_version(version: str, path: str, field: str) -> None:
         'Install torch>=2.6, or use a .safetensors file, which needs no torch.')
 
 
-def _read_torch_pickle(path: str, field: str) -> dict[str, np.ndarray]:
+def _read_torch_pickle(path: str, field: str) -> tuple[dict[str, np.ndarray], str | None]:
+  """The state dict of a PyTorch pickle, and the config text an mmengine checkpoint records
+  under meta['cfg'] (None if none)."""
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
@@ -210,7 +216,10 @@ def _read_torch_pickle(path: str, field: str) -> dict[str, np.ndarray]:
         f'.safetensors) where you trust it. PyTorch said: {str(e).splitlines()[0]}') from e
   except Exception as e:  # Truncated or not a PyTorch file at all.
     raise ValueError(f'{field}={path!r}: not a readable PyTorch checkpoint: {e}') from e
-  return _tensors_to_numpy(_unwrap(loaded, path, field), torch)
+  meta = loaded.get('meta') if isinstance(loaded, dict) else None
+  recorded_config = meta.get('cfg') if isinstance(meta, dict) else None
+  return (_tensors_to_numpy(_unwrap(loaded, path, field), torch),
+          recorded_config if isinstance(recorded_config, str) else None)
 
 
 def _unwrap(loaded: Any, path: str, field: str) -> dict:

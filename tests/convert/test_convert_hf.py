@@ -17,6 +17,7 @@ import safetensors.numpy
 
 from semseg_jax import convert
 from semseg_jax.convert import hf_segformer
+from semseg_jax.convert import sources
 from semseg_jax.models import segformer
 from semseg_jax.models import upernet
 from semseg_jax.models.backbones import resnet
@@ -282,6 +283,17 @@ def test_pickles_needing_code_are_refused_and_not_run(tmp_path):
   torch.save({'state_dict': state_dict, 'meta': {'epoch': 3}}, tmp_path / 'good.pth')
   loaded = convert.load(str(tmp_path / 'good.pth'), abstract_variables(model), 'model', 'test')
   assert len(loaded.arrays) == 207
+
+
+def test_the_config_an_mmengine_checkpoint_records_is_read(tmp_path):
+  """mmengine writes the training config's text as meta['cfg']; a plain state dict has none."""
+  tensors = {'decode_head.conv_seg.weight': torch.zeros(3, 4, 1, 1)}
+  recorded = "model = dict(decode_head=dict(ham_kwargs=dict(MD_R=16)))"
+  torch.save({'state_dict': tensors, 'meta': {'cfg': recorded, 'epoch': 1}}, tmp_path / 'a.pth')
+  torch.save(tensors, tmp_path / 'b.pth')
+  read = sources.read(str(tmp_path / 'a.pth'), 'test')
+  assert read.recorded_config == recorded and list(read.state_dict) == list(tensors)
+  assert sources.read(str(tmp_path / 'b.pth'), 'test').recorded_config is None
 
 
 @pytest.mark.parametrize('version', ['2.5.1', '2.5.1+cpu', '1.13.0', 'unknown'])
