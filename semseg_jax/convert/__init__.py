@@ -44,6 +44,8 @@ class Family:
   backbone_key: Callable[[str], str | None]  # Our backbone-relative path -> key in backbone.
   backbone_prefixes: tuple[str, ...]  # Where the backbone sits in this family's files.
   model_key: Callable[[str], str | None] | None = None  # Whole models; None: backbones only.
+  # The whole-model naming chosen from a state dict's keys (overrides model_key where given).
+  model_naming: Callable[[set[str]], Callable[[str], str | None]] | None = None
   canonical: Callable[[str], str] = lambda key: key  # Renames of newer library versions.
   preprocessing: dict = dataclasses.field(default_factory=lambda: dict(IMAGENET))
   ignored: tuple[str, ...] = ()  # Regexes of source keys with no counterpart (ImageNet heads).
@@ -76,11 +78,14 @@ FAMILIES: dict[str, Family] = {
         model_key=hf_mobilenet_v2.model_key, preprocessing=hf_mobilenet_v2.PREPROCESSING,
         ignored=hf_mobilenet_v2.IGNORED, check_config=hf_mobilenet_v2.check_config),
     'mmseg': Family(
-        'mmsegmentation (FCN, PSPNet, DeepLabV3/V3+, UPerNet, SegNeXt; ResNetV1c, MobileNetV2 '
-        'and MSCAN backbones, also as open-mmlab ImageNet files)',
+        'mmsegmentation (FCN, PSPNet, DeepLabV3/V3+, UPerNet, SegNeXt, STDC, BiSeNet V1/V2; '
+        'ResNetV1c, MobileNetV2 and MSCAN backbones, also as open-mmlab ImageNet files)',
         mmseg.detect, mmseg.backbone_key, ('backbone.', ''), model_key=mmseg.model_key,
-        # ImageNet files: classifiers, and mmcls MobileNetV2's last 1x1 conv (mmseg drops it).
-        ignored=(r'^fc\.', r'^head\.', r'^(backbone\.)?conv2\.'),
+        model_naming=mmseg.model_naming,
+        # ImageNet files: classifiers, and mmcls MobileNetV2's last 1x1 conv (mmseg drops it);
+        # the fixed kernels of STDC's detail head (constants here).
+        ignored=(r'^fc\.', r'^head\.', r'^(backbone\.)?conv2\.',
+                 r'^auxiliary_head\.\d+\.(laplacian|fusion)_kernel$'),
         refusal=mmseg.refusal, check_recorded=mmseg.recorded_rank_warnings),
     'timm_resnet': Family(
         'timm ResNet (resnet18..152, and the resnet*c deep-stem variants)',
@@ -195,6 +200,8 @@ def _naming(state_dict: dict, variables: dict, family: Family, part: str, field:
     if family.model_key is None:
       raise ValueError(f'{field}: {origin} holds {family.description} weights, a backbone '
                        'only; load it with config.model.backbone_pretrained.')
+    if family.model_naming is not None:
+      return family.model_naming(set(state_dict)), lambda key: True
     return family.model_key, lambda key: True
   # The backbone's place in the file: the prefix under which most of its modules are.
   modules = {k.rsplit('.', 1)[0] for k in state_dict}

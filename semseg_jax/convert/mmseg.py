@@ -1,5 +1,5 @@
 """mmsegmentation names (1.x and 0.x share them) for our FCN, PSPNet, DeepLabV3, DeepLabV3+,
-UPerNet and SegNeXt, and for their backbones as open-mmlab ImageNet files.
+UPerNet, SegNeXt, STDC and BiSeNet V1/V2, and for their backbones as open-mmlab ImageNet files.
 
 A naming maps one of our module paths to the key prefix of the same module in a state dict
 (torch_layout.py does the rest):
@@ -22,17 +22,40 @@ classifiers have no counterpart):
               stage{i}/patch_embed/{proj,norm} -> patch_embed{i}.{proj,norm};
               stage{i}/block{j}/... -> block{i}.{j}....; stage{i}/norm -> norm{i}
 
+STDC (STDCContextPathNet) and BiSeNet V1/V2 backbones keep mmseg's module names; lists
+'name_{i}' become 'name.{i}', and where mmseg puts a module after a pooling layer (or alone) in an
+nn.Sequential, its index joins the name:
+  STDC        stdc_net/stages_{i}/blocks_{j}/layers_{k} -> backbone.stages.{i}.{j}.layers.{k};
+              arms_{i}/atten_conv_layer -> arms.{i}.atten_conv_layer.1;
+              ffm/attention_reduce, ffm/attention_expand -> ffm.attention.1.conv, .2.conv
+  BiSeNet V1  context_path/backbone/... -> context_path.backbone.... (ResNet as above);
+              atten_conv_layer -> atten_conv_layer.1; gap_conv -> gap_conv.1;
+              ffm/conv_atten -> ffm.conv_atten.0
+  BiSeNet V2  detail/stage{s}_{j} -> detail.detail_branch.{s-1}.{j};
+              semantic/stage{s}_{j}/{dwconv, conv2, shortcut} -> semantic.stage{s}.{j}.{dwconv.0,
+              conv2.0, shortcut.0} (dwconv_{k} -> dwconv.{k}); semantic/ce_block ->
+              semantic.stage4_CEBlock (gap_bn -> gap.1); bga/{detail_dwconv, detail_down,
+              semantic_conv, semantic_dwconv} -> bga.{...}.0 (their pointwise convs, which
+              have no norm, -> pointwise_conv.conv)
+STDC's detail head is mmseg's third auxiliary head (auxiliary_head.2, after the two FCN heads);
+its classifier has one output where mmseg's STDCHead has two, so that one layer keeps its
+initialisation (the classifier rule), and its fixed Laplacian and fusion kernels have no
+counterpart.
+
 Heads: classifier/conv_seg -> conv_seg; a pyramid pooling branch (PSPHead's psp_modules_{i},
 UPerHead's psp_modules/convs_{i}) and ASPP's image_pool sit after a pooling layer in an
 nn.Sequential, hence psp_modules.{i}.1 and image_pool.1; numbered lists (convs_{i},
 aspp_modules_{i}, sep_bottleneck_{i}, lateral_convs_{i}, fpn_convs_{i}) become '.{i}'.
 
-Auxiliary heads: mmseg's EncoderDecoder keeps a single auxiliary head (every config of these
-models) as 'auxiliary_head.', a list of them as 'auxiliary_head.{i}.'; `model_key` names the
-single form, `model_key(path, aux_list=True)` the list form.
+Auxiliary heads: mmseg's EncoderDecoder keeps a single auxiliary head as 'auxiliary_head.', a
+list of them (STDC, BiSeNet) as 'auxiliary_head.{i}.'; `model_key` names the single form,
+`model_key(path, aux_list=True)` the list form, and `model_naming(keys)` picks the form a
+state dict uses.
 """
 
+import functools
 import re
+from collections.abc import Callable
 
 from semseg_jax.models.backbones.mobilenet_v2 import INVERTED_RESIDUAL_SETTINGS
 
@@ -56,7 +79,7 @@ _DETECT = re.compile(r'decode_head\..*|(backbone\.)?(stem\.0|conv1\.conv|patch_e
 
 # What this naming covers, for messages.
 SUPPORTED = ('FCN, PSPNet, DeepLabV3/V3+, UPerNet and SegNeXt with ResNetV1c, MobileNetV2 or MSCAN '
-             'backbones')
+             'backbones, STDC1/2 and BiSeNet V1 (ResNet-18/50/101) and V2')
 # mmseg's own MixVisionTransformer (SegFormer) names its stages 'backbone.layers.{i}.{j}'.
 _MIT_KEY = re.compile(r'backbone\.layers\.\d+\.0\.projection\.weight')
 # SegNeXt's NMF rank in a recorded mmseg config: ham_kwargs=dict(MD_R=16, ...).
@@ -71,10 +94,9 @@ def refusal(keys: set[str], module_paths: list[str]) -> str | None:
             'supported: use Hugging Face SegFormer weights (e.g. nvidia/segformer-b0-finetuned-'
             'ade-512-512, or nvidia/mit-b0 for a backbone), which semseg_jax reads.')
   backbone = [path for path in module_paths if path.startswith('backbone/')]
-  if backbone and all(backbone_key(path[len('backbone/'):]) is None for path in backbone):
-    return ('this model has no mmsegmentation naming here (its backbone is none of ResNetV1c, '
-            f'MobileNetV2 and MSCAN): mmseg checkpoints are read for {SUPPORTED}. STDC and '
-            'BiSeNet V1/V2 checkpoints from mmsegmentation are not supported yet.')
+  if all(backbone_key(path[len('backbone/'):]) is None for path in backbone):
+    return (f'this model has no mmsegmentation naming here; mmseg checkpoints are read for '
+            f'{SUPPORTED}.')
   return None
 
 
@@ -155,10 +177,48 @@ def mscan_key(path: str) -> str | None:
   return f'block{stage}.{index}' + (inner or '').replace('/', '.')
 
 
+def _dotted(path: str) -> str:
+  """'stages_2/blocks_0/layers_1/conv' -> 'stages.2.blocks.0.layers.1.conv'."""
+  return re.sub(r'_(\d+)(?=/|$)', r'.\1', path).replace('/', '.')
+
+
+# (pattern, replacement) on the dotted path, in order; see the module docstring.
+_REALTIME_RENAMES = (
+    (r'^stdc_net\.', 'backbone.'), (r'(stages\.\d+)\.blocks\.', r'\1.'),
+    (r'\.atten_conv_layer\.', '.atten_conv_layer.1.'), (r'\.gap_conv\.', '.gap_conv.1.'),
+    (r'^ffm\.attention_reduce$', 'ffm.attention.1.conv'),
+    (r'^ffm\.attention_expand$', 'ffm.attention.2.conv'),
+    (r'^ffm\.conv_atten\.', 'ffm.conv_atten.0.'),
+    (r'^detail\.stage(\d)\.', lambda m: f'detail.detail_branch.{int(m.group(1)) - 1}.'),
+    (r'^(semantic\.stage\d\.\d+\.)(dwconv|conv2|shortcut)\.(?!\d)', r'\1\2.0.'),
+    (r'^semantic\.ce_block\.gap_bn$', 'semantic.stage4_CEBlock.gap.1'),
+    (r'^semantic\.ce_block\.', 'semantic.stage4_CEBlock.'),
+    (r'^bga\.(detail_dwconv|detail_down|semantic_conv|semantic_dwconv)\.', r'bga.\1.0.'),
+    (r'^bga\.(\w+)\.0\.pointwise_conv$', r'bga.\1.0.pointwise_conv.conv'),  # No norm here.
+)
+_REALTIME_ROOTS = ('stdc_net/', 'arms_', 'convs_', 'conv_avg/', 'ffm/', 'context_path/',
+                   'spatial_path/', 'detail/', 'semantic/', 'bga/')
+
+
+def realtime_key(path: str) -> str | None:
+  """Our STDC, BiSeNet V1 and BiSeNet V2 backbones -> mmseg's (the ResNet inside BiSeNet V1's
+  context path named as ResNets are)."""
+  if not path.startswith(_REALTIME_ROOTS):
+    return None
+  resnet = re.fullmatch(r'context_path/backbone/(.+)', path)
+  if resnet is not None:
+    inner = resnet_key(resnet.group(1))
+    return None if inner is None else f'context_path.backbone.{inner}'
+  key = _dotted(path)
+  for pattern, replacement in _REALTIME_RENAMES:
+    key = re.sub(pattern, replacement, key)
+  return key
+
+
 def backbone_key(path: str) -> str | None:
   """A path under our `backbone` -> the key prefix under mmseg's 'backbone.' (ResNet,
-  MobileNetV2 and MSCAN paths do not overlap)."""
-  return resnet_key(path) or mobilenet_v2_key(path) or mscan_key(path)
+  MobileNetV2, MSCAN, STDC and BiSeNet paths do not overlap)."""
+  return resnet_key(path) or mobilenet_v2_key(path) or mscan_key(path) or realtime_key(path)
 
 
 def head_key(path: str) -> str | None:
@@ -193,6 +253,9 @@ def model_key(path: str, aux_list: bool = False) -> str | None:
   if first == 'decode_head':
     inner = head_key(rest)
     return None if inner is None else f'decode_head.{inner}'
+  if first == 'detail_head':  # STDC: mmseg's third auxiliary head (a list, so always '.2').
+    inner = head_key(rest)
+    return None if inner is None else f'auxiliary_head.2.{inner}'
   aux = re.fullmatch(r'auxiliary_heads_(\d+)', first)
   if aux is None:
     return None
@@ -202,3 +265,9 @@ def model_key(path: str, aux_list: bool = False) -> str | None:
   inner = head_key(rest)
   head = f'auxiliary_head.{aux.group(1)}' if aux_list else 'auxiliary_head'
   return None if inner is None else f'{head}.{inner}'
+
+
+def model_naming(keys: set[str]) -> Callable[[str], str | None]:
+  """`model_key` in the auxiliary-head form the state dict with `keys` uses."""
+  return functools.partial(model_key, aux_list=any(k.startswith('auxiliary_head.0.')
+                                                   for k in keys))
