@@ -1,8 +1,10 @@
 """Logging shared by the command-line entry points: the metric writer, the config as
 TensorBoard hparams, and the filter that quiets chatty libraries."""
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 
 import jax
 import ml_collections
@@ -37,6 +39,18 @@ def make_writer(workdir: str) -> metric_writers.MetricWriter:
     return metric_writers.AsyncMultiWriter([metric_writers.LoggingWriter(),
                                             tensorboard_writer.TensorBoardWriter(workdir)])
   return metric_writers.MultiWriter([])
+
+
+@contextlib.contextmanager
+def writer_for(workdir: str) -> Iterator[metric_writers.MetricWriter]:
+  """`make_writer(workdir)`, closed (its event files flushed and shut) when the block ends,
+  however it ends: a writer left to the interpreter's exit can no longer start the thread its
+  last flush needs."""
+  writer = make_writer(workdir)
+  try:
+    yield writer
+  finally:
+    writer.close()
 
 
 def flatten_config(config: ml_collections.ConfigDict) -> dict:

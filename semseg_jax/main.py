@@ -60,11 +60,12 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str):
   logging.info('semseg_jax %s on %d devices (%d processes); workdir %s; config:\n%s', mode,
                jax.device_count(), jax.process_count(), workdir, config)
   if mode == 'train':
-    with workdir_lock.hold(workdir):  # One training run per workdir.
-      return train.train_and_evaluate(config, workdir, logs.make_writer(workdir))
+    with workdir_lock.hold(workdir), logs.writer_for(workdir) as writer:  # One run per workdir.
+      return train.train_and_evaluate(config, workdir, writer)
   if mode in ('eval', 'predict'):
     modes = {'eval': evaluate.evaluate_checkpoint, 'predict': evaluate.predict_images}
-    return modes[mode](config, workdir, logs.make_writer(workdir))
+    with logs.writer_for(workdir) as writer:
+      return modes[mode](config, workdir, writer)
   modes = {'benchmark': model_benchmark.run, 'data_benchmark': input_benchmark.run,
            'check_data': check.run}
   return modes[mode](config, workdir)

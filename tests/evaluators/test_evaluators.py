@@ -78,6 +78,7 @@ def test_segmentation_and_prediction_evaluators_on_one_model(tmp_path):
   label = np.asarray(Image.open(tmp_path / 'predictions' / 'labels' / 'labels' /
                                 f'{source.name(0)}.png'))
   assert label.shape == source[0]['label'].shape and label.max() < num_classes
+  writer.close()
 
 
 @pytest.mark.parametrize('change, message', [
