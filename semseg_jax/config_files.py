@@ -5,6 +5,7 @@ finds its configs as a checkout does; and a clear message when neither exists.""
 import importlib.util
 import os
 import pathlib
+import sys
 
 
 def configs_dir() -> pathlib.Path | None:
@@ -58,3 +59,13 @@ def problem(argv: list[str]) -> str | None:
               f'{os.getcwd()}, or {names}, e.g. ade20k_segformer; arguments follow a colon, '
               'e.g. ade20k_segformer:b2).')
   return None
+
+
+def checked_argv(argv: list[str]) -> list[str]:
+  """What a command-line program hands to absl: `argv` with its --config resolved (see
+  `resolve`); exits with `problem`'s message if that file does not exist."""
+  argv = resolve_argv(argv)
+  message = problem(argv[1:])
+  if message:
+    sys.exit(message)
+  return argv

@@ -87,10 +87,7 @@ def main(argv):
 
 def cli() -> None:
   """`python -m semseg_jax.main` and the `semseg-jax` command."""
-  argv = config_files.resolve_argv(sys.argv)
-  problem = config_files.problem(argv[1:])
-  if problem:
-    sys.exit(problem)
+  argv = config_files.checked_argv(sys.argv)
   define_flags()
   jax.config.config_with_absl()
   app.run(main, argv=argv)

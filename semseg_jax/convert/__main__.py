@@ -80,10 +80,7 @@ def main(argv):
 
 def cli() -> None:
   """`python -m semseg_jax.convert` and the `semseg-jax-convert` command."""
-  argv = config_files.resolve_argv(sys.argv)
-  problem = config_files.problem(argv[1:])
-  if problem:
-    sys.exit(problem)
+  argv = config_files.checked_argv(sys.argv)
   app.run(main, argv=argv)
 
 

@@ -145,10 +145,7 @@ def main(argv):
 def cli() -> None:
   """`python -m semseg_jax.data.write_arrayrecord` and the `semseg-jax-write-arrayrecord`
   command."""
-  argv = config_files.resolve_argv(sys.argv)
-  problem = config_files.problem(argv[1:])
-  if problem:
-    sys.exit(problem)
+  argv = config_files.checked_argv(sys.argv)
   define_flags()
   app.run(main, argv=argv)
 
