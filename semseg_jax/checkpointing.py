@@ -10,9 +10,11 @@ error naming the directory, before a checkpoint that does not fit starts (the pr
 stay intact and resumable).
 """
 
+import contextlib
 import errno
 import os
 import shutil
+from collections.abc import Iterator
 from typing import Any
 
 import grain
@@ -58,6 +60,18 @@ def storage_full(path: str, what: str, checkpoints: str | None = None) -> Storag
   return StorageFull(errno.ENOSPC, message)
 
 
+@contextlib.contextmanager
+def storage_full_named(path: str, what: str, checkpoints: str | None = None) -> Iterator[None]:
+  """Turns a failure of the block for lack of room (`is_storage_full`) into `storage_full(path,
+  what, checkpoints)`, without the libraries' own errors; other failures pass unchanged."""
+  try:
+    yield
+  except Exception as e:  # pylint: disable=broad-except
+    if is_storage_full(e):
+      raise storage_full(path, what, checkpoints) from None
+    raise
+
+
 def _list(directory: str) -> list[str]:
   try:
     return os.listdir(directory)
@@ -96,27 +110,18 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iterator: A
       raise storage_full(directory, f'{free / 2**20:.1f} MiB free, about '
                          f'{needed / 2**20:.1f} MiB needed for the checkpoint of step {step}',
                          directory)
-  try:
+  with storage_full_named(directory, f'writing the checkpoint of step {step} failed', directory):
     manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=grain.checkpoint.CheckpointSave(data_iterator)), force=True)
-  except Exception as e:  # pylint: disable=broad-except
-    if is_storage_full(e):
-      raise storage_full(directory, f'writing the checkpoint of step {step} failed',
-                         directory) from None
-    raise
 
 
 def wait(manager: ocp.CheckpointManager) -> None:
   """Waits for the checkpoint being written; a write that failed for lack of room is a
   StorageFull naming the directory (not TensorStore's per-array errors)."""
-  try:
+  directory = str(manager.directory)
+  with storage_full_named(directory, 'writing a checkpoint failed', directory):
     manager.wait_until_finished()
-  except Exception as e:  # pylint: disable=broad-except
-    if is_storage_full(e):
-      directory = str(manager.directory)
-      raise storage_full(directory, 'writing a checkpoint failed', directory) from None
-    raise
 
 
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any,

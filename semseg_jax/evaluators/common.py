@@ -34,19 +34,15 @@ def append_record(workdir: str, record: dict) -> None:
   line that a kill cut short)."""
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, 'metrics.jsonl')
-  try:
-    with open(path, 'a+b') as f:
-      cut_short = False
-      if f.seek(0, os.SEEK_END) > 0:
-        f.seek(-1, os.SEEK_END)
-        cut_short = f.read(1) != b'\n'
-      f.write((('\n' if cut_short else '') + json.dumps(record) + '\n').encode())
-  except OSError as e:
-    if checkpointing.is_storage_full(e):
-      raise checkpointing.storage_full(path, f'the {record.get("evaluator")} record of step '
-                                       f'{record.get("step")} could not be appended',
-                                       os.path.join(workdir, 'checkpoints')) from None
-    raise
+  full = checkpointing.storage_full_named(
+      path, f'the {record.get("evaluator")} record of step {record.get("step")} could not be '
+      'appended', os.path.join(workdir, 'checkpoints'))
+  with full, open(path, 'a+b') as f:
+    cut_short = False
+    if f.seek(0, os.SEEK_END) > 0:
+      f.seek(-1, os.SEEK_END)
+      cut_short = f.read(1) != b'\n'
+    f.write((('\n' if cut_short else '') + json.dumps(record) + '\n').encode())
 
 
 def settings_of(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
