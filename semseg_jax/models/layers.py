@@ -7,8 +7,11 @@ A piece that only one paper's network has lives in that model's file; a backbone
 that several models share lives in backbones/ or heads/.
 """
 
+import contextlib
+import contextvars
+import functools
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -74,6 +77,153 @@ def torch_default_init(fan_in: int) -> Initializer:
 
 # --- Convolutions -------------------------------------------------------------------------------
 
+# How convolutions are lowered: 'xla' hands every one to XLA's convolution; 'cpu' computes a
+# depthwise convolution as shifted multiply-adds and a 1x1 convolution as a matrix product, the
+# forms that XLA:CPU runs (and differentiates) fastest; 'auto' picks 'cpu' on the CPU backend and
+# 'xla' elsewhere, at trace time. `conv_lowering` sets it.
+_CONV_LOWERING = contextvars.ContextVar('conv_lowering', default='auto')
+CONV_LOWERINGS = ('auto', 'cpu', 'xla')
+
+
+@contextlib.contextmanager
+def conv_lowering(kind: str) -> Iterator[None]:
+  """Within it, models trace their convolutions as `kind` ('auto', 'cpu' or 'xla'; see
+  `grouped_conv`). The results agree to float rounding; tools/model_stats.py counts
+  multiply-adds on 'xla'."""
+  if kind not in CONV_LOWERINGS:
+    raise ValueError(f'conv lowering {kind!r}: expected one of {CONV_LOWERINGS}.')
+  token = _CONV_LOWERING.set(kind)
+  try:
+    yield
+  finally:
+    _CONV_LOWERING.reset(token)
+
+
+def _shifted_taps(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+                  dilation: tuple[int, int], out_hw: tuple[int, int]) -> jax.Array:
+  """sum over taps (i, j) of the strided window of (already padded) NHWC `x` at (i, j) * d times
+  kernel[i, j] ([kh, kw, C]), accumulated in float32 at least."""
+  (sh, sw), (dh, dw), (out_h, out_w) = strides, dilation, out_hw
+  accumulate = jnp.promote_types(x.dtype, jnp.float32)
+  total = None
+  for i in range(kernel.shape[0]):
+    for j in range(kernel.shape[1]):
+      window = jax.lax.slice(
+          x, (0, i * dh, j * dw, 0),
+          (x.shape[0], i * dh + (out_h - 1) * sh + 1, j * dw + (out_w - 1) * sw + 1, x.shape[3]),
+          (1, sh, sw, 1))
+      term = (window * kernel[i, j]).astype(accumulate)
+      total = term if total is None else total + term
+  return total.astype(x.dtype)
+
+
+def _out_size(padded: int, taps: int, stride: int, dilation: int) -> int:
+  return (padded - dilation * (taps - 1) - 1) // stride + 1
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _depthwise_by_shifts(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+                         pads: tuple[tuple[int, int], tuple[int, int]],
+                         dilation: tuple[int, int]) -> jax.Array:
+  """A depthwise convolution of NHWC `x` with kernel [kh, kw, C] (one tap per channel) as a sum
+  of kh x kw shifted, strided, scaled copies of the padded input. XLA:CPU runs a grouped
+  convolution with one channel per group about as slowly as a dense one; these elementwise terms
+  fuse into one loop. The gradients are written out (`_depthwise_backward`): XLA's own transpose
+  of the slices writes the input gradient in a channel-major layout, ~3x slower."""
+  padded = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+  out_hw = tuple(_out_size(padded.shape[1 + a], kernel.shape[a], strides[a], dilation[a])
+                 for a in (0, 1))
+  return _shifted_taps(padded, kernel, strides, dilation, out_hw)
+
+
+def _depthwise_forward(x, kernel, strides, pads, dilation):
+  return _depthwise_by_shifts(x, kernel, strides, pads, dilation), (x, kernel)
+
+
+def _depthwise_backward(strides, pads, dilation, residuals, grad):
+  """Input gradient: the gradient dilated by the stride, padded, and run through the same
+  shifted taps with the kernel flipped (a transposed convolution), cropped to the input. Kernel
+  gradient: per tap, the sum over pixels of its input window times the gradient, all taps in
+  one variadic reduction (one pass over the arrays)."""
+  x, kernel = residuals
+  kh, kw = kernel.shape[:2]
+  padded_hw = [x.shape[1 + a] + sum(pads[a]) for a in (0, 1)]
+  out_hw = grad.shape[1:3]
+  spread = []
+  for a, taps in ((0, kh), (1, kw)):
+    dilated = (out_hw[a] - 1) * strides[a] + 1
+    spread.append((dilation[a] * (taps - 1), padded_hw[a] - dilated, strides[a] - 1))
+  grad_padded = jax.lax.pad(grad, jnp.zeros((), grad.dtype),
+                            ((0, 0, 0), *spread, (0, 0, 0)))
+  grad_x = _shifted_taps(grad_padded, kernel[::-1, ::-1], (1, 1), dilation, padded_hw)
+  grad_x = grad_x[:, pads[0][0]:pads[0][0] + x.shape[1], pads[1][0]:pads[1][0] + x.shape[2]]
+  padded = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+  accumulate = jnp.promote_types(x.dtype, jnp.float32)
+  products = []
+  for i in range(kh):
+    for j in range(kw):
+      window = jax.lax.slice(
+          padded, (0, i * dilation[0], j * dilation[1], 0),
+          (x.shape[0], i * dilation[0] + (out_hw[0] - 1) * strides[0] + 1,
+           j * dilation[1] + (out_hw[1] - 1) * strides[1] + 1, x.shape[3]),
+          (1, strides[0], strides[1], 1))
+      products.append((window * grad).astype(accumulate))
+  sums = jax.lax.reduce(tuple(products), tuple(jnp.zeros((), accumulate) for _ in products),
+                        lambda a, b: tuple(u + v for u, v in zip(a, b)), (0, 1, 2))
+  grad_kernel = jnp.stack(sums).reshape(kernel.shape).astype(kernel.dtype)
+  return grad_x, grad_kernel
+
+
+_depthwise_by_shifts.defvjp(_depthwise_forward, _depthwise_backward)
+
+
+def _depthwise(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+               pads: Sequence[tuple[int, int]], dilation: tuple[int, int]) -> jax.Array:
+  """`_depthwise_by_shifts` for an HWIO kernel [kh, kw, 1, C x multiplier]: with a channel
+  multiplier m > 1, output channel g * m + k reads input channel g."""
+  multiplier = kernel.shape[3] // x.shape[3]
+  if multiplier > 1:
+    x = jnp.repeat(x, multiplier, axis=3)
+  return _depthwise_by_shifts(x, kernel[:, :, 0], tuple(strides),
+                              tuple(tuple(p) for p in pads), tuple(dilation))
+
+
+def grouped_conv(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
+                 padding: str | Sequence[tuple[int, int]], lhs_dilation: Sequence[int] | None = None,
+                 rhs_dilation: Sequence[int] | None = None, dimension_numbers: Any = None,
+                 feature_group_count: int = 1, precision: Any = None, **kwargs: Any
+                 ) -> jax.Array:
+  """`jax.lax.conv_general_dilated` for the models' convolutions (`conv2d` hands it to nn.Conv),
+  lowered as `conv_lowering` says: under 'cpu', an NHWC depthwise convolution (as many groups as
+  input channels) becomes shifted multiply-adds and an unpadded 1x1 convolution a matrix product
+  (whose kernel gradient XLA:CPU otherwise computes as a convolution with an image-sized window,
+  ~10x slower); anything else, and everything under 'xla', goes to XLA's convolution."""
+  kind = _CONV_LOWERING.get()
+  if kind == 'auto':
+    kind = 'cpu' if jax.default_backend() == 'cpu' else 'xla'
+  strides = tuple(window_strides)
+  dilation = tuple(rhs_dilation or (1,) * len(strides))
+  plain = (kind == 'cpu' and lhs.ndim == 4 and not kwargs
+           and all(d == 1 for d in (lhs_dilation or (1, 1)))
+           and dimension_numbers == jax.lax.conv_dimension_numbers(
+               lhs.shape, rhs.shape, ('NHWC', 'HWIO', 'NHWC')))
+  if plain:
+    window = [d * (k - 1) + 1 for d, k in zip(dilation, rhs.shape[:2])]
+    pads = (jax.lax.padtype_to_pads(lhs.shape[1:3], window, strides, padding)
+            if isinstance(padding, str) else [tuple(p) for p in padding])
+    if any(p < 0 for pair in pads for p in pair):
+      pass
+    elif feature_group_count == lhs.shape[-1] > 1 and rhs.shape[2] == 1:
+      return _depthwise(lhs, rhs, strides, pads, dilation)
+    elif (feature_group_count == 1 and rhs.shape[:2] == (1, 1)
+          and all(p == 0 for pair in pads for p in pair)):
+      x = lhs[:, ::strides[0], ::strides[1]]
+      return jax.lax.dot_general(x, rhs[0, 0], (((3,), (0,)), ((), ())), precision=precision)
+  return jax.lax.conv_general_dilated(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation,
+                                      dimension_numbers, feature_group_count,
+                                      precision=precision, **kwargs)
+
+
 def conv2d(features: int, kernel_size: int | tuple[int, int], stride: int = 1,
            dilation: int = 1, padding: Padding = None, groups: int = 1, use_bias: bool = False,
            kernel_init: Initializer | None = None,
@@ -95,7 +245,7 @@ def conv2d(features: int, kernel_size: int | tuple[int, int], stride: int = 1,
   return nn.Conv(features, (kh, kw), strides=stride, padding=padding, kernel_dilation=dilation,
                  feature_group_count=groups, use_bias=use_bias,
                  kernel_init=kernel_init or kaiming_normal_fan_out(), bias_init=bias_init,
-                 dtype=dtype, name=name)
+                 dtype=dtype, conv_general_dilated=grouped_conv, name=name)
 
 
 def torch_conv(features: int, in_features: int, kernel_size: int | tuple[int, int] = 1,
@@ -340,18 +490,108 @@ def stage_drop_path_rates(rate: float, depths: Sequence[int]) -> list[tuple[floa
 
 # --- Resizing -----------------------------------------------------------------------------------
 
+def _upsample_phases(r: int) -> list[tuple[int, float]]:
+  """For linear upsampling by an integer r at half-pixel centres: output r * k + p samples
+  input position k + (p + 0.5) / r - 0.5, i.e. blends inputs k + low and k + low + 1 (low in
+  {-1, 0}) with weights 1 - weight and weight. (low, weight) per phase p."""
+  phases = []
+  for p in range(r):
+    position = (p + 0.5) / r - 0.5
+    low = math.floor(position)
+    phases.append((low, position - low))
+  return phases
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _upsample_axis(x: jax.Array, axis: int, r: int) -> jax.Array:
+  """`x` linearly upsampled r times along `axis` (half-pixel centres, clamped ends): each
+  output phase is a fixed 2-tap blend of shifted slices of the edge-padded input, the phases
+  interleaved by a reshape. The gradient is written out (`_upsample_backward`)."""
+  n = x.shape[axis]
+  pad = [(0, 0)] * x.ndim
+  pad[axis] = (1, 1)
+  padded = jnp.pad(x, pad, mode='edge')  # The clamp at both ends.
+  phases = []
+  for low, weight in _upsample_phases(r):
+    left = jax.lax.slice_in_dim(padded, low + 1, low + 1 + n, axis=axis)
+    right = jax.lax.slice_in_dim(padded, low + 2, low + 2 + n, axis=axis)
+    phases.append(left * (1 - weight) + right * weight)
+  stacked = jnp.stack(phases, axis=axis + 1)
+  return stacked.reshape(x.shape[:axis] + (n * r,) + x.shape[axis + 1:])
+
+
+def _upsample_forward(x, axis, r):
+  return _upsample_axis(x, axis, r), None
+
+
+def _upsample_backward(axis, r, _, grad):
+  """The adjoint, as strided slices of the zero-padded gradient: padded input q receives
+  output r * (q - 1 - low) + p with 1 - weight and r * (q - 2 - low) + p with weight, for each
+  phase p; the two padding positions fold back onto the first and last input. (XLA's own
+  transpose of the slices and the interleave pads the gradient once per tap, ~3x slower.)"""
+  n = grad.shape[axis] // r
+  pad = [(0, 0)] * grad.ndim
+  pad[axis] = (2 * r, 2 * r)
+  zero_padded = jnp.pad(grad, pad)
+  total = None
+  for p, (low, weight) in enumerate(_upsample_phases(r)):
+    for offset, tap in ((1 + low, 1 - weight), (2 + low, weight)):
+      if tap == 0:
+        continue
+      start = 2 * r - r * offset + p
+      term = tap * jax.lax.slice_in_dim(zero_padded, start, start + r * (n + 1) + 1, r,
+                                        axis=axis)
+      total = term if total is None else total + term
+  inner = jax.lax.slice_in_dim(total, 1, n + 1, axis=axis)
+  first = jax.lax.slice_in_dim(total, 0, 1, axis=axis)
+  last = jax.lax.slice_in_dim(total, n + 1, n + 2, axis=axis)
+  pad[axis] = (0, n - 1)
+  ends = jnp.pad(first, pad)
+  pad[axis] = (n - 1, 0)
+  ends = ends + jnp.pad(last, pad)
+  return (inner + ends,)
+
+
+_upsample_axis.defvjp(_upsample_forward, _upsample_backward)
+
+
+def _linear_resize_axis(x: jax.Array, axis: int, size: int) -> jax.Array:
+  """`x` linearly resampled along `axis` to `size` at half-pixel centres (sample i at
+  (i + 0.5) * n / size - 0.5, clamped to the ends), without antialiasing. An integer factor up
+  (`_upsample_axis`) or down (2 strided slices) needs no interpolation matrix, which costs
+  n x size multiply-adds per line; other ratios use jax.image.resize's along that axis."""
+  n = x.shape[axis]
+  if size == n:
+    return x
+  if size % n == 0:
+    return _upsample_axis(x, axis, size // n)
+  if n % size == 0:  # Down by s: output i blends inputs s * i + low and s * i + low + 1.
+    s = n // size
+    low = (s - 1) // 2
+    weight = (s - 1) / 2 - low
+    left = jax.lax.slice_in_dim(x, low, low + s * (size - 1) + 1, s, axis=axis)
+    if weight == 0:
+      return left
+    right = jax.lax.slice_in_dim(x, low + 1, low + 2 + s * (size - 1), s, axis=axis)
+    return left * (1 - weight) + right * weight
+  shape = list(x.shape)
+  shape[axis] = size
+  return jax.image.resize(x, shape, method='bilinear', antialias=False)
+
+
 def bilinear_resize(x: jax.Array, size: tuple[int, int]) -> jax.Array:
   """Resizes NHWC `x` to spatial `size` = (H, W) like PyTorch's
   `F.interpolate(mode='bilinear', align_corners=False)` with an explicit output size.
 
   Both sample at (i + 0.5) * in / out - 0.5 and clamp at the borders; without antialiasing,
-  downsampling also uses the plain 2-tap kernel, as PyTorch does.
+  downsampling also uses the plain 2-tap kernel, as PyTorch does. Separable: one axis, then the
+  other (`_linear_resize_axis`; integer factors, the usual case in the models, avoid
+  interpolation matrices, which cost in x out multiply-adds per line).
   """
-  n, h, w, c = x.shape
-  if (h, w) == tuple(size):
+  if tuple(x.shape[1:3]) == tuple(size):
     return x
-  with jax.named_scope(RESAMPLING_SCOPE):  # jax.image.resize contracts with weight matrices.
-    return jax.image.resize(x, (n, *size, c), method='bilinear', antialias=False)
+  with jax.named_scope(RESAMPLING_SCOPE):
+    return _linear_resize_axis(_linear_resize_axis(x, 1, size[0]), 2, size[1])
 
 
 def resize_align_corners(x: jax.Array, size: tuple[int, int]) -> jax.Array:

@@ -77,9 +77,12 @@ def jaxpr_macs(jaxpr: Any) -> int:
 
 
 def inference_macs(model: nn.Module, input_hw: tuple[int, int], variables: Any = None) -> int:
-  """Multiply-adds of one image's inference (train=False) at `input_hw`."""
+  """Multiply-adds of one image's inference (train=False) at `input_hw`, counted on the
+  convolutions as XLA's (`layers.conv_lowering('xla')`: a depthwise convolution counts its
+  multiply-adds whichever way the backend computes it)."""
   if variables is None:
     variables = abstract_variables(model, input_hw)
   images = jax.ShapeDtypeStruct((1, *input_hw, 3), jnp.float32)
-  closed = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, images)
+  with layers.conv_lowering('xla'):
+    closed = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, images)
   return jaxpr_macs(closed.jaxpr)

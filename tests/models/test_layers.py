@@ -43,13 +43,35 @@ def _torch_bilinear_numpy(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   return out
 
 
-@pytest.mark.parametrize('in_hw,out_hw', [((5, 7), (13, 9)), ((13, 11), (4, 6)),
-                                          ((7, 7), (10, 3)), ((3, 4), (3, 4)),
-                                          ((2, 3), (16, 24)), ((10, 14), (3, 4))])
+# Integer factors up (2, 3, 4, 8) and down (2, 3, 4) take the slice path; others the matrix.
+RESIZES = [((5, 7), (13, 9)), ((13, 11), (4, 6)), ((7, 7), (10, 3)), ((3, 4), (3, 4)),
+           ((2, 3), (16, 24)), ((10, 14), (3, 4)), ((4, 6), (16, 12)), ((12, 9), (4, 3)),
+           ((8, 8), (4, 2)), ((5, 5), (15, 5)), ((3, 5), (12, 7))]
+
+
+@pytest.mark.parametrize('in_hw,out_hw', RESIZES)
 def test_bilinear_resize_matches_pytorch(in_hw, out_hw):
   x = np.random.RandomState(0).randn(2, *in_hw, 3).astype(np.float32)
   got = np.asarray(layers.bilinear_resize(jnp.asarray(x), out_hw))
   np.testing.assert_allclose(got, _torch_bilinear_numpy(x, out_hw), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('in_hw,out_hw', RESIZES)
+def test_bilinear_resize_gradient_is_the_transposed_interpolation(in_hw, out_hw):
+  """The written-out gradient of integer upsampling (and autodiff's elsewhere) against the
+  transpose of the brute-force interpolation matrix (its columns: resized basis images)."""
+  rng = np.random.RandomState(1)
+  x = rng.randn(1, *in_hw, 2).astype(np.float32)
+  weights = rng.randn(1, *out_hw, 2).astype(np.float32)
+  grad = jax.grad(lambda x: jnp.sum(layers.bilinear_resize(x, out_hw) * weights))(jnp.asarray(x))
+  for i in range(in_hw[0]):
+    for j in range(in_hw[1]):
+      basis = np.zeros((1, *in_hw, 1))
+      basis[0, i, j] = 1
+      column = _torch_bilinear_numpy(basis, out_hw)[0, ..., 0]
+      for c in range(2):
+        np.testing.assert_allclose(np.asarray(grad)[0, i, j, c],
+                                   np.sum(column * weights[0, ..., c]), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('in_hw,out_hw', [((3, 4), (9, 11)), ((3, 4), (24, 32)),
@@ -209,6 +231,65 @@ def test_conv2d_padding_forms():
   assert out_hw(kernel_size=3, stride=2, padding=0) == (4, 4)
   assert out_hw(kernel_size=2, stride=2, padding=((0, 1), (0, 0))) == (5, 5)
   assert out_hw(kernel_size=3, stride=2, padding='SAME') == (5, 5)  # TensorFlow's ceil(n / 2)
+
+
+# Depthwise convolutions (kernel, stride, dilation, channel multiplier, padding), and 1x1 ones.
+LOWERED_CONVS = [((3, 3), 1, 1, 1, None), ((3, 3), 2, 1, 1, None), ((5, 5), 1, 1, 1, None),
+                 ((1, 7), 1, 1, 1, None), ((7, 1), 1, 1, 1, None), ((3, 3), 1, 2, 1, None),
+                 ((3, 3), 1, 1, 6, None), ((3, 3), 2, 1, 1, 'SAME'), ((3, 3), 2, 1, 2, 1),
+                 ((3, 3), 1, 4, 1, None), ((5, 5), 2, 1, 1, None)]
+
+
+@pytest.mark.parametrize('kernel, stride, dilation, multiplier, padding', LOWERED_CONVS)
+def test_depthwise_conv_on_cpu_equals_xla_grouped_conv(kernel, stride, dilation, multiplier,
+                                                       padding):
+  """conv_lowering('cpu') (shifted multiply-adds, written-out gradients) against XLA's grouped
+  convolution: outputs and the gradients of input, kernel and bias, to float rounding."""
+  channels = 4
+  conv = layers.conv2d(channels * multiplier, kernel, stride, dilation, padding,
+                       groups=channels, use_bias=True,
+                       bias_init=jax.nn.initializers.normal(1.0))
+  x = jnp.asarray(np.random.RandomState(0).randn(2, 11, 9, channels).astype(np.float32))
+  variables = conv.init(jax.random.key(0), x)
+
+  def outputs(kind):
+    with layers.conv_lowering(kind):
+      loss = lambda v, x: jnp.sum(jnp.sin(conv.apply(v, x)))
+      grouped = 'feature_group_count=4' in str(jax.make_jaxpr(conv.apply)(variables, x))
+      return grouped, (conv.apply(variables, x), jax.grad(loss, (0, 1))(variables, x))
+
+  grouped_xla, reference = outputs('xla')
+  grouped_cpu, lowered = outputs('cpu')
+  assert grouped_xla and not grouped_cpu
+  for want, got in zip(jax.tree.leaves(reference), jax.tree.leaves(lowered)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want))))
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_pointwise_conv_on_cpu_is_a_matrix_product_equal_to_xlas(stride):
+  conv = layers.conv2d(5, 1, stride, use_bias=True)
+  x = jnp.asarray(np.random.RandomState(0).randn(2, 7, 6, 3).astype(np.float32))
+  variables = conv.init(jax.random.key(0), x)
+  results = {}
+  for kind in ('xla', 'cpu'):
+    with layers.conv_lowering(kind):
+      jaxpr = str(jax.make_jaxpr(conv.apply)(variables, x))
+      assert ('conv_general_dilated' in jaxpr) == (kind == 'xla'), jaxpr
+      results[kind] = (conv.apply(variables, x), jax.grad(
+          lambda v: jnp.sum(jnp.sin(conv.apply(v, x))))(variables))
+  for want, got in zip(jax.tree.leaves(results['xla']), jax.tree.leaves(results['cpu'])):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_conv_lowering_is_chosen_for_the_backend_and_checked():
+  conv = layers.conv2d(4, 3, groups=4)
+  x = jnp.zeros((1, 5, 5, 4))
+  variables = jax.eval_shape(conv.init, jax.random.key(0), x)
+  jaxpr = str(jax.make_jaxpr(conv.apply)(variables, x))
+  assert ('feature_group_count=4' in jaxpr) == (jax.default_backend() != 'cpu')
+  with pytest.raises(ValueError, match="conv lowering 'gpu'"):
+    with layers.conv_lowering('gpu'):
+      pass
 
 
 def _torch_conv_transpose(x, weight, stride, padding, output_padding):

@@ -139,18 +139,24 @@ def test_readme_model_table_is_the_generated_one():
     assert line.rsplit('|', 2)[0] in readme, line
 
 
-def test_multiply_adds_of_a_conv_a_transposed_conv_and_a_dense_layer():
+def test_multiply_adds_of_convs_a_transposed_conv_and_a_dense_layer():
+  """Depthwise and 1x1 convolutions count their multiply-adds however the backend computes
+  them (on CPU: shifted multiply-adds and a matrix product, layers.conv_lowering)."""
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from semseg_jax.models import layers  # pylint: disable=g-import-not-at-top
 
   class Tiny(nn.Module):
     @nn.compact
     def __call__(self, x, train=False):
       del train
       x = nn.Conv(32, (3, 3), padding=1)(x)  # 8 * 8 * 32 outputs, 3 * 3 * 3 products each.
-      x = nn.ConvTranspose(4, (4, 4), strides=(2, 2))(x)  # 8 * 8 inputs x 4 * 4 * 32 * 4.
+      x = layers.conv2d(32, 3, groups=32)(x)  # 8 * 8 * 32 outputs, 3 * 3 products each.
+      x = layers.conv2d(16, 1)(x)  # 8 * 8 * 16 outputs, 32 products each.
+      x = nn.ConvTranspose(4, (4, 4), strides=(2, 2))(x)  # 8 * 8 inputs x 4 * 4 * 16 * 4.
       return {'logits': nn.Dense(5)(x), 'aux': []}  # 16 * 16 * 5 outputs x 4 products.
 
-  expected = 8 * 8 * 32 * 27 + 8 * 8 * 4 * 4 * 32 * 4 + 16 * 16 * 5 * 4
+  expected = (8 * 8 * 32 * 27 + 8 * 8 * 32 * 9 + 8 * 8 * 16 * 32 + 8 * 8 * 4 * 4 * 16 * 4
+              + 16 * 16 * 5 * 4)
   assert stats.inference_macs(Tiny(), (8, 8)) == expected
 
 
