@@ -45,8 +45,11 @@ def prepare(logits: jax.Array, labels: jax.Array, ignore_index: int) -> Prepared
 
 
 def pick(values: jax.Array, labels: jax.Array) -> jax.Array:
-  """values[..., labels] per pixel."""
-  return jnp.take_along_axis(values, labels[..., None], axis=-1)[..., 0]
+  """values[..., labels] per pixel, exactly: the sum over classes of the values masked to the
+  label's class. A gather here (take_along_axis) has a scatter for gradient, which XLA:CPU
+  computes by materialising a zero array of the logits' size first; the mask fuses."""
+  classes = jax.lax.broadcasted_iota(labels.dtype, values.shape, values.ndim - 1)
+  return jnp.sum(jnp.where(classes == labels[..., None], values, 0), axis=-1)
 
 
 def class_weight_vector(class_weights: Sequence[float] | None, num_classes: int) -> jax.Array:

@@ -196,8 +196,9 @@ def grouped_conv(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
   """`jax.lax.conv_general_dilated` for the models' convolutions (`conv2d` hands it to nn.Conv),
   lowered as `conv_lowering` says: under 'cpu', an NHWC depthwise convolution (as many groups as
   input channels) becomes shifted multiply-adds and an unpadded 1x1 convolution a matrix product
-  (whose kernel gradient XLA:CPU otherwise computes as a convolution with an image-sized window,
-  ~10x slower); anything else, and everything under 'xla', goes to XLA's convolution."""
+  of [pixels, channels] by the kernel (whose kernel gradient XLA:CPU otherwise computes as a
+  convolution with an image-sized window, ~10x slower); anything else, and everything under
+  'xla', goes to XLA's convolution."""
   kind = _CONV_LOWERING.get()
   if kind == 'auto':
     kind = 'cpu' if jax.default_backend() == 'cpu' else 'xla'
@@ -218,7 +219,12 @@ def grouped_conv(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
     elif (feature_group_count == 1 and rhs.shape[:2] == (1, 1)
           and all(p == 0 for pair in pads for p in pair)):
       x = lhs[:, ::strides[0], ::strides[1]]
-      return jax.lax.dot_general(x, rhs[0, 0], (((3,), (0,)), ((), ())), precision=precision)
+      # On [pixels, channels]: the kernel gradient then contracts the leading dimension of two
+      # matrices, which XLA:CPU hands to its matrix multiply as they are; contracting (N, H, W)
+      # of 4-d arrays made it copy the output gradient into a transposed layout first.
+      y = jax.lax.dot_general(x.reshape(-1, x.shape[3]), rhs[0, 0], (((1,), (0,)), ((), ())),
+                              precision=precision)
+      return y.reshape(*x.shape[:3], rhs.shape[3])
   return jax.lax.conv_general_dilated(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation,
                                       dimension_numbers, feature_group_count,
                                       precision=precision, **kwargs)
