@@ -15,6 +15,7 @@ from semseg_jax.models.backbones.resnet import ResNet
 from semseg_jax.models.deeplabv3 import deeplabv3
 from semseg_jax.models.deeplabv3_mobilenet import deeplabv3_mobilenet
 from semseg_jax.models.deeplabv3plus import deeplabv3plus
+from semseg_jax.models import layers
 from semseg_jax.models.heads.aspp_head import ASPPHead, DepthwiseSeparableASPPHead
 from semseg_jax.models.pspnet import pspnet
 from tests.helpers.param_trees import expand, modules
@@ -138,9 +139,11 @@ def test_eval_mode_init_creates_aux_params():
 # --- ASPP rates -------------------------------------------------------------------------------
 
 def _conv_dilations(module, features) -> list[int]:
-  """The rhs_dilation of every convolution `module` runs, in order (from its jaxpr)."""
+  """The rhs_dilation of every convolution `module` runs, in order (from its jaxpr, traced with
+  every convolution as XLA's: on CPU, 1x1 and depthwise ones are otherwise other operations)."""
   variables = jax.eval_shape(lambda: module.init(jax.random.key(0), features))
-  jaxpr = str(jax.make_jaxpr(lambda v: module.apply(v, features))(variables))
+  with layers.conv_lowering('xla'):
+    jaxpr = str(jax.make_jaxpr(lambda v: module.apply(v, features))(variables))
   return [int(d) for d in re.findall(r'rhs_dilation=\((\d+), \d+\)', jaxpr)]
 
 
