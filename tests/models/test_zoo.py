@@ -15,6 +15,7 @@ from semseg_jax import optimizers
 from semseg_jax import sharding
 from semseg_jax import train_state
 from semseg_jax import train_step
+from semseg_jax.models import layers
 from semseg_jax.tools import model_stats as stats
 from semseg_jax.tools import model_table as table
 from tests.helpers import host_init
@@ -53,6 +54,13 @@ def test_tiny_model_outputs(key):
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables['params']))
 
 
+def _traced_with_xla_convolutions(fn):
+  def traced(*args):
+    with layers.conv_lowering('xla'):
+      return fn(*args)
+  return traced
+
+
 def _one_train_step(key: str) -> dict:
   """One jitted train step (the training loop's, SGD) of the tiny model on a batch of 4 with
   ignored pixels, from host-drawn initial values (compiling the model's initialisers, which its
@@ -82,6 +90,10 @@ def _one_train_step(key: str) -> dict:
 
   shardings = sharding.state_shardings(jax.eval_shape(lambda: initial_state(0)), mesh)
   step_fn = train_step.make_train_step(model, tx, schedule, config, shardings, mesh)
+  # Traced with XLA's convolutions: the CPU lowerings (depthwise as shifted multiply-adds,
+  # written-out gradients) add ~10-20% to a step's compile, and they are checked against XLA's,
+  # values and gradients, in tests/models/test_layers.py; the end-to-end runs train with them.
+  step_fn = _traced_with_xla_convolutions(step_fn)
   rng = np.random.default_rng(0)
   batch = {'image': rng.normal(size=(4, *input_hw, 3)).astype(np.float32),
            'label': rng.integers(0, zoo_specs.NUM_CLASSES, (4, *input_hw)).astype(np.int32)}
@@ -143,7 +155,6 @@ def test_multiply_adds_of_convs_a_transposed_conv_and_a_dense_layer():
   """Depthwise and 1x1 convolutions count their multiply-adds however the backend computes
   them (on CPU: shifted multiply-adds and a matrix product, layers.conv_lowering)."""
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  from semseg_jax.models import layers  # pylint: disable=g-import-not-at-top
 
   class Tiny(nn.Module):
     @nn.compact
