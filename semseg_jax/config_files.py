@@ -7,8 +7,6 @@ import os
 import pathlib
 import sys
 
-import ml_collections
-
 
 def configs_dir() -> pathlib.Path | None:
   """Where the `configs` package lives (the checkout's when run from its root, else the installed
@@ -61,18 +59,6 @@ def problem(argv: list[str]) -> str | None:
               f'{os.getcwd()}, or {names}, e.g. ade20k_segformer; arguments follow a colon, '
               'e.g. ade20k_segformer:b2).')
   return None
-
-
-def load(value: str) -> ml_collections.ConfigDict:
-  """The config that `--config=value` gives (a path or a config's name, then :arguments),
-  for programs that build a config without the --config flag."""
-  path, _, arguments = resolve(value).partition(':')
-  if not os.path.isfile(path):
-    raise FileNotFoundError(problem([f'--config={value}']))
-  spec = importlib.util.spec_from_file_location(f'_config_{pathlib.Path(path).stem}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arguments or None)
 
 
 def checked_argv(argv: list[str]) -> list[str]:

@@ -99,19 +99,26 @@ def conv_lowering(kind: str) -> Iterator[None]:
     _CONV_LOWERING.reset(token)
 
 
+def _tap_window(x: jax.Array, i: int, j: int, strides: tuple[int, int],
+                dilation: tuple[int, int], out_hw: tuple[int, int]) -> jax.Array:
+  """The [N, out_h, out_w, C] strided window of (already padded) NHWC `x` that kernel tap
+  (i, j) multiplies."""
+  (sh, sw), (dh, dw), (out_h, out_w) = strides, dilation, out_hw
+  return jax.lax.slice(
+      x, (0, i * dh, j * dw, 0),
+      (x.shape[0], i * dh + (out_h - 1) * sh + 1, j * dw + (out_w - 1) * sw + 1, x.shape[3]),
+      (1, sh, sw, 1))
+
+
 def _shifted_taps(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
                   dilation: tuple[int, int], out_hw: tuple[int, int]) -> jax.Array:
-  """sum over taps (i, j) of the strided window of (already padded) NHWC `x` at (i, j) * d times
-  kernel[i, j] ([kh, kw, C]), accumulated in float32 at least."""
-  (sh, sw), (dh, dw), (out_h, out_w) = strides, dilation, out_hw
+  """sum over taps (i, j) of `_tap_window(x, i, j)` times kernel[i, j] ([kh, kw, C]),
+  accumulated in float32 at least."""
   accumulate = jnp.promote_types(x.dtype, jnp.float32)
   total = None
   for i in range(kernel.shape[0]):
     for j in range(kernel.shape[1]):
-      window = jax.lax.slice(
-          x, (0, i * dh, j * dw, 0),
-          (x.shape[0], i * dh + (out_h - 1) * sh + 1, j * dw + (out_w - 1) * sw + 1, x.shape[3]),
-          (1, sh, sw, 1))
+      window = _tap_window(x, i, j, strides, dilation, out_hw)
       term = (window * kernel[i, j]).astype(accumulate)
       total = term if total is None else total + term
   return total.astype(x.dtype)
@@ -159,16 +166,9 @@ def _depthwise_backward(strides, pads, dilation, residuals, grad):
   grad_x = grad_x[:, pads[0][0]:pads[0][0] + x.shape[1], pads[1][0]:pads[1][0] + x.shape[2]]
   padded = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
   accumulate = jnp.promote_types(x.dtype, jnp.float32)
-  products = []
-  for i in range(kh):
-    for j in range(kw):
-      window = jax.lax.slice(
-          padded, (0, i * dilation[0], j * dilation[1], 0),
-          (x.shape[0], i * dilation[0] + (out_hw[0] - 1) * strides[0] + 1,
-           j * dilation[1] + (out_hw[1] - 1) * strides[1] + 1, x.shape[3]),
-          (1, strides[0], strides[1], 1))
-      products.append((window * grad).astype(accumulate))
-  sums = jax.lax.reduce(tuple(products), tuple(jnp.zeros((), accumulate) for _ in products),
+  products = tuple((_tap_window(padded, i, j, strides, dilation, out_hw) * grad).astype(accumulate)
+                   for i in range(kh) for j in range(kw))
+  sums = jax.lax.reduce(products, tuple(jnp.zeros((), accumulate) for _ in products),
                         lambda a, b: tuple(u + v for u, v in zip(a, b)), (0, 1, 2))
   grad_kernel = jnp.stack(sums).reshape(kernel.shape).astype(kernel.dtype)
   return grad_x, grad_kernel
@@ -189,7 +189,8 @@ def _depthwise(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
 
 
 def grouped_conv(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
-                 padding: str | Sequence[tuple[int, int]], lhs_dilation: Sequence[int] | None = None,
+                 padding: str | Sequence[tuple[int, int]],
+                 lhs_dilation: Sequence[int] | None = None,
                  rhs_dilation: Sequence[int] | None = None, dimension_numbers: Any = None,
                  feature_group_count: int = 1, precision: Any = None, **kwargs: Any
                  ) -> jax.Array:
@@ -212,12 +213,11 @@ def grouped_conv(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
     window = [d * (k - 1) + 1 for d, k in zip(dilation, rhs.shape[:2])]
     pads = (jax.lax.padtype_to_pads(lhs.shape[1:3], window, strides, padding)
             if isinstance(padding, str) else [tuple(p) for p in padding])
-    if any(p < 0 for pair in pads for p in pair):
-      pass
-    elif feature_group_count == lhs.shape[-1] > 1 and rhs.shape[2] == 1:
+    pad_values = [p for pair in pads for p in pair]
+    if (feature_group_count == lhs.shape[-1] > 1 and rhs.shape[2] == 1
+        and min(pad_values) >= 0):
       return _depthwise(lhs, rhs, strides, pads, dilation)
-    elif (feature_group_count == 1 and rhs.shape[:2] == (1, 1)
-          and all(p == 0 for pair in pads for p in pair)):
+    if feature_group_count == 1 and rhs.shape[:2] == (1, 1) and not any(pad_values):
       x = lhs[:, ::strides[0], ::strides[1]]
       # On [pixels, channels]: the kernel gradient then contracts the leading dimension of two
       # matrices, which XLA:CPU hands to its matrix multiply as they are; contracting (N, H, W)

@@ -16,6 +16,7 @@ Needs PyTorch and transformers: `pip install -e ".[torch]"`.
 
 import dataclasses
 import json
+import os
 import platform
 import statistics
 import sys
@@ -27,10 +28,10 @@ from absl import flags
 import jax
 import numpy as np
 
-from semseg_jax import config_files
 from semseg_jax import sharding
 from semseg_jax import train_state
 from semseg_jax import train_step
+from semseg_jax.tools import model_table
 
 try:
   import torch  # pylint: disable=g-import-not-at-top
@@ -44,8 +45,10 @@ FLAGS = flags.FLAGS
 
 @dataclasses.dataclass(frozen=True)
 class Pair:
-  """One model in both implementations: our config (name:argument) and the reference's maker."""
+  """One model in both implementations: our config (configs/<config>.py:<argument>) and the
+  reference's maker."""
   config: str
+  argument: str
   reference: Callable[[int], Any]
   aux_weight: float  # The auxiliary head's loss weight (0: none).
 
@@ -67,9 +70,9 @@ def _torch_deeplabv3plus(num_classes: int):
 
 
 PAIRS = {
-    'segformer_b0': Pair('ade20k_segformer:b0', _hf_segformer('b0'), 0.0),
-    'segformer_b2': Pair('ade20k_segformer:b2', _hf_segformer('b2'), 0.0),
-    'deeplabv3plus_r50': Pair('ade20k_deeplabv3plus:r50', _torch_deeplabv3plus, 0.4),
+    'segformer_b0': Pair('ade20k_segformer', 'b0', _hf_segformer('b0'), 0.0),
+    'segformer_b2': Pair('ade20k_segformer', 'b2', _hf_segformer('b2'), 0.0),
+    'deeplabv3plus_r50': Pair('ade20k_deeplabv3plus', 'r50', _torch_deeplabv3plus, 0.4),
 }
 
 flags.DEFINE_list('models', ['segformer_b0', 'deeplabv3plus_r50'],
@@ -78,7 +81,7 @@ flags.DEFINE_integer('batch_size', 2, 'Images per step.')
 flags.DEFINE_list('crop', ['512', '512'], 'Input height,width.')
 flags.DEFINE_integer('num_classes', 150, 'Output classes.')
 flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'],
-                  'Compute dtype (parameters stay float32; PyTorch: CPU/CUDA autocast).')
+                  'Compute dtype (parameters stay float32; PyTorch: CPU autocast).')
 flags.DEFINE_float('lr', 6e-5, "AdamW's learning rate (both sides).")
 flags.DEFINE_float('weight_decay', 0.01, "AdamW's weight decay (both sides).")
 flags.DEFINE_integer('warmup', 2, 'Untimed steps of each kind before the rounds.')
@@ -90,7 +93,7 @@ flags.DEFINE_string('output', 'compare_speed.json', 'Where the figures are writt
 def our_config(pair: Pair, batch_size: int, crop: tuple[int, int], dtype: str,
                lr: float, weight_decay: float):
   """The model's config with the comparison's shared settings."""
-  config = config_files.load(pair.config)
+  config = model_table.load_config(pair.config, pair.argument)
   config.train.batch_size = batch_size
   config.augment.crop_size = crop
   config.model.dtype = dtype
@@ -139,9 +142,6 @@ def reference(pair: Pair, images: np.ndarray, labels: np.ndarray, num_classes: i
   y = torch.from_numpy(labels.astype(np.int64))
   autocast = torch.autocast('cpu', torch.bfloat16, enabled=dtype == 'bfloat16')
 
-  def logits_of(outputs):
-    return outputs.logits if hasattr(outputs, 'logits') else outputs
-
   def loss_of(outputs) -> torch.Tensor:
     outputs = outputs if isinstance(outputs, tuple) else (outputs.logits,)
     losses = [torch.nn.functional.cross_entropy(
@@ -161,8 +161,7 @@ def reference(pair: Pair, images: np.ndarray, labels: np.ndarray, num_classes: i
   def inference():
     model.eval()
     with torch.inference_mode(), autocast:
-      out = model(x)
-      logits_of(out if not isinstance(out, tuple) else out[0])
+      model(x)
   return train, inference, sum(p.numel() for p in model.parameters())
 
 
@@ -185,20 +184,20 @@ def compare(name: str, batch_size: int, crop: tuple[int, int], num_classes: int,
   our_train, our_infer, our_params = ours(pair, images, labels, num_classes, **settings)
   their_train, their_infer, their_params = reference(pair, images, labels, num_classes,
                                                      **settings)
-  for fn in (our_train, our_infer, their_train, their_infer):  # Compiles ours.
+  # In this order in every round: the two sides alternate under the same machine load.
+  sides = {'ours_train': our_train, 'reference_train': their_train,
+           'ours_inference': our_infer, 'reference_inference': their_infer}
+  for fn in sides.values():  # Compiles ours.
     _seconds(fn, warmup)
   warmup_s = time.perf_counter() - start
-  times = {key: [] for key in ('ours_train', 'reference_train', 'ours_inference',
-                               'reference_inference')}
+  times = {key: [] for key in sides}
   for _ in range(rounds):
-    times['ours_train'].append(_seconds(our_train, steps))
-    times['reference_train'].append(_seconds(their_train, steps))
-    times['ours_inference'].append(_seconds(our_infer, steps))
-    times['reference_inference'].append(_seconds(their_infer, steps))
+    for key, fn in sides.items():
+      times[key].append(_seconds(fn, steps))
   rates = {f'{key}_images_per_s': batch_size / statistics.median(seconds)
            for key, seconds in times.items()}
   return {
-      'model': name, 'ours_config': pair.config, 'batch_size': batch_size,
+      'model': name, 'ours_config': f'{pair.config}:{pair.argument}', 'batch_size': batch_size,
       'crop': list(crop), 'num_classes': num_classes, 'dtype': dtype,
       'ours_params': our_params, 'reference_params': their_params, **rates,
       'train_ratio': rates['ours_train_images_per_s'] / rates['reference_train_images_per_s'],
@@ -210,7 +209,7 @@ def compare(name: str, batch_size: int, crop: tuple[int, int], num_classes: int,
 
 def machine() -> dict:
   return {'platform': platform.platform(), 'processor': platform.processor(),
-          'cpu_count': __import__('os').cpu_count(),
+          'cpu_count': os.cpu_count(),
           'jax': jax.__version__, 'jax_devices': f'{jax.device_count()} x '
           f'{jax.devices()[0].device_kind}', 'torch': torch.__version__,
           'torch_threads': torch.get_num_threads(), 'transformers': transformers.__version__}
