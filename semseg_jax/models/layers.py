@@ -230,6 +230,24 @@ def grouped_conv(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
                                       precision=precision, **kwargs)
 
 
+def attention(query: jax.Array, key: jax.Array, value: jax.Array, scale: float,
+              dtype: Any) -> jax.Array:
+  """Softmax attention of query [N, T, heads, d] over key [N, S, heads, d] and value
+  [N, S, heads, dv] -> [N, T, heads, dv]: softmax(scale * q k^T) (in float32) v. On GPU in
+  bfloat16 or float16 with one head size the cuDNN kernels may take (d = dv, a multiple of 8,
+  at most 128): `jax.nn.dot_product_attention`'s fused cuDNN attention, which never writes the
+  [T, S] scores to memory."""
+  head_dim = query.shape[-1]
+  if (jax.default_backend() == 'gpu' and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+      and value.shape[-1] == head_dim and head_dim % 8 == 0 and head_dim <= 128):
+    return jax.nn.dot_product_attention(query.astype(dtype), key.astype(dtype),
+                                        value.astype(dtype), scale=scale,
+                                        implementation='cudnn')
+  scores = jnp.einsum('nqhd,nkhd->nhqk', query, key) * scale
+  probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(dtype)
+  return jnp.einsum('nhqk,nkhd->nqhd', probs, value)
+
+
 def conv2d(features: int, kernel_size: int | tuple[int, int], stride: int = 1,
            dilation: int = 1, padding: Padding = None, groups: int = 1, use_bias: bool = False,
            kernel_init: Initializer | None = None,

@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from semseg_jax.models.layers import (DropPath, bilinear_resize, conv2d, fan_out_conv,
+from semseg_jax.models.layers import (DropPath, attention, bilinear_resize, conv2d, fan_out_conv,
                                       stage_drop_path_rates, trunc_normal_init)
 
 SEGFORMER_VARIANTS: dict[str, dict] = {
@@ -79,9 +79,7 @@ class EfficientSelfAttention(nn.Module):
     kv = kv.reshape(n, -1, c)
     key = Dense(c, dtype=self.dtype, name='key')(kv).reshape(n, -1, self.num_heads, head_dim)
     value = Dense(c, dtype=self.dtype, name='value')(kv).reshape(n, -1, self.num_heads, head_dim)
-    scores = jnp.einsum('nqhd,nkhd->nhqk', query, key) * head_dim**-0.5
-    probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(self.dtype)
-    out = jnp.einsum('nhqk,nkhd->nqhd', probs, value).reshape(n, h, w, c)
+    out = attention(query, key, value, head_dim**-0.5, self.dtype).reshape(n, h, w, c)
     return Dense(c, dtype=self.dtype, name='proj')(out)
 
 

@@ -57,7 +57,7 @@ import jax
 import jax.numpy as jnp
 
 from semseg_jax.models.layers import (ConvBNAct, DropPath, SegClassifier, adaptive_avg_pool,
-                                      batch_norm, bilinear_resize, fan_out_conv)
+                                      attention, batch_norm, bilinear_resize, fan_out_conv)
 
 # Inverted residual blocks as (kernel k, expansion t, channels c, stride s), after the stem.
 _BLOCKS_T = ((3, 1, 16, 1), (3, 4, 16, 2), (3, 3, 16, 1), (5, 3, 32, 2), (5, 3, 32, 1),
@@ -163,9 +163,7 @@ class Attention(nn.Module):
     query = query.reshape(n, h * w, self.num_heads, self.key_dim)
     key = key.reshape(n, h * w, self.num_heads, self.key_dim)
     value = value.reshape(n, h * w, self.num_heads, value_dim)
-    scores = jnp.einsum('nqhd,nkhd->nhqk', query, key)
-    probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(self.dtype)
-    out = jnp.einsum('nhqk,nkhd->nqhd', probs, value).reshape(n, h, w, -1)
+    out = attention(query, key, value, 1.0, self.dtype).reshape(n, h, w, -1)  # No scale.
     return ConvBN(c, zero_init_gamma=True, dtype=self.dtype, name='proj')(jax.nn.relu6(out),
                                                                           train)
 

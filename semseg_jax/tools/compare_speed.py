@@ -31,6 +31,7 @@ import numpy as np
 from semseg_jax import sharding
 from semseg_jax import train_state
 from semseg_jax import train_step
+from semseg_jax.tools import model_stats
 from semseg_jax.tools import model_table
 
 try:
@@ -107,9 +108,10 @@ def our_config(pair: Pair, batch_size: int, crop: tuple[int, int], dtype: str,
 
 
 def ours(pair: Pair, images: np.ndarray, labels: np.ndarray, num_classes: int, **settings
-         ) -> tuple[Callable[[], Any], Callable[[], Any], int]:
-  """(one train step, one inference, parameter count) of semseg_jax's model, jitted and
-  compiled; each call blocks until its result is ready."""
+         ) -> tuple[Callable[[], Any], Callable[[], Any], Callable[[], Any], int, int]:
+  """(one train step, one inference, wait for the device, parameter count, multiply-adds of
+  one image's inference) of semseg_jax's model, jitted; the steps are dispatched without
+  waiting (the device's queue stays full, as in training), the third call waits for them."""
   config = our_config(pair, images.shape[0], images.shape[1:3], **settings)
   mesh = sharding.make_mesh(config.mesh)
   model, tx, schedule = train_state.build_model_and_optimizer(config, num_classes)
@@ -119,28 +121,39 @@ def ours(pair: Pair, images: np.ndarray, labels: np.ndarray, num_classes: int, *
   batch = jax.device_put({'image': images, 'label': labels}, batch_sharding)
   step = train_step.make_train_step(model, tx, schedule, config, shardings, mesh)
   infer = jax.jit(lambda variables, x: model.apply(variables, x, train=False)['logits'])
-  holder = {'state': state}
+  holder = {'state': state, 'last': None}
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  macs = model_stats.inference_macs(model, images.shape[1:3])
 
   def train():
-    holder['state'], metrics = step(holder['state'], batch)
-    jax.block_until_ready(metrics)
+    holder['state'], holder['last'] = step(holder['state'], batch)
 
   def inference():
-    jax.block_until_ready(infer(holder['state'].variables(), batch['image']))
-  return train, inference, num_params
+    holder['last'] = infer(holder['state'].variables(), batch['image'])
+
+  def wait():
+    jax.block_until_ready((holder['state'], holder['last']))
+  return train, inference, wait, num_params, macs
 
 
 def reference(pair: Pair, images: np.ndarray, labels: np.ndarray, num_classes: int,
-              dtype: str, lr: float, weight_decay: float
-              ) -> tuple[Callable[[], Any], Callable[[], Any], int]:
-  """(one train step, one inference, parameter count) of the PyTorch reference."""
+              dtype: str, lr: float, weight_decay: float, device: str = 'cpu',
+              compile_model: bool = False, channels_last: bool = False
+              ) -> tuple[Callable[[], Any], Callable[[], Any], Callable[[], Any], int]:
+  """(one train step, one inference, wait for the device, parameter count) of the PyTorch
+  reference on `device` ('cpu' or 'cuda'), optionally through `torch.compile` and in the
+  channels-last memory format."""
   torch.manual_seed(0)
-  model = pair.reference(num_classes)
+  model = pair.reference(num_classes).to(device)
+  num_params = sum(p.numel() for p in model.parameters())
   optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-  x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
-  y = torch.from_numpy(labels.astype(np.int64))
-  autocast = torch.autocast('cpu', torch.bfloat16, enabled=dtype == 'bfloat16')
+  x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy()).to(device)
+  y = torch.from_numpy(labels.astype(np.int64)).to(device)
+  if channels_last:
+    model = model.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+  forward = torch.compile(model) if compile_model else model
+  autocast = torch.autocast(device, torch.bfloat16, enabled=dtype == 'bfloat16')
 
   def loss_of(outputs) -> torch.Tensor:
     outputs = outputs if isinstance(outputs, tuple) else (outputs.logits,)
@@ -154,52 +167,69 @@ def reference(pair: Pair, images: np.ndarray, labels: np.ndarray, num_classes: i
     model.train()
     optimizer.zero_grad(set_to_none=True)
     with autocast:
-      loss = loss_of(model(x))
+      loss = loss_of(forward(x))
     loss.backward()
     optimizer.step()
 
   def inference():
     model.eval()
     with torch.inference_mode(), autocast:
-      model(x)
-  return train, inference, sum(p.numel() for p in model.parameters())
+      forward(x)
+
+  def wait():
+    if device != 'cpu':
+      torch.cuda.synchronize()
+  return train, inference, wait, num_params
 
 
-def _seconds(fn: Callable[[], Any], steps: int) -> float:
+def _seconds(fn: Callable[[], Any], wait: Callable[[], Any], steps: int) -> float:
+  """Seconds per call of `fn` over `steps` calls, waiting for the device once at the end."""
+  wait()
   start = time.perf_counter()
   for _ in range(steps):
     fn()
+  wait()
   return (time.perf_counter() - start) / steps
 
 
 def compare(name: str, batch_size: int, crop: tuple[int, int], num_classes: int, dtype: str,
-            lr: float, weight_decay: float, warmup: int, rounds: int, steps: int) -> dict:
-  """The figures of one model: images/s of each side (median round) and ours / reference."""
+            lr: float, weight_decay: float, warmup: int, rounds: int, steps: int,
+            device: str = 'cpu', torch_compile: bool = False, channels_last: bool = False
+            ) -> dict:
+  """The figures of one model: images/s of each side (median round), ours / reference, and
+  the multiply-adds of one image's inference. `device`, `torch_compile` and `channels_last`
+  are the reference's (ours runs on jax's default backend)."""
   pair = PAIRS[name]
   rng = np.random.default_rng(0)
   images = rng.normal(size=(batch_size, *crop, 3)).astype(np.float32)
   labels = rng.integers(0, num_classes, (batch_size, *crop)).astype(np.int32)
   settings = dict(dtype=dtype, lr=lr, weight_decay=weight_decay)
   start = time.perf_counter()
-  our_train, our_infer, our_params = ours(pair, images, labels, num_classes, **settings)
-  their_train, their_infer, their_params = reference(pair, images, labels, num_classes,
-                                                     **settings)
+  our_train, our_infer, our_wait, our_params, macs = ours(pair, images, labels, num_classes,
+                                                          **settings)
+  their_train, their_infer, their_wait, their_params = reference(
+      pair, images, labels, num_classes, **settings, device=device,
+      compile_model=torch_compile, channels_last=channels_last)
   # In this order in every round: the two sides alternate under the same machine load.
-  sides = {'ours_train': our_train, 'reference_train': their_train,
-           'ours_inference': our_infer, 'reference_inference': their_infer}
-  for fn in sides.values():  # Compiles ours.
-    _seconds(fn, warmup)
+  sides = {'ours_train': (our_train, our_wait), 'reference_train': (their_train, their_wait),
+           'ours_inference': (our_infer, our_wait),
+           'reference_inference': (their_infer, their_wait)}
+  for fn, wait in sides.values():  # Compiles (ours; the reference's under torch.compile).
+    _seconds(fn, wait, warmup)
   warmup_s = time.perf_counter() - start
   times = {key: [] for key in sides}
   for _ in range(rounds):
-    for key, fn in sides.items():
-      times[key].append(_seconds(fn, steps))
+    for key, (fn, wait) in sides.items():
+      times[key].append(_seconds(fn, wait, steps))
   rates = {f'{key}_images_per_s': batch_size / statistics.median(seconds)
            for key, seconds in times.items()}
   return {
       'model': name, 'ours_config': f'{pair.config}:{pair.argument}', 'batch_size': batch_size,
       'crop': list(crop), 'num_classes': num_classes, 'dtype': dtype,
-      'ours_params': our_params, 'reference_params': their_params, **rates,
+      'reference_device': device, 'torch_compile': torch_compile,
+      'channels_last': channels_last,
+      'ours_params': our_params, 'reference_params': their_params,
+      'inference_macs_per_image': macs, **rates,
       'train_ratio': rates['ours_train_images_per_s'] / rates['reference_train_images_per_s'],
       'inference_ratio': (rates['ours_inference_images_per_s']
                           / rates['reference_inference_images_per_s']),

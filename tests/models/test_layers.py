@@ -388,3 +388,21 @@ def test_drop_path():
   assert np.all(per_sample.min(1) == per_sample.max(1))  # whole samples kept or dropped
   np.testing.assert_allclose(np.unique(per_sample), [0.0, 1 / 0.75], rtol=1e-6)
   assert abs((per_sample[:, 0] == 0).mean() - 0.25) < 0.03
+
+
+@pytest.mark.parametrize('value_dim,scale', [(8, 8**-0.5), (16, 1.0)])
+def test_attention_is_softmax_of_scaled_scores_times_values(value_dim, scale):
+  """Against a NumPy brute force, per batch element and head (SegFormer's scaled heads;
+  TopFormer's unscaled ones with wider values). On CPU every dtype takes this path; cuDNN's
+  fused kernel is for GPUs in half precision."""
+  rng = np.random.default_rng(0)
+  query, key = (rng.normal(size=(2, n, 3, 8)).astype(np.float32) for n in (10, 6))
+  value = rng.normal(size=(2, 6, 3, value_dim)).astype(np.float32)
+  out = np.asarray(layers.attention(query, key, value, scale, jnp.float32))
+  assert out.shape == (2, 10, 3, value_dim)
+  for b in range(2):
+    for h in range(3):
+      scores = scale * query[b, :, h] @ key[b, :, h].T
+      probs = np.exp(scores - scores.max(1, keepdims=True))
+      probs /= probs.sum(1, keepdims=True)
+      np.testing.assert_allclose(out[b, :, h], probs @ value[b, :, h], rtol=1e-5, atol=1e-6)
