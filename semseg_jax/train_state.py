@@ -50,12 +50,9 @@ def build_model_and_optimizer(config: ml_collections.ConfigDict, num_classes: in
   return model, tx, schedule
 
 
-def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
-                       input_hw: tuple[int, int], mesh: Mesh,
-                       partition_rules: Any = ()) -> tuple[TrainState, Any]:
-  """The initial state, created by a jitted init directly into its shardings (replicated, or
-  by config.mesh.partition_rules: see sharding.leaf_spec). The key is an argument of the jitted
-  function, so that states of other seeds reuse its compilation."""
+def _initial_state(model: nn.Module, tx: optax.GradientTransformation,
+                   input_hw: tuple[int, int]):
+  """rng -> the initial TrainState (the function that create_train_state jits)."""
   def init(rng):
     param_rng, dropout_rng = jax.random.split(rng)
     images = jnp.zeros((1, *input_hw, 3), jnp.float32)
@@ -64,9 +61,28 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
                       skipped_steps=jnp.zeros((), jnp.int32), bad_streak=jnp.zeros((), jnp.int32))
-  abstract = jax.eval_shape(init, rng)
+  return init
+
+
+def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation,
+                         input_hw: tuple[int, int], mesh: Mesh, partition_rules: Any = ()
+                         ) -> tuple[TrainState, Any]:
+  """The initial state's shapes, dtypes and shardings (jax.ShapeDtypeStruct leaves; nothing
+  is computed), and the shardings: what lowering a step needs."""
+  abstract = jax.eval_shape(_initial_state(model, tx, input_hw), jax.random.key(0))
   shardings = sharding.state_shardings(abstract, mesh, partition_rules)
-  return jax.jit(init, out_shardings=shardings)(rng), shardings
+  return jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
+                      abstract, shardings), shardings
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
+                       input_hw: tuple[int, int], mesh: Mesh,
+                       partition_rules: Any = ()) -> tuple[TrainState, Any]:
+  """The initial state, created by a jitted init directly into its shardings (replicated, or
+  by config.mesh.partition_rules: see sharding.leaf_spec). The key is an argument of the jitted
+  function, so that states of other seeds reuse its compilation."""
+  _, shardings = abstract_train_state(model, tx, input_hw, mesh, partition_rules)
+  return jax.jit(_initial_state(model, tx, input_hw), out_shardings=shardings)(rng), shardings
 
 
 PRETRAINED_FIELDS = (('pretrained', 'model'), ('backbone_pretrained', 'backbone'))

@@ -2,13 +2,16 @@
 of the compiled step), compile time, and train and inference images/s at the config's crop,
 after warm-up; then the evaluation step (config.eval: whole or slide, scales, flip) on one image
 of config.benchmark.eval_image_hw per device: its compile time, XLA's memory plan for it (peak
-bytes per device: arguments + outputs + temporaries) and seconds per image.
+bytes per device: arguments + outputs + temporaries), seconds per image, and the bare model's
+seconds for the same views (each scale's canvas or windows, flipped too) with what the
+evaluation costs beyond them in percent (eval_overhead_percent).
 
 Inputs are random arrays already on the devices, so the figures measure the model and the
 step, not the input pipeline.
 """
 
 import json
+import math
 import os
 import time
 from typing import Any, Callable
@@ -72,10 +75,36 @@ def eval_batch(config: ml_collections.ConfigDict, image_hw: tuple[int, int], n: 
           'label_hw': np.tile(label_hw, (n, 1))}
 
 
+def bare_model_seconds(config: ml_collections.ConfigDict, model: Any, variables: Any,
+                       image_hw: tuple[int, int]) -> float:
+  """Seconds the model alone (a jitted inference forward, on one device) takes for what the
+  evaluation of one image of image_hw feeds it: at each test scale, the padded canvas (whole
+  mode) or its windows in batches of config.eval.windows_per_step (slide mode); twice with
+  flip. The evaluation step's own cost is what it takes beyond this."""
+  eval_config = config.eval
+  forward = jax.jit(lambda v, x: model.apply(v, x, train=False)['logits'])
+  single = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  on_one_device = jax.device_put(variables, single)
+  total = 0.0
+  for h, w in pipeline.eval_view_sizes(image_hw, eval_config):
+    canvas = [pipeline.round_up(x, eval_config.pad_multiple) for x in (h, w)]
+    calls, shape = 1, (1, *canvas, 3)
+    if eval_config.mode == 'slide':
+      window = [min(c, s) for c, s in zip(eval_config.crop_size, canvas)]
+      windows = math.prod(inference.windows_along(size, win, stride) for size, win, stride
+                          in zip(canvas, window, eval_config.stride))
+      per_step = max(1, min(eval_config.windows_per_step, windows))
+      calls, shape = -(-windows // per_step), (per_step, *window, 3)
+    images = jax.device_put(np.zeros(shape, np.float32), single)
+    total += calls * _time_steps(forward, (on_one_device, images), 1, 1, carry_first=False)
+  return total * (2 if eval_config.flip else 1)
+
+
 def eval_figures(config: ml_collections.ConfigDict, model: Any, variables: Any, mesh: Any,
                  num_classes: int) -> dict:
   """Compile time, XLA's per-device memory plan and seconds per image of the evaluation step
-  on one config.benchmark.eval_image_hw image per device."""
+  on one config.benchmark.eval_image_hw image per device, and what that costs beyond the bare
+  model's time for the same views (`bare_model_seconds`), in percent."""
   n = jax.device_count()
   image_hw = tuple(config.benchmark.eval_image_hw)
   batch_sharding = sharding.batch_sharding(mesh, tuple(config.mesh.data_axes))
@@ -88,6 +117,7 @@ def eval_figures(config: ml_collections.ConfigDict, model: Any, variables: Any, 
   compile_s = time.perf_counter() - start
   peak = planned_peak_bytes(compiled)
   step_s = _time_steps(compiled, (variables, batch), 1, 1, carry_first=False)
+  model_s = bare_model_seconds(config, model, variables, image_hw)
   views = len(pipeline.eval_scales(config.eval)) * (2 if config.eval.flip else 1)
   return {
       'eval_mode': (f'{config.eval.mode} {views} view(s)' + (
@@ -97,6 +127,8 @@ def eval_figures(config: ml_collections.ConfigDict, model: Any, variables: Any, 
       'eval_compile_s': compile_s,
       'eval_peak_GiB_per_device': peak / 2**30,
       'eval_s_per_image': step_s / n,
+      'eval_model_s_per_image': model_s,
+      'eval_overhead_percent': 100 * (step_s / n / model_s - 1),
   }
 
 

@@ -557,8 +557,10 @@ def test_benchmark_mode_measures_the_figures(tmp_path):
   figures = json.loads((tmp_path / 'benchmark.json').read_text())
   for key in ('params_M', 'inference_GFLOPs_per_image', 'train_compile_s',
               'train_images_per_s', 'inference_images_per_s', 'eval_peak_GiB_per_device',
-              'eval_s_per_image'):
+              'eval_s_per_image', 'eval_model_s_per_image'):
     assert key in figures
+  assert figures['eval_overhead_percent'] == pytest.approx(
+      100 * (figures['eval_s_per_image'] / figures['eval_model_s_per_image'] - 1))
   assert figures['inference_GFLOPs_per_image'] > 0 and figures['train_images_per_s'] > 0
   assert figures['eval_image'] == '1x40x72' and figures['eval_peak_GiB_per_device'] > 0
   assert figures['eval_mode'].startswith('slide 1 view(s) window (32, 32) stride (24, 24)')

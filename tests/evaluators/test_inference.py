@@ -264,3 +264,32 @@ def test_one_compiled_function_serves_any_size():
     expected = _torch_bilinear(np.asarray(logits)[:image_hw[0], :image_hw[1]], *label_hw)
     np.testing.assert_allclose(np.asarray(out)[:label_hw[0], :label_hw[1]], expected, atol=1e-5)
   assert fn._cache_size() == 1
+
+
+@pytest.mark.parametrize('mode,flip,views', [
+    # 48x80 at scales 0.5 and 1.0 -> canvases 32x64 and 64x96 (padded to 32). Windows 32x32,
+    # stride 24: 1 x 3 = 3 windows (one call of 3), 3 x 4 = 12 (three calls of 4).
+    ('slide', True, [((3, 32, 32, 3), 1), ((4, 32, 32, 3), 3)]),
+    ('whole', False, [((1, 32, 64, 3), 1), ((1, 64, 96, 3), 1)]),
+])
+def test_the_bare_model_time_counts_every_view_and_window_the_evaluation_feeds(
+    mode, flip, views, monkeypatch):
+  """--mode=benchmark's eval overhead is measured against the model alone on the same views:
+  each scale's canvas (whole) or its windows in batches of windows_per_step (slide), twice with
+  flip."""
+  config = default.get_config()
+  config.eval.mode, config.eval.flip, config.eval.scales = mode, flip, (0.5, 1.0)
+  config.eval.resize_scale, config.eval.pad_multiple = (), 32
+  config.eval.crop_size, config.eval.stride, config.eval.windows_per_step = (32, 32), (24, 24), 4
+  timed = []
+
+  def one_second_per_call(fn, args, warmup, steps, carry_first):
+    del fn, warmup, steps, carry_first
+    timed.append(args[1].shape)
+    return 1.0
+  monkeypatch.setattr(model_benchmark, '_time_steps', one_second_per_call)
+  model = PixelModel()
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+  seconds = model_benchmark.bare_model_seconds(config, model, variables, (48, 80))
+  assert timed == [shape for shape, _ in views]
+  assert seconds == sum(calls for _, calls in views) * (2 if flip else 1)

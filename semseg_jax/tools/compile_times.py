@@ -1,0 +1,99 @@
+"""How long each zoo model's train step takes to trace and compile, on this machine:
+
+  python -m semseg_jax.tools.compile_times [--only=cityscapes_pspnet:r50,...] [--output=F]
+
+One row per model and variant of the README's model table (the first config that names it)
+and per SegFormer size: the training loop's own jitted step (train_step.make_train_step, the
+config's optimizer, losses and auxiliary heads) for the config's batch and crop on this
+process's devices, lowered from abstract inputs (nothing is allocated or run) and compiled with
+XLA's default flags. Prints a markdown table (trace + lower seconds, compile seconds, total) and
+writes JSON.
+"""
+
+import json
+import platform
+import time
+
+from absl import app
+from absl import flags
+import jax
+import ml_collections
+import numpy as np
+
+from semseg_jax import sharding
+from semseg_jax import train_state
+from semseg_jax import train_step
+from semseg_jax.tools import model_table
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list('only', [], 'config:argument entries to time (default: every model).')
+flags.DEFINE_string('output', 'compile_times.json', 'Where the table is written (JSON).')
+
+SEGFORMER_SIZES = ('b0', 'b1', 'b2', 'b3', 'b4', 'b5')
+
+
+def entries() -> list[tuple[str, str, int]]:
+  """(config, argument, classes) of every model and variant: the model table's first row of
+  each, then SegFormer's sizes."""
+  seen, found = set(), []
+  for row in model_table.ROWS:
+    config = model_table.load_config(row.config, row.argument)
+    key = (config.model.name, config.model.variant)
+    if key not in seen:
+      seen.add(key)
+      found.append((row.config, row.argument, row.num_classes))
+  return found + [('ade20k_segformer', size, 150) for size in SEGFORMER_SIZES]
+
+
+def time_train_step(config: ml_collections.ConfigDict, num_classes: int) -> dict:
+  """Seconds to trace and lower, and to compile, the train step of `config`."""
+  mesh = sharding.make_mesh(config.mesh)
+  crop = tuple(config.augment.crop_size)
+  model, tx, schedule = train_state.build_model_and_optimizer(config, num_classes)
+  state, shardings = train_state.abstract_train_state(model, tx, crop, mesh,
+                                                      config.mesh.partition_rules)
+  batch_sharding = sharding.batch_sharding(mesh, tuple(config.mesh.data_axes))
+  n = config.train.batch_size
+  batch = {'image': jax.ShapeDtypeStruct((n, *crop, 3), np.float32, sharding=batch_sharding),
+           'label': jax.ShapeDtypeStruct((n, *crop), np.int32, sharding=batch_sharding)}
+  step = train_step.make_train_step(model, tx, schedule, config, shardings, mesh)
+  start = time.perf_counter()
+  lowered = step.lower(state, batch)
+  lowered_at = time.perf_counter()
+  lowered.compile()
+  done = time.perf_counter()
+  return {'model': f'{config.model.name}-{config.model.variant}', 'batch': n, 'crop': list(crop),
+          'dtype': config.model.dtype, 'trace_and_lower_s': lowered_at - start,
+          'compile_s': done - lowered_at, 'total_s': done - start}
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  todo = entries()
+  if FLAGS.only:
+    known = {f'{c}:{a}' if a else c: (c, a, k) for c, a, k in todo}
+    unknown = [name for name in FLAGS.only if name not in known]
+    if unknown:
+      raise app.UsageError(f'--only: unknown {", ".join(unknown)}; known: {", ".join(known)}.')
+    todo = [known[name] for name in FLAGS.only]
+  machine = {'platform': platform.platform(), 'jax': jax.__version__,
+             'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}'}
+  print(json.dumps(machine))
+  print('| model | config | batch x crop | trace + lower (s) | compile (s) | total (s) |\n'
+        '|---|---|---|---|---|---|', flush=True)
+  rows = []
+  for config_name, argument, num_classes in todo:
+    row = {'config': f'{config_name}:{argument}' if argument else config_name,
+           **time_train_step(model_table.load_config(config_name, argument), num_classes)}
+    rows.append(row)
+    print(f'| {row["model"]} | `{row["config"]}` | {row["batch"]}x{row["crop"][0]}x'
+          f'{row["crop"][1]} | {row["trace_and_lower_s"]:.1f} | {row["compile_s"]:.1f} | '
+          f'{row["total_s"]:.1f} |', flush=True)
+    with open(FLAGS.output, 'w') as f:  # After each row: a run cut short keeps its figures.
+      json.dump({'machine': machine, 'rows': rows}, f, indent=1)
+  slowest = max(rows, key=lambda r: r['total_s'])
+  print(f'Slowest: {slowest["model"]} ({slowest["total_s"]:.1f} s). Written to {FLAGS.output}.')
+
+
+if __name__ == '__main__':
+  app.run(main)
