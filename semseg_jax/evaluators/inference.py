@@ -24,23 +24,34 @@ from semseg_jax.evaluators import mc_dropout
 from semseg_jax.losses import common
 
 
+def _bilinear_along(x: jax.Array, axis: int, valid: jax.Array, scale: jax.Array,
+                    size: int) -> jax.Array:
+  """`size` samples along `axis` of x's first `valid` entries (traced) scaled by `scale`
+  (traced): PyTorch's bilinear interpolation with align_corners=False, where output i reads
+  source position (i + 0.5) / scale - 0.5 (clamped to >= 0) from its two neighbours, the last
+  valid entry repeated beyond it. Two gathers and a blend: linear in the output size."""
+  source = jnp.maximum((jnp.arange(size, dtype=jnp.float32) + 0.5) / scale - 0.5, 0.0)
+  low = jnp.floor(source)
+  weight = (source - low).reshape([size if a == axis else 1 for a in range(x.ndim)])
+  low = jnp.minimum(low.astype(jnp.int32), valid - 1)
+  high = jnp.minimum(low + 1, valid - 1)
+  return (jnp.take(x, low, axis=axis) * (1 - weight)
+          + jnp.take(x, high, axis=axis) * weight)
+
+
 def resize_to_label(logits: jax.Array, image_hw: jax.Array, label_hw: jax.Array,
                     out_hw: tuple[int, int]) -> jax.Array:
   """Crops one example's logits [Hc, Wc, C] to image_hw and resizes them bilinearly
-  (align_corners=False) to label_hw, placed in an [out_h, out_w, C] canvas.
+  (align_corners=False) to label_hw, placed in an [out_h, out_w, C] canvas (beyond label_hw:
+  the edge repeated).
 
-  Sizes are traced values, so one compiled step serves images of any size in a canvas.
+  Sizes are traced values, so one compiled step serves images of any size in a canvas. Each
+  axis takes two gathers and a blend (`_bilinear_along`), not an interpolation matrix over the
+  canvas: at 150 classes the matrix products cost more than the model.
   """
-  canvas_h, canvas_w = logits.shape[:2]
-  # Replicate the last valid row/column outwards: resampling at the crop's edge then reads
-  # only valid logits, exactly as resizing the cropped array would.
-  rows = jnp.minimum(jnp.arange(canvas_h), image_hw[0] - 1)
-  cols = jnp.minimum(jnp.arange(canvas_w), image_hw[1] - 1)
-  cropped = logits[rows][:, cols]
   scale = label_hw.astype(jnp.float32) / image_hw.astype(jnp.float32)
-  return jax.image.scale_and_translate(
-      cropped, (out_hw[0], out_hw[1], logits.shape[-1]), (0, 1), scale,
-      jnp.zeros(2, jnp.float32), method='linear', antialias=False)
+  rows = _bilinear_along(logits, 0, image_hw[0], scale[0], out_hw[0])
+  return _bilinear_along(rows, 1, image_hw[1], scale[1], out_hw[1])
 
 
 def flip_valid(x: jax.Array, widths: jax.Array) -> jax.Array:
