@@ -1,6 +1,6 @@
 """How long each zoo model's train step takes to trace and compile, on this machine:
 
-  python -m semseg_jax.tools.compile_times [--only=cityscapes_pspnet:r50,...] [--output=F]
+  python -m semseg_jax.tools.compile_times [--only=cityscapes_pspnet:r50,...] [--table_json=F]
 
 One row per model and variant of the README's model table (the first config that names it)
 and per SegFormer size: the training loop's own jitted step (train_step.make_train_step, the
@@ -27,7 +27,7 @@ from semseg_jax.tools import model_table
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('only', [], 'config:argument entries to time (default: every model).')
-flags.DEFINE_string('output', 'compile_times.json', 'Where the table is written (JSON).')
+flags.DEFINE_string('table_json', 'compile_times.json', 'Where the table is written (JSON).')
 
 SEGFORMER_SIZES = ('b0', 'b1', 'b2', 'b3', 'b4', 'b5')
 
@@ -89,10 +89,11 @@ def main(argv: list[str]) -> None:
     print(f'| {row["model"]} | `{row["config"]}` | {row["batch"]}x{row["crop"][0]}x'
           f'{row["crop"][1]} | {row["trace_and_lower_s"]:.1f} | {row["compile_s"]:.1f} | '
           f'{row["total_s"]:.1f} |', flush=True)
-    with open(FLAGS.output, 'w') as f:  # After each row: a run cut short keeps its figures.
+    with open(FLAGS.table_json, 'w') as f:  # After each row: a run cut short keeps its figures.
       json.dump({'machine': machine, 'rows': rows}, f, indent=1)
   slowest = max(rows, key=lambda r: r['total_s'])
-  print(f'Slowest: {slowest["model"]} ({slowest["total_s"]:.1f} s). Written to {FLAGS.output}.')
+  print(f'Slowest: {slowest["model"]} ({slowest["total_s"]:.1f} s). '
+        f'Written to {FLAGS.table_json}.')
 
 
 if __name__ == '__main__':
