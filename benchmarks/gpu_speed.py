@@ -11,8 +11,8 @@ PyTorch side runs on CUDA through `torch.compile`, in the channels-last memory f
 convolutional network, under autocast for bfloat16; ours keeps float32 parameters and computes
 in bfloat16 (`config.model.dtype`), with cuDNN attention there (`models.layers.attention`). MFU
 is the train step's model FLOPs (3 x 2 x the inference multiply-adds per image, counted on the
-jaxpr by `tools.model_stats`) per second over the chip's dense bfloat16 peak (--peak_tflops, or
-looked up from the device name), for both sides.
+float32 model's jaxpr by `tools.model_stats`) per second over the chip's dense bfloat16 peak
+(--peak_tflops, or looked up from the device name), for both sides.
 
 The machine needs jax for its GPU, flax, optax, orbax-checkpoint, numpy, torch and transformers.
 What else the path imports (grain, ml_collections, and grain's array_record, cloudpickle and
@@ -102,6 +102,16 @@ def install_missing(wheels: str) -> None:
   importlib.invalidate_caches()
 
 
+def model_macs(compare_speed, model_stats, name: str, crop: tuple[int, int],
+               num_classes: int) -> int:
+  """Multiply-adds of one image's inference, counted on the float32 model: the same network in
+  any dtype, and its attention is then the einsums model_stats counts (in bfloat16 on a GPU it
+  is cuDNN's fused kernel, which the count cannot see into)."""
+  from semseg_jax import models  # pylint: disable=g-import-not-at-top
+  config = compare_speed.our_config(compare_speed.PAIRS[name], 1, crop, 'float32', 6e-5, 0.01)
+  return model_stats.inference_macs(models.build_model(config.model, num_classes), crop)
+
+
 def peak_tflops(device_kind: str, given: float) -> float | None:
   if given:
     return given
@@ -118,6 +128,7 @@ def main(argv: list[str]) -> None:
   sys.path.insert(0, REPO)
   import jax  # pylint: disable=g-import-not-at-top
   from semseg_jax.tools import compare_speed  # pylint: disable=g-import-not-at-top
+  from semseg_jax.tools import model_stats  # pylint: disable=g-import-not-at-top
 
   if compare_speed.torch is None:
     sys.exit('gpu_speed needs PyTorch and transformers, the references it times.')
@@ -144,14 +155,15 @@ def main(argv: list[str]) -> None:
   results = []
   start = time.perf_counter()
   for name in models:
+    macs = model_macs(compare_speed, model_stats, name, crop, args.num_classes)
     for dtype in args.dtypes.split(','):
       result = compare_speed.compare(
           name, args.batch_size, crop, args.num_classes, dtype, lr=6e-5, weight_decay=0.01,
           warmup=args.warmup, rounds=args.rounds, steps=args.steps, device=device,
           torch_compile=args.torch_compile == 'true', channels_last=CHANNELS_LAST[name])
       # Model FLOPs per image: 2 per multiply-add; a train step is ~3 forwards' worth.
-      flops = {'train': 3 * 2 * result['inference_macs_per_image'],
-               'inference': 2 * result['inference_macs_per_image']}
+      result['model_macs_per_image'] = macs
+      flops = {'train': 3 * 2 * macs, 'inference': 2 * macs}
       for step_kind in ('train', 'inference'):
         for side in ('ours', 'reference'):
           rate = result[f'{side}_{step_kind}_images_per_s']

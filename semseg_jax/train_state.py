@@ -69,7 +69,8 @@ def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation,
                          ) -> tuple[TrainState, Any]:
   """The initial state's shapes, dtypes and shardings (jax.ShapeDtypeStruct leaves; nothing
   is computed), and the shardings: what lowering a step needs."""
-  abstract = jax.eval_shape(_initial_state(model, tx, input_hw), jax.random.key(0))
+  init = _initial_state(model, tx, input_hw)
+  abstract = jax.eval_shape(lambda: init(jax.random.key(0)))
   shardings = sharding.state_shardings(abstract, mesh, partition_rules)
   return jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
                       abstract, shardings), shardings
