@@ -16,8 +16,9 @@ float32 model's jaxpr by `tools.model_stats`) per second over the chip's dense b
 
 The machine needs jax for its GPU, flax, optax, orbax-checkpoint, numpy, torch and transformers.
 What else the path imports (grain, ml_collections, and grain's array_record, cloudpickle and
-portpicker) is installed offline from benchmarks/wheels/ when missing; fetch those wheels once
-on a machine that reaches the package index, then carry the folder with the working tree:
+portpicker) is installed offline from benchmarks/wheels/ into benchmarks/.packages/ when
+missing; fetch those wheels once on a machine that reaches the package index, then carry the
+folder with the working tree:
 
   python benchmarks/gpu_speed.py --download_wheels
 
@@ -62,9 +63,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument('--num_classes', type=int, default=150)
   parser.add_argument('--torch_compile', default='true', choices=['true', 'false'],
                       help="The reference through torch.compile (the default inductor mode).")
-  parser.add_argument('--warmup', type=int, default=3, help='Untimed steps of each kind.')
+  parser.add_argument('--warmup', type=int, default=2, help='Untimed steps of each kind.')
   parser.add_argument('--rounds', type=int, default=3)
-  parser.add_argument('--steps', type=int, default=10, help='Steps per round and kind.')
+  parser.add_argument('--steps', type=int, default=5, help='Steps per round and kind.')
   parser.add_argument('--peak_tflops', type=float, default=0.0,
                       help='Dense bfloat16 peak of the chip; 0: from the device name.')
   parser.add_argument('--output', default='gpu_speed.json')
@@ -86,7 +87,12 @@ def download_wheels(wheels: str) -> None:
 
 
 def install_missing(wheels: str) -> None:
-  """pip-installs, offline from `wheels`, the EXTRA_PACKAGES this Python cannot import."""
+  """Installs the EXTRA_PACKAGES this Python cannot import, offline from `wheels`, into
+  benchmarks/.packages (put first on sys.path): the machine's own environment is left alone
+  (and may be one pip refuses to change)."""
+  target = os.path.join(REPO, 'benchmarks', '.packages')
+  if os.path.isdir(target):
+    sys.path.insert(0, target)
   missing = [(name, requirement) for name, requirement in EXTRA_PACKAGES
              if importlib.util.find_spec(name) is None]
   if not missing:
@@ -96,9 +102,12 @@ def install_missing(wheels: str) -> None:
     sys.exit(f'gpu_speed needs {names}, which this Python lacks, and finds no {wheels} to '
              f'install them from offline: run `python benchmarks/gpu_speed.py '
              f'--download_wheels` where the package index is reachable, and bring the folder.')
-  print(f'Installing {names} from {wheels} (offline).', flush=True)
-  subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-index', '--find-links',
-                  wheels, *[requirement for _, requirement in missing]], check=True)
+  print(f'Installing {names} from {wheels} into {target} (offline).', flush=True)
+  subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-index', '--no-deps',
+                  '--find-links', wheels, '--target', target,
+                  *[requirement for _, requirement in missing]], check=True)
+  if target not in sys.path:
+    sys.path.insert(0, target)
   importlib.invalidate_caches()
 
 
