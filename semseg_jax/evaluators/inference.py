@@ -74,11 +74,23 @@ def infer_whole(model: nn.Module, variables: Any, images: jax.Array) -> jax.Arra
   return common.resize_logits(logits, images.shape[1:3])
 
 
-def windows_along(size, window: int, stride: int):
+def _num_windows(size, window: int, stride: int):
   """mmseg's window count along one side, of an int or an int array."""
   if isinstance(size, int):
     return max(size - window + stride - 1, 0) // stride + 1
   return jnp.maximum(size - window + stride - 1, 0) // stride + 1
+
+
+def slide_plan(canvas_hw: tuple[int, int], crop_size: tuple[int, int],
+               stride: tuple[int, int], windows_per_step: int
+               ) -> tuple[tuple[int, int], int, int, int, int]:
+  """How infer_slide covers a canvas: (window (h, w), windows per row of the grid, windows in
+  all, windows per model call, model calls)."""
+  window = (min(crop_size[0], canvas_hw[0]), min(crop_size[1], canvas_hw[1]))
+  grid_w = _num_windows(canvas_hw[1], window[1], stride[1])
+  num_windows = _num_windows(canvas_hw[0], window[0], stride[0]) * grid_w
+  per_step = max(1, min(windows_per_step, num_windows))
+  return window, grid_w, num_windows, per_step, -(-num_windows // per_step)
 
 
 def infer_slide(model: nn.Module, variables: Any, images: jax.Array, image_hw: jax.Array,
@@ -95,14 +107,11 @@ def infer_slide(model: nn.Module, variables: Any, images: jax.Array, image_hw: j
   (with its canvas padding, as in whole mode).
   """
   n, canvas_h, canvas_w, _ = images.shape
-  win_h, win_w = min(crop_size[0], canvas_h), min(crop_size[1], canvas_w)
-  grid_w = windows_along(canvas_w, win_w, stride[1])
-  num_windows = windows_along(canvas_h, win_h, stride[0]) * grid_w
-  per_step = max(1, min(windows_per_step, num_windows))
-  num_steps = -(-num_windows // per_step)
+  (win_h, win_w), grid_w, num_windows, per_step, num_steps = slide_plan(
+      (canvas_h, canvas_w), crop_size, stride, windows_per_step)
   window_ids = jnp.arange(num_steps * per_step).reshape(num_steps, per_step)
-  rows_i = windows_along(image_hw[:, 0], win_h, stride[0])[:, None]  # [N, 1]
-  cols_i = windows_along(image_hw[:, 1], win_w, stride[1])[:, None]
+  rows_i = _num_windows(image_hw[:, 0], win_h, stride[0])[:, None]  # [N, 1]
+  cols_i = _num_windows(image_hw[:, 1], win_w, stride[1])[:, None]
 
   def start(index, size, window, step):
     return jnp.maximum(jnp.minimum(index * step + window, size) - window, 0)

@@ -11,7 +11,6 @@ step, not the input pipeline.
 """
 
 import json
-import math
 import os
 import time
 from typing import Any, Callable
@@ -90,11 +89,10 @@ def bare_model_seconds(config: ml_collections.ConfigDict, model: Any, variables:
     canvas = [pipeline.round_up(x, eval_config.pad_multiple) for x in (h, w)]
     calls, shape = 1, (1, *canvas, 3)
     if eval_config.mode == 'slide':
-      window = [min(c, s) for c, s in zip(eval_config.crop_size, canvas)]
-      windows = math.prod(inference.windows_along(size, win, stride) for size, win, stride
-                          in zip(canvas, window, eval_config.stride))
-      per_step = max(1, min(eval_config.windows_per_step, windows))
-      calls, shape = -(-windows // per_step), (per_step, *window, 3)
+      window, _, _, per_step, calls = inference.slide_plan(
+          canvas, tuple(eval_config.crop_size), tuple(eval_config.stride),
+          eval_config.windows_per_step)
+      shape = (per_step, *window, 3)
     images = jax.device_put(np.zeros(shape, np.float32), single)
     total += calls * _time_steps(forward, (on_one_device, images), 1, 1, carry_first=False)
   return total * (2 if eval_config.flip else 1)
