@@ -111,16 +111,6 @@ def install_missing(wheels: str) -> None:
   importlib.invalidate_caches()
 
 
-def model_macs(compare_speed, model_stats, name: str, crop: tuple[int, int],
-               num_classes: int) -> int:
-  """Multiply-adds of one image's inference, counted on the float32 model: the same network in
-  any dtype, and its attention is then the einsums model_stats counts (in bfloat16 on a GPU it
-  is cuDNN's fused kernel, which the count cannot see into)."""
-  from semseg_jax import models  # pylint: disable=g-import-not-at-top
-  config = compare_speed.our_config(compare_speed.PAIRS[name], 1, crop, 'float32', 6e-5, 0.01)
-  return model_stats.inference_macs(models.build_model(config.model, num_classes), crop)
-
-
 def peak_tflops(device_kind: str, given: float) -> float | None:
   if given:
     return given
@@ -137,7 +127,6 @@ def main(argv: list[str]) -> None:
   sys.path.insert(0, REPO)
   import jax  # pylint: disable=g-import-not-at-top
   from semseg_jax.tools import compare_speed  # pylint: disable=g-import-not-at-top
-  from semseg_jax.tools import model_stats  # pylint: disable=g-import-not-at-top
 
   if compare_speed.torch is None:
     sys.exit('gpu_speed needs PyTorch and transformers, the references it times.')
@@ -164,14 +153,13 @@ def main(argv: list[str]) -> None:
   results = []
   start = time.perf_counter()
   for name in models:
-    macs = model_macs(compare_speed, model_stats, name, crop, args.num_classes)
     for dtype in args.dtypes.split(','):
       result = compare_speed.compare(
           name, args.batch_size, crop, args.num_classes, dtype, lr=6e-5, weight_decay=0.01,
           warmup=args.warmup, rounds=args.rounds, steps=args.steps, device=device,
           torch_compile=args.torch_compile == 'true', channels_last=CHANNELS_LAST[name])
       # Model FLOPs per image: 2 per multiply-add; a train step is ~3 forwards' worth.
-      result['model_macs_per_image'] = macs
+      macs = result['inference_macs_per_image']  # Of the float32 model (compare_speed.ours).
       flops = {'train': 3 * 2 * macs, 'inference': 2 * macs}
       for step_kind in ('train', 'inference'):
         for side in ('ours', 'reference'):
