@@ -23,7 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from semseg_jax.models.layers import (DropPath, attention, bilinear_resize, conv2d, fan_out_conv,
+from semseg_jax.models.layers import (DropPath, attention, bilinear_resize,
+                                      conv2d, fan_out_conv, repeated_blocks,
                                       stage_drop_path_rates, trunc_normal_init)
 
 SEGFORMER_VARIANTS: dict[str, dict] = {
@@ -117,23 +118,24 @@ class MixBlock(nn.Module):
 
 
 class MixStage(nn.Module):
-  """One encoder stage: overlapping patch embedding, `depth` blocks, a final LayerNorm."""
+  """One encoder stage: overlapping patch embedding, len(drop_path_rates) blocks (scanned from
+  scan_min_depth blocks on, layers.repeated_blocks), a final LayerNorm."""
   width: int
-  depth: int
   num_heads: int
   sr_ratio: int
   patch_size: int
   stride: int
   drop_path_rates: Sequence[float]
+  scan_min_depth: int = 0
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     x = OverlapPatchEmbed(self.width, self.patch_size, self.stride, dtype=self.dtype,
                           name='patch_embed')(x)
-    for j in range(self.depth):
-      x = MixBlock(self.num_heads, self.sr_ratio, self.drop_path_rates[j], dtype=self.dtype,
-                   name=f'block{j}')(x, train)
+    x = repeated_blocks(self, lambda rate, **kw: MixBlock(self.num_heads, self.sr_ratio, rate,
+                                                          dtype=self.dtype, **kw),
+                        self.drop_path_rates, x, train, self.scan_min_depth)
     return LayerNorm(dtype=self.dtype, name='norm')(x)
 
 
@@ -144,16 +146,18 @@ class MixTransformer(nn.Module):
   num_heads: Sequence[int] = (1, 2, 5, 8)
   sr_ratios: Sequence[int] = (8, 4, 2, 1)
   drop_path_rate: float = 0.1
+  scan_min_depth: int = 0
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> list[jax.Array]:
     rates = stage_drop_path_rates(self.drop_path_rate, self.depths)
     features = []
-    for s, depth in enumerate(self.depths):
+    for s in range(len(self.depths)):
       patch_size, stride = (7, 4) if s == 0 else (3, 2)
-      x = MixStage(self.widths[s], depth, self.num_heads[s], self.sr_ratios[s], patch_size, stride,
-                   rates[s], dtype=self.dtype, name=f'stage{s + 1}')(x, train)
+      x = MixStage(self.widths[s], self.num_heads[s], self.sr_ratios[s], patch_size, stride,
+                   rates[s], self.scan_min_depth, dtype=self.dtype,
+                   name=f'stage{s + 1}')(x, train)
       features.append(x)
     return features
 
@@ -196,12 +200,14 @@ class SegFormer(nn.Module):
   decoder_dim: int = 256
   drop_path_rate: float = 0.1
   dropout_rate: float = 0.1
+  scan_min_depth: int = 0  # Stages this deep scan their blocks; 0: never.
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> dict:
     features = MixTransformer(self.depths, self.widths, self.num_heads, self.sr_ratios,
-                              self.drop_path_rate, dtype=self.dtype, name='backbone')(images, train)
+                              self.drop_path_rate, self.scan_min_depth, dtype=self.dtype,
+                              name='backbone')(images, train)
     logits = SegFormerHead(self.num_classes, self.decoder_dim, self.dropout_rate, dtype=self.dtype,
                            name='decode_head')(features, train)
     return {'logits': logits.astype(jnp.float32), 'aux': []}

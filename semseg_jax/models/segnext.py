@@ -31,7 +31,7 @@ from semseg_jax.models.backbones.mscan import MSCAN_VARIANTS, mscan_from_variant
 from semseg_jax.models.heads.ham_head import LightHamHead
 from semseg_jax.models.layers import EncoderDecoder
 
-BACKBONE_FIELDS = ('widths', 'depths', 'mlp_ratios')  # Overrides that go to MSCAN.
+BACKBONE_FIELDS = ('widths', 'depths', 'mlp_ratios', 'scan_min_depth')  # MSCAN's overrides.
 
 # Decode head settings per variant (configs named in the module docstring).
 SEGNEXT_HEADS: dict[str, dict[str, int]] = {

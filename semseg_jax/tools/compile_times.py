@@ -1,13 +1,15 @@
 """How long each zoo model's train step takes to trace and compile, on this machine:
 
   python -m semseg_jax.tools.compile_times [--only=cityscapes_pspnet:r50,...] [--table_json=F]
+      [--scan_min_depth=N]
 
 One row per model and variant of the README's model table (the first config that names it)
 and per SegFormer size: the training loop's own jitted step (train_step.make_train_step, the
 config's optimizer, losses and auxiliary heads) for the config's batch and crop on this
 process's devices, lowered from abstract inputs (nothing is allocated or run) and compiled with
 XLA's default flags. Prints a markdown table (trace + lower seconds, compile seconds, total) and
-writes JSON.
+writes JSON. --scan_min_depth=N compiles the models that have the option (SCANNABLE) with their
+stages of N or more blocks scanned (layers.repeated_blocks), the others as they are.
 """
 
 import json
@@ -28,8 +30,11 @@ from semseg_jax.tools import model_table
 FLAGS = flags.FLAGS
 flags.DEFINE_list('only', [], 'config:argument entries to time (default: every model).')
 flags.DEFINE_string('table_json', 'compile_times.json', 'Where the table is written (JSON).')
+flags.DEFINE_integer('scan_min_depth', 0, 'Scan the stages of at least this many blocks of the '
+                     'models that can (SCANNABLE); 0: every model as configured.')
 
 SEGFORMER_SIZES = ('b0', 'b1', 'b2', 'b3', 'b4', 'b5')
+SCANNABLE = ('segformer', 'segnext')  # Models with the scan_min_depth field.
 
 
 def entries() -> list[tuple[str, str, int]]:
@@ -83,10 +88,15 @@ def main(argv: list[str]) -> None:
         '|---|---|---|---|---|---|', flush=True)
   rows = []
   for config_name, argument, num_classes in todo:
+    config = model_table.load_config(config_name, argument)
+    scan = FLAGS.scan_min_depth if config.model.name in SCANNABLE else 0
+    if scan:
+      config.model.overrides = (*config.model.overrides, ('scan_min_depth', scan))
     row = {'config': f'{config_name}:{argument}' if argument else config_name,
-           **time_train_step(model_table.load_config(config_name, argument), num_classes)}
+           **time_train_step(config, num_classes), 'scan_min_depth': scan}
     rows.append(row)
-    print(f'| {row["model"]} | `{row["config"]}` | {row["batch"]}x{row["crop"][0]}x'
+    scanned = f' (scan {scan})' if scan else ''
+    print(f'| {row["model"]}{scanned} | `{row["config"]}` | {row["batch"]}x{row["crop"][0]}x'
           f'{row["crop"][1]} | {row["trace_and_lower_s"]:.1f} | {row["compile_s"]:.1f} | '
           f'{row["total_s"]:.1f} |', flush=True)
     with open(FLAGS.table_json, 'w') as f:  # After each row: a run cut short keeps its figures.

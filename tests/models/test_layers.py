@@ -3,6 +3,7 @@ PyTorch: resizes, pools, unpooling, the transposed convolutions, stochastic dept
 
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from semseg_jax.models import layers
 from tests.helpers.param_trees import expand
+from tests.helpers.tiny_apply import outputs_and_gradients
 from tests.helpers.torch_reference import np_align_corners, np_nearest
 
 
@@ -388,6 +390,57 @@ def test_drop_path():
   assert np.all(per_sample.min(1) == per_sample.max(1))  # whole samples kept or dropped
   np.testing.assert_allclose(np.unique(per_sample), [0.0, 1 / 0.75], rtol=1e-6)
   assert abs((per_sample[:, 0] == 0).mean() - 0.25) < 0.03
+
+
+class _Block(nn.Module):
+  """A residual block with a BatchNorm, a dense layer and stochastic depth."""
+  drop_path: float | jax.Array
+
+  @nn.compact
+  def __call__(self, x, train):
+    y = jnp.tanh(nn.Dense(x.shape[-1])(layers.batch_norm(train)(x)))
+    return x + layers.DropPath(self.drop_path)(y, deterministic=not train)
+
+
+class _Stage(nn.Module):
+  rates: tuple[float, ...]
+  scan_min_depth: int
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    return layers.repeated_blocks(self, lambda rate, **kw: _Block(rate, **kw), self.rates, x,
+                                  train, self.scan_min_depth)
+
+
+def test_repeated_blocks_scanned_equal_unrolled_with_the_same_variable_tree():
+  """A stage of four blocks as a lax.scan over their stacked variables (one block in the
+  program) gives the unrolled stage's outputs, gradients and BatchNorm statistics, under the
+  unrolled stage's variable names; with stochastic depth, each dropout key gives its own
+  dropped paths, and evaluation draws nothing."""
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(6, 3, 3, 4)), jnp.float32)
+  unrolled, scanned = _Stage((0.0,) * 4, 0), _Stage((0.0,) * 4, 4)
+  variables = unrolled.init(jax.random.key(0), x)
+  assert jax.tree.structure(scanned.init(jax.random.key(0), x)) == jax.tree.structure(variables)
+  assert set(variables['params']) == {'block0', 'block1', 'block2', 'block3'}
+
+  def dots(stage):
+    return str(jax.make_jaxpr(lambda v: stage.apply(v, x))(variables)).count('dot_general')
+  assert dots(unrolled) == 4 and dots(scanned) == 1
+  want = outputs_and_gradients(unrolled, variables, x, jax.random.key(1))
+  got = outputs_and_gradients(scanned, variables, x, jax.random.key(1))
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):  # (Gradients near 20: atol.)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-5)
+  moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(want[2]),
+                                                jax.tree.leaves(variables['batch_stats']))]
+  assert all(moved)  # Every block's statistics were written back.
+
+  dropping = _Stage((0.0, 0.3, 0.6, 0.9), 4)
+  eval_a, train_a, *_ = outputs_and_gradients(dropping, variables, x, jax.random.key(1))
+  eval_b, train_b, *_ = outputs_and_gradients(dropping, variables, x, jax.random.key(2))
+  np.testing.assert_array_equal(eval_a, eval_b)
+  np.testing.assert_allclose(eval_a, want[0], rtol=1e-5, atol=1e-6)
+  assert not np.allclose(train_a, train_b)
 
 
 @pytest.mark.parametrize('value_dim,scale', [(8, 8**-0.5), (16, 1.0)])

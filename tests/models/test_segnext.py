@@ -14,6 +14,7 @@ from semseg_jax.models.heads.ham_head import (EVAL_BASES_SEED, NMF2D, LightHamHe
                                               nmf_reconstruct, normalized_random_bases)
 from semseg_jax.models.layers import EncoderDecoder
 from semseg_jax.models.segnext import segnext
+from tests.helpers import host_init
 from tests.helpers.param_trees import expand, modules
 from tests.helpers.tiny_apply import jitted_applies
 
@@ -104,6 +105,24 @@ def test_param_names(tiny):
       '{squeeze,align,hamburger/ham_out}/{conv,gn}', 'hamburger/ham_in/conv',
       'classifier/conv_seg')
   assert set(params['decode_head']['hamburger']['ham_in']['conv']) == {'kernel', 'bias'}
+
+
+def test_a_scanned_stage_equals_the_unrolled_one():
+  """A stage of two blocks scanned (layers.repeated_blocks: the strip convolutions' CPU
+  lowering and the BatchNorms inside a lax.scan) gives the unrolled stage's training features
+  and BatchNorm statistics (evaluation and gradients of a scan: tests/models/test_layers.py)."""
+  spec = {**TINY_BACKBONE, 'depths': (1, 1, 2, 1), 'drop_path_rate': 0.0}
+  images = jax.random.normal(jax.random.key(0), (2, 37, 50, 3))
+  unrolled, scanned = MSCAN(**spec, scan_min_depth=0), MSCAN(**spec, scan_min_depth=2)
+  variables = host_init.variables(unrolled, (37, 50))
+
+  def outputs(model):
+    return jax.jit(lambda v: model.apply(v, images, train=True, mutable=['batch_stats']))(
+        variables)
+  want, got = outputs(unrolled), outputs(scanned)
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_train_randomness_comes_from_the_dropout_rng(tiny):

@@ -40,7 +40,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from semseg_jax.models.layers import DropPath, batch_norm, fan_out_conv, stage_drop_path_rates
+from semseg_jax.models.layers import (DropPath, batch_norm, fan_out_conv,
+                                      repeated_blocks, stage_drop_path_rates)
 
 # depths, widths, mlp ratios and the drop-path rate of the benchmark configs (Table 2 of the
 # paper; official local_configs/segnext/*/ and mmseg configs/segnext/*).
@@ -158,21 +159,22 @@ class MSCABlock(nn.Module):
 
 
 class MSCANStage(nn.Module):
-  """Embedding (stem for stage 1), `depth` blocks, LayerNorm over channels."""
+  """Embedding (stem for stage 1), len(drop_path_rates) blocks (scanned from scan_min_depth
+  blocks on, layers.repeated_blocks), LayerNorm over channels."""
   width: int
-  depth: int
   mlp_ratio: float
   drop_path_rates: Sequence[float]
   is_first: bool
+  scan_min_depth: int = 0
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     embed = StemConv if self.is_first else OverlapPatchEmbed
     x = embed(self.width, dtype=self.dtype, name='patch_embed')(x, train)
-    for j in range(self.depth):
-      x = MSCABlock(self.mlp_ratio, self.drop_path_rates[j], dtype=self.dtype,
-                    name=f'block{j}')(x, train)
+    x = repeated_blocks(self, lambda rate, **kw: MSCABlock(self.mlp_ratio, rate, dtype=self.dtype,
+                                                           **kw),
+                        self.drop_path_rates, x, train, self.scan_min_depth)
     return nn.LayerNorm(epsilon=LN_EPS, use_fast_variance=False, dtype=self.dtype,
                         name='norm')(x)
 
@@ -183,15 +185,17 @@ class MSCAN(nn.Module):
   depths: Sequence[int] = (3, 3, 5, 2)
   mlp_ratios: Sequence[float] = (8, 8, 4, 4)
   drop_path_rate: float = 0.1
+  scan_min_depth: int = 0  # Stages this deep scan their blocks; 0: never.
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> list[jax.Array]:
     rates = stage_drop_path_rates(self.drop_path_rate, self.depths)
     features = []
-    for s, depth in enumerate(self.depths):
-      x = MSCANStage(self.widths[s], depth, self.mlp_ratios[s], rates[s], is_first=s == 0,
-                     dtype=self.dtype, name=f'stage{s + 1}')(x, train)
+    for s in range(len(self.depths)):
+      x = MSCANStage(self.widths[s], self.mlp_ratios[s], rates[s], is_first=s == 0,
+                     scan_min_depth=self.scan_min_depth, dtype=self.dtype,
+                     name=f'stage{s + 1}')(x, train)
       features.append(x)
     return features
 
