@@ -14,6 +14,10 @@ reproduce HF's outputs.
 Parameter names follow HF's; the optimizer's regexes rely on them: every norm has `norm` in
 its name, the Mix-FFN's positional depthwise conv is `dwconv`, the whole head lives under
 `decode_head` (tests/models/test_segformer.py checks the tree).
+
+Departure in the order of computation only: the decode head folds its fuse conv into the
+per-stage Linear layers before upsampling (equal up to float rounding; B0 at 512x512: 4.1 G
+instead of 8.4 G multiply-adds), see SegFormerHead.
 """
 
 import functools
@@ -23,8 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from semseg_jax.models.layers import (DropPath, attention, bilinear_resize,
-                                      conv2d, fan_out_conv, repeated_blocks,
+from semseg_jax.models.layers import (DropPath, attention, bilinear_resize, conv2d,
+                                      conv_fan_out_init, fan_out_conv, repeated_blocks,
                                       stage_drop_path_rates, trunc_normal_init)
 
 SEGFORMER_VARIANTS: dict[str, dict] = {
@@ -162,9 +166,41 @@ class MixTransformer(nn.Module):
     return features
 
 
+class LinearParams(nn.Module):
+  """The kernel [in, out] and bias [out] of a `Dense` layer of this file (same names, shapes and
+  init), returned for the head to fold instead of applied."""
+  in_features: int
+  features: int
+
+  @nn.compact
+  def __call__(self) -> tuple[jax.Array, jax.Array]:
+    return (self.param('kernel', trunc_normal_init(0.02), (self.in_features, self.features)),
+            self.param('bias', nn.initializers.zeros, (self.features,)))
+
+
+class FuseKernel(nn.Module):
+  """The kernel [1, 1, in, out] of `fan_out_conv(out, 1)` (same name, shape and init),
+  returned for the head to fold instead of applied."""
+  in_features: int
+  features: int
+
+  @nn.compact
+  def __call__(self) -> jax.Array:
+    return self.param('kernel', conv_fan_out_init(1, self.features),
+                      (1, 1, self.in_features, self.features))
+
+
 class SegFormerHead(nn.Module):
   """All-MLP decoder (Eq. 4): per-stage Linear(C_i, E), upsample to 1/4, concatenate, fuse with a
-  1x1 conv + BatchNorm + ReLU, dropout, 1x1 conv classifier."""
+  1x1 conv + BatchNorm + ReLU, dropout, 1x1 conv classifier.
+
+  Computed in an equal, cheaper order: the fuse conv's kernel is a stack of four [E, E] blocks,
+  one per concatenated stage, and both it and the upsampling are linear (bilinear weights sum
+  to 1, so biases pass through), so each stage's Linear is folded with its block into one
+  [C_i, E] matrix applied at the stage's own resolution, and the four results are upsampled and
+  summed. At 512x512 this is 4.3 G fewer multiply-adds than the written form's 8.4 G for B0.
+  The parameters are the written form's (names, shapes, init), so checkpoints convert as they are.
+  """
   num_classes: int
   decoder_dim: int = 256
   dropout_rate: float = 0.1
@@ -173,12 +209,17 @@ class SegFormerHead(nn.Module):
   @nn.compact
   def __call__(self, features: Sequence[jax.Array], train: bool = False) -> jax.Array:
     size = features[0].shape[1:3]
-    projected = [bilinear_resize(Dense(self.decoder_dim, dtype=self.dtype,
-                                       name=f'linear_c{i + 1}')(f), size)
-                 for i, f in enumerate(features)]
+    dim = self.decoder_dim
     # The references concatenate the deepest stage first: [c4, c3, c2, c1].
-    x = jnp.concatenate(projected[::-1], axis=-1)
-    x = fan_out_conv(self.decoder_dim, 1, dtype=self.dtype, name='linear_fuse')(x)
+    fuse = FuseKernel(len(features) * dim, dim, name='linear_fuse')()[0, 0]
+    x = None
+    for i, feature in enumerate(features):
+      kernel, bias = LinearParams(feature.shape[-1], dim, name=f'linear_c{i + 1}')()
+      block = fuse[(len(features) - 1 - i) * dim:(len(features) - i) * dim]
+      y = jnp.dot(feature.astype(self.dtype), (kernel @ block).astype(self.dtype)) + (
+          bias @ block).astype(self.dtype)
+      y = bilinear_resize(y, size)
+      x = y if x is None else x + y
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
                      name='fuse_norm')(x)
     x = nn.relu(x)

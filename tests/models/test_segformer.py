@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from semseg_jax.models import layers
 from semseg_jax.models.segformer import (SEGFORMER_VARIANTS, MixTransformer, SegFormer,
-                                         segformer)
+                                         SegFormerHead, segformer)
 from tests.helpers.param_trees import expand, modules
 from tests.helpers.tiny_apply import jitted_applies
 
@@ -45,6 +46,30 @@ def tiny():
   variables, train_apply, eval_apply = jitted_applies(model, images,
                                                       {'params': jax.random.key(1)})
   return model, variables, images, train_apply, eval_apply
+
+
+def test_head_equals_the_written_form():
+  """The head folds each stage's Linear into its block of the fuse conv and sums the upsampled
+  results; with the same parameters this equals the paper's order (project, upsample,
+  concatenate c4..c1, fuse, BatchNorm, ReLU, classify), written out here in NumPy."""
+  rng = np.random.default_rng(0)
+  sizes, widths, dim = [(10, 14), (5, 7), (3, 4), (2, 2)], (4, 6, 8, 10), 8
+  features = [rng.normal(size=(2, *hw, c)).astype(np.float32) for hw, c in zip(sizes, widths)]
+  head = SegFormerHead(NUM_CLASSES, decoder_dim=dim)
+  variables = jax.tree.map(np.asarray, head.init(jax.random.key(0), features))
+  params = jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32),
+                        variables['params'])
+  stats = {'mean': rng.normal(size=dim).astype(np.float32),
+           'var': rng.uniform(0.5, 2, size=dim).astype(np.float32)}
+  got = head.apply({'params': params, 'batch_stats': {'fuse_norm': stats}}, features)
+  projected = [np.asarray(layers.bilinear_resize(
+      f @ params[f'linear_c{i + 1}']['kernel'] + params[f'linear_c{i + 1}']['bias'], sizes[0]))
+               for i, f in enumerate(features)]
+  x = np.concatenate(projected[::-1], axis=-1) @ params['linear_fuse']['kernel'][0, 0]
+  norm = params['fuse_norm']
+  x = (x - stats['mean']) / np.sqrt(stats['var'] + 1e-5) * norm['scale'] + norm['bias']
+  want = np.maximum(x, 0) @ params['classifier']['kernel'][0, 0] + params['classifier']['bias']
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_forward_shapes_train_and_eval(tiny):
