@@ -216,8 +216,11 @@ class SegFormerHead(nn.Module):
     for i, feature in enumerate(features):
       kernel, bias = LinearParams(feature.shape[-1], dim, name=f'linear_c{i + 1}')()
       block = fuse[(len(features) - 1 - i) * dim:(len(features) - i) * dim]
-      y = jnp.dot(feature.astype(self.dtype), (kernel @ block).astype(self.dtype)) + (
-          bias @ block).astype(self.dtype)
+      # The fold is weight-sized: in full float32 precision on every backend (TPUs and
+      # TF32 GPUs would otherwise round it before the product with the features does).
+      fold = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
+      y = jnp.dot(feature.astype(self.dtype), fold(kernel, block).astype(self.dtype)) + (
+          fold(bias, block).astype(self.dtype))
       y = bilinear_resize(y, size)
       x = y if x is None else x + y
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
