@@ -44,7 +44,8 @@ LN_EPS = 1e-5  # See the module docstring.
 MLP_RATIO = 4
 
 # Linear layers: trunc_normal(std=0.02) weights, zero biases (as the references).
-Dense = functools.partial(nn.Dense, kernel_init=trunc_normal_init(0.02),
+LINEAR_KERNEL_INIT = trunc_normal_init(0.02)
+Dense = functools.partial(nn.Dense, kernel_init=LINEAR_KERNEL_INIT,
                           bias_init=nn.initializers.zeros)
 # Two-pass variance (like PyTorch); statistics in float32 whatever the compute dtype.
 LayerNorm = functools.partial(nn.LayerNorm, epsilon=LN_EPS, use_fast_variance=False)
@@ -174,7 +175,7 @@ class LinearParams(nn.Module):
 
   @nn.compact
   def __call__(self) -> tuple[jax.Array, jax.Array]:
-    return (self.param('kernel', trunc_normal_init(0.02), (self.in_features, self.features)),
+    return (self.param('kernel', LINEAR_KERNEL_INIT, (self.in_features, self.features)),
             self.param('bias', nn.initializers.zeros, (self.features,)))
 
 
@@ -212,13 +213,13 @@ class SegFormerHead(nn.Module):
     dim = self.decoder_dim
     # The references concatenate the deepest stage first: [c4, c3, c2, c1].
     fuse = FuseKernel(len(features) * dim, dim, name='linear_fuse')()[0, 0]
+    # The fold is weight-sized: in full float32 precision on every backend (TPUs and TF32
+    # GPUs would otherwise round it before the product with the features does).
+    fold = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
     x = None
     for i, feature in enumerate(features):
       kernel, bias = LinearParams(feature.shape[-1], dim, name=f'linear_c{i + 1}')()
       block = fuse[(len(features) - 1 - i) * dim:(len(features) - i) * dim]
-      # The fold is weight-sized: in full float32 precision on every backend (TPUs and
-      # TF32 GPUs would otherwise round it before the product with the features does).
-      fold = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
       y = jnp.dot(feature.astype(self.dtype), fold(kernel, block).astype(self.dtype)) + (
           fold(bias, block).astype(self.dtype))
       y = bilinear_resize(y, size)
