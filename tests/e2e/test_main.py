@@ -294,8 +294,8 @@ def test_eight_devices_match_one_and_checkpoints_move_between_meshes(tmp_path):
   state leaf split over fsdp, give this 1-device process's losses and parameters to float
   tolerance, BatchNorm statistics included (SegFormer's decode head normalises over the global
   batch, so its fuse_norm statistics would differ if taken per device); evaluating the same
-  parameters gives the identical confusion matrix; the FSDP run's checkpoint restores exactly
-  onto this process's one device and trains on."""
+  parameters gives the same confusion matrix, but for pixels whose class is a rounding tie; the
+  FSDP run's checkpoint restores exactly onto this process's one device and trains on."""
   one, eight, fsdp = tmp_path / '1.npz', tmp_path / '8.npz', tmp_path / 'f.npz'
   restored_path, workdir = tmp_path / 'r.npz', tmp_path / 'fsdp_run'
   with jax.default_prng_impl('threefry2x32'):  # The generator of the 8 (run_main.env).
@@ -331,7 +331,12 @@ def test_eight_devices_match_one_and_checkpoints_move_between_meshes(tmp_path):
   source = datasets.make_source(config.data, 'val')
   labelled = sum(int((source[i]['label'] != 255).sum()) for i in range(len(source)))
   assert one['confusion'].sum() == eight['reference_confusion'].sum() == labelled
-  np.testing.assert_array_equal(eight['reference_confusion'], one['confusion'])
+  # Each class's labelled pixels exactly (the rows); the predictions to rounding: a batch of 1
+  # per device compiles to other float rounding than 8 on one, so a pixel whose two best logits
+  # tie within it may change class (jax 0.12: 1 pixel of ~25,000). A shard lost or counted
+  # twice would move thousands.
+  np.testing.assert_array_equal(eight['reference_confusion'].sum(1), one['confusion'].sum(1))
+  assert np.abs(eight['reference_confusion'] - one['confusion']).sum() <= 4
 
 
 @pytest.mark.slow(40)
