@@ -151,8 +151,7 @@ def _depthwise_forward(x, kernel, strides, pads, dilation):
 def _depthwise_backward(strides, pads, dilation, residuals, grad):
   """Input gradient: the gradient dilated by the stride, padded, and run through the same
   shifted taps with the kernel flipped (a transposed convolution), cropped to the input. Kernel
-  gradient: per tap, the sum over pixels of its input window times the gradient, all taps in
-  one variadic reduction (one pass over the arrays)."""
+  gradient: per tap, the sum over pixels of its input window times the gradient."""
   x, kernel = residuals
   kh, kw = kernel.shape[:2]
   padded_hw = [x.shape[1 + a] + sum(pads[a]) for a in (0, 1)]
@@ -169,8 +168,12 @@ def _depthwise_backward(strides, pads, dilation, residuals, grad):
   accumulate = jnp.promote_types(x.dtype, jnp.float32)
   products = tuple((_tap_window(padded, i, j, strides, dilation, out_hw) * grad).astype(accumulate)
                    for i in range(kh) for j in range(kw))
-  sums = jax.lax.reduce(products, tuple(jnp.zeros((), accumulate) for _ in products),
-                        lambda a, b: tuple(u + v for u, v in zip(a, b)), (0, 1, 2))
+  # Each tap's sum over pixels as a row of ones times the [pixels, C] products: a matrix product
+  # reads them once they are computed. As one variadic reduction, XLA fused the gradient's
+  # producers (normalisation and activation backward) into it and ran them once per tap
+  # (DeepLabV3+ R50's ASPP: 1.1-1.6 s per convolution; the train step 25 s -> 20 s).
+  ones = jnp.ones((grad.shape[0] * grad.shape[1] * grad.shape[2],), accumulate)
+  sums = [ones @ product.reshape(-1, product.shape[3]) for product in products]
   grad_kernel = jnp.stack(sums).reshape(kernel.shape).astype(kernel.dtype)
   return grad_x, grad_kernel
 
