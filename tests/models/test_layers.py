@@ -283,17 +283,21 @@ def test_pointwise_conv_on_cpu_is_a_matrix_product_equal_to_xlas(stride):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize('kernel, stride, dilation, padding', [
-    (3, 1, 1, None), (3, 2, 1, None), (3, 1, 3, None), ((1, 3), 1, 2, None), (3, 2, 1, 'SAME'),
-    (2, 2, 1, ((0, 1), (1, 0)))])
+@pytest.mark.parametrize('kernel, stride, dilation, padding, more_inputs', [
+    (3, 1, 1, None, 0), (3, 2, 1, None, 0), (3, 1, 3, None, 0), ((1, 3), 1, 2, None, 0),
+    (3, 2, 1, 'SAME', 0), (2, 2, 1, ((0, 1), (1, 0)), 0), (3, 1, 1, None, 8),
+    (3, 1, 3, None, 8), ((3, 1), 1, 2, ((1, 3), (0, 0)), 8), (2, 1, 1, ((0, 1), (1, 0)), 8),
+    (3, 1, 1, 0, 8), (3, 2, 1, None, 8)])
 def test_wide_dense_conv_on_cpu_takes_its_kernel_gradient_from_matrix_products(
-    kernel, stride, dilation, padding):
+    kernel, stride, dilation, padding, more_inputs):
   """conv_lowering('cpu') keeps XLA's convolution for a dense one with >= 128 channels in and
-  out, but writes out its kernel gradient (one matrix product per tap): outputs and gradients
+  out, but writes out its kernel gradient (one matrix product per tap, of shifted inputs, or at
+  stride 1 with more inputs than outputs of shifted output gradients): outputs and gradients
   equal XLA's to float rounding. Narrower convolutions stay XLA's throughout."""
   width = layers.TAP_GRADIENT_MIN_CHANNELS
   conv = layers.conv2d(width, kernel, stride, dilation, padding, use_bias=True)
-  x = jnp.asarray(np.random.RandomState(0).randn(2, 7, 6, width).astype(np.float32))
+  x = jnp.asarray(np.random.RandomState(0).randn(2, 7, 6, width + more_inputs)
+                  .astype(np.float32))
   variables = conv.init(jax.random.key(0), x)
   loss = lambda v, x: jnp.sum(jnp.sin(conv.apply(v, x)))
   results = {}
@@ -305,7 +309,7 @@ def test_wide_dense_conv_on_cpu_takes_its_kernel_gradient_from_matrix_products(
   for want, got in zip(jax.tree.leaves(results['xla']), jax.tree.leaves(results['cpu'])):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want))))
   narrow = layers.conv2d(width - 1, kernel, stride, dilation, padding)
-  narrow_x = x[..., 1:]
+  narrow_x = x[..., :width - 1]
   narrow_variables = jax.eval_shape(narrow.init, jax.random.key(0), narrow_x)
   with layers.conv_lowering('cpu'):
     jaxpr = str(jax.make_jaxpr(narrow.apply)(narrow_variables, narrow_x))
