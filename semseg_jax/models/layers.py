@@ -238,22 +238,17 @@ def _tap_gradient_backward(strides, pads, dilation, precision, residuals, grad):
                                (((0,), (0,)), ((), ())), precision=precision,
                                preferred_element_type=accumulate)
 
-  taps = [(i, j) for i in range(kernel.shape[0]) for j in range(kernel.shape[1])]
+  kh, kw = kernel.shape[:2]
+  taps = [(i, j) for i in range(kh) for j in range(kw)]
   if strides == (1, 1) and out_channels < in_channels:
-    # grad's index for input pixel u and tap offset o = t * d along an axis: u + lo - o, read
-    # from grad padded by `before` zeros at start `lo - o + before`.
-    spans = []
-    for a in (0, 1):
-      lo, size, out = pads[a][0], x.shape[1 + a], grad.shape[1 + a]
-      before = max(0, dilation[a] * (kernel.shape[a] - 1) - lo)
-      spans.append((before, max(0, lo + size - out), lo + before))
-    padded_grad = jnp.pad(grad, ((0, 0), spans[0][:2], spans[1][:2], (0, 0)))
-
-    def grad_window(i, j):
-      start = (0, spans[0][2] - i * dilation[0], spans[1][2] - j * dilation[1], 0)
-      return jax.lax.slice(padded_grad, start,
-                           [b + n for b, n in zip(start, (*x.shape[:3], out_channels))])
-    grads = [contract_pixels(x, grad_window(i, j)) for i, j in taps]
+    # The gradient padded as for a transposed convolution ((k - 1) * d - pad per side, negative
+    # crops): its window for tap (k - 1 - i) is grad[u + pad - offset_i] over input pixels u.
+    spread = [(dilation[a] * (k - 1) - pads[a][0], dilation[a] * (k - 1) - pads[a][1], 0)
+              for a, k in ((0, kh), (1, kw))]
+    padded_grad = jax.lax.pad(grad, jnp.zeros((), grad.dtype), ((0, 0, 0), *spread, (0, 0, 0)))
+    grads = [contract_pixels(x, _tap_window(padded_grad, kh - 1 - i, kw - 1 - j, (1, 1),
+                                            dilation, x.shape[1:3]))
+             for i, j in taps]
   else:
     padded = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
     grads = [contract_pixels(_tap_window(padded, i, j, strides, dilation, grad.shape[1:3]), grad)
