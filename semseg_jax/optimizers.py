@@ -64,10 +64,12 @@ def scale_by_schedule_at_step(schedule: optax.Schedule) -> optax.GradientTransfo
   return optax.GradientTransformationExtraArgs(lambda _: optax.EmptyState(), update)
 
 
-def scale_by_tree(multipliers: Any) -> optax.GradientTransformation:
-  """Multiplies each update by the float at the same place in `multipliers`."""
+def scale_by_path_multipliers(rules: tuple) -> optax.GradientTransformation:
+  """Multiplies each update by its parameter's multiplier (lr_multipliers of the update tree,
+  whose paths are the parameters')."""
   def update(updates, state, params=None):
     del params
+    multipliers = lr_multipliers(updates, rules)
     return jax.tree.map(lambda u, m: u * jnp.asarray(m, u.dtype), updates, multipliers), state
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
@@ -87,14 +89,24 @@ def decay_mask(params: Any, no_decay_patterns: tuple) -> Any:
                       param_paths(params))
 
 
-def make_optimizer(config: ml_collections.ConfigDict,
-                   params: Any) -> tuple[optax.GradientTransformationExtraArgs, optax.Schedule]:
-  """The optimizer of config.optimizer for `params` (a tree or its abstract shapes), and its
-  learning-rate schedule. `tx.update(grads, opt_state, params, step=s)` applies the rate of
-  schedule(s), s = batches consumed before this one (see scale_by_schedule_at_step)."""
+def make_optimizer(config: ml_collections.ConfigDict
+                   ) -> tuple[optax.GradientTransformationExtraArgs, optax.Schedule]:
+  """The optimizer of config.optimizer and its learning-rate schedule. `tx.update(grads,
+  opt_state, params, step=s)` applies the rate of schedule(s), s = batches consumed before this
+  one (see scale_by_schedule_at_step). The weight-decay mask and the learning-rate multipliers
+  are read from the paths of the trees the optimizer is given, so building it needs no model;
+  the regexes are checked here."""
   opt = config.optimizer
   schedule = make_schedule(config)
-  mask = decay_mask(params, tuple(opt.no_decay_patterns))
+  for field, patterns in (('no_decay_patterns', opt.no_decay_patterns),
+                          ('lr_multipliers', [rule[0] for rule in opt.lr_multipliers])):
+    for pattern in patterns:
+      try:
+        re.compile(pattern)
+      except re.error as e:
+        raise ValueError(f'config.optimizer.{field}: {pattern!r} is not a regex ({e}).') from e
+  no_decay, rules = tuple(opt.no_decay_patterns), tuple(opt.lr_multipliers)
+  mask = lambda params: decay_mask(params, no_decay)
   chain = []
   if opt.grad_clip_norm > 0:
     chain.append(optax.clip_by_global_norm(opt.grad_clip_norm))
@@ -106,6 +118,5 @@ def make_optimizer(config: ml_collections.ConfigDict,
               optax.trace(decay=opt.momentum, nesterov=opt.nesterov)]
   else:
     raise ValueError(f'config.optimizer.name={opt.name!r}; expected adamw or sgd.')
-  chain += [scale_by_schedule_at_step(schedule),
-            scale_by_tree(lr_multipliers(params, tuple(opt.lr_multipliers)))]
+  chain += [scale_by_schedule_at_step(schedule), scale_by_path_multipliers(rules)]
   return optax.chain(*chain), schedule

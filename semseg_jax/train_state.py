@@ -41,13 +41,8 @@ def build_model_and_optimizer(config: ml_collections.ConfigDict, num_classes: in
                               ) -> tuple[nn.Module, optax.GradientTransformationExtraArgs,
                                          optax.Schedule]:
   """The model of config.model with num_classes outputs, its optimizer and schedule."""
-  model = models.build_model(config.model, num_classes)
-  input_hw = tuple(config.augment.crop_size)
-  abstract_params = jax.eval_shape(
-      lambda: model.init({'params': jax.random.key(0), 'dropout': jax.random.key(0)},
-                         jnp.zeros((1, *input_hw, 3)), train=False))['params']
-  tx, schedule = optimizers.make_optimizer(config, abstract_params)
-  return model, tx, schedule
+  tx, schedule = optimizers.make_optimizer(config)
+  return models.build_model(config.model, num_classes), tx, schedule
 
 
 def _initial_state(model: nn.Module, tx: optax.GradientTransformation,
@@ -64,14 +59,19 @@ def _initial_state(model: nn.Module, tx: optax.GradientTransformation,
   return init
 
 
+def _abstract_and_shardings(init: Any, rng: jax.Array, mesh: Mesh, partition_rules: Any
+                            ) -> tuple[TrainState, Any]:
+  abstract = jax.eval_shape(init, rng)
+  return abstract, sharding.state_shardings(abstract, mesh, partition_rules)
+
+
 def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation,
                          input_hw: tuple[int, int], mesh: Mesh, partition_rules: Any = ()
                          ) -> tuple[TrainState, Any]:
   """The initial state's shapes, dtypes and shardings (jax.ShapeDtypeStruct leaves; nothing
   is computed), and the shardings: what lowering a step needs."""
-  init = _initial_state(model, tx, input_hw)
-  abstract = jax.eval_shape(lambda: init(jax.random.key(0)))
-  shardings = sharding.state_shardings(abstract, mesh, partition_rules)
+  abstract, shardings = _abstract_and_shardings(_initial_state(model, tx, input_hw),
+                                                jax.random.key(0), mesh, partition_rules)
   return jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
                       abstract, shardings), shardings
 
@@ -81,9 +81,12 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
                        partition_rules: Any = ()) -> tuple[TrainState, Any]:
   """The initial state, created by a jitted init directly into its shardings (replicated, or
   by config.mesh.partition_rules: see sharding.leaf_spec). The key is an argument of the jitted
-  function, so that states of other seeds reuse its compilation."""
-  _, shardings = abstract_train_state(model, tx, input_hw, mesh, partition_rules)
-  return jax.jit(_initial_state(model, tx, input_hw), out_shardings=shardings)(rng), shardings
+  function, so that states of other seeds reuse its compilation. The shapes that choose the
+  shardings and the jitted init come from one trace of the model's init (jax reuses the trace
+  of the same function object)."""
+  init = _initial_state(model, tx, input_hw)
+  _, shardings = _abstract_and_shardings(init, rng, mesh, partition_rules)
+  return jax.jit(init, out_shardings=shardings)(rng), shardings
 
 
 PRETRAINED_FIELDS = (('pretrained', 'model'), ('backbone_pretrained', 'backbone'))

@@ -52,7 +52,7 @@ def test_adamw_matches_pytorch_param_groups():
   config.optimizer.lr = 0.05
   params = _params()
   grads = jax.tree.map(lambda p: 0.3 * jnp.ones_like(p), params)
-  tx, _ = optimizers.make_optimizer(config, params)
+  tx, _ = optimizers.make_optimizer(config)
   updates, _ = tx.update(grads, tx.init(params), params, step=0)
   new = jax.tree.map(lambda p, u: p + u, params, updates)
   adam = 1.0 / (1.0 + 1e-8 / 0.3)  # First step: m_hat / (sqrt(v_hat) + eps) = g / (|g| + eps).
@@ -74,7 +74,7 @@ def test_sgd_momentum_weight_decay_and_clipping():
   config.optimizer.no_decay_patterns = ()
   config.optimizer.grad_clip_norm = 1.0
   params = {'w': jnp.array([2.0, -1.0])}
-  tx, _ = optimizers.make_optimizer(config, params)
+  tx, _ = optimizers.make_optimizer(config)
   state = tx.init(params)
   p, buf = np.array([2.0, -1.0]), np.zeros(2)
   for step, g in enumerate(([3.0, 4.0], [0.1, 0.2])):
@@ -91,7 +91,18 @@ def test_unknown_names_fail_naming_the_field():
   config = _config()
   config.optimizer.name = 'adam_typo'
   with pytest.raises(ValueError, match='config.optimizer.name'):
-    optimizers.make_optimizer(config, _params())
+    optimizers.make_optimizer(config)
   config = _config(name='linear_typo')
   with pytest.raises(ValueError, match='config.schedule.name'):
     optimizers.make_schedule(config)
+
+
+@pytest.mark.parametrize('field,value', [('no_decay_patterns', ('norm', '(unclosed')),
+                                         ('lr_multipliers', (('head[', 10.0),))])
+def test_a_bad_regex_is_named_when_the_optimizer_is_built(field, value):
+  """The masks are read from the parameter paths only when the optimizer runs (inside the
+  jitted step), so the regexes are checked when it is built, at start."""
+  config = _config()
+  setattr(config.optimizer, field, value)
+  with pytest.raises(ValueError, match=rf'config\.optimizer\.{field}: .* is not a regex'):
+    optimizers.make_optimizer(config)

@@ -1,7 +1,8 @@
 """The jitted train step: compute dtype; non-finite steps skipped and counted, training
 stopped after too many in a row; the schedule of skipped steps; gradient accumulation exact or
-refused."""
+refused; a fresh state traced once."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,6 +78,28 @@ def test_a_nan_step_changes_nothing_but_the_counters():
   changed = _host(state.params)
   assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before[0]),
                                                       jax.tree.leaves(changed)))
+
+
+def test_a_fresh_state_traces_the_model_once():
+  """The optimizer is built without the model, and the initial state's shapes (which choose its
+  shardings) and its jitted init come from one trace of the model's init: a large model's start
+  pays that trace once, not three times."""
+  calls = []
+
+  class Counted(nn.Module):
+    inner: nn.Module
+
+    def __call__(self, x, train: bool = False):
+      calls.append(x.shape)
+      return self.inner(x, train)
+
+  config = _config()
+  mesh = sharding.make_mesh(config.mesh)
+  model = Counted(SmallNet(6))
+  tx, _ = optimizers.make_optimizer(config)
+  assert not calls
+  state, _ = train_state.create_train_state(model, tx, jax.random.key(0), (32, 32), mesh)
+  assert calls == [(1, 32, 32, 3)] and int(state.step) == 0
 
 
 def test_a_skipped_step_consumes_its_step_of_the_schedule_and_the_log_tells_the_rate_applied():

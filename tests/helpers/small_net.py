@@ -3,7 +3,6 @@ and pipeline but not a real model (its steps compile in seconds)."""
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from semseg_jax import optimizers
 from semseg_jax import sharding
@@ -35,8 +34,7 @@ def small_net_setup(config, detail: bool = False):
   mesh = sharding.make_mesh(config.mesh)
   source = datasets.make_source(config.data, config.data.train_split, config.seed)
   model = SmallNet(source.num_classes, detail)
-  params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
-  tx, schedule = optimizers.make_optimizer(config, params['params'])
+  tx, schedule = optimizers.make_optimizer(config)
   state, shardings = train_state.create_train_state(model, tx, jax.random.key(0), (32, 32), mesh)
   step_fn = train_step.make_train_step(model, tx, schedule, config, shardings, mesh)
   local = next(iter(pipeline.train_dataset(config, source)))

@@ -78,7 +78,7 @@ def _one_train_step(key: str) -> dict:
   model = zoo_specs.build(key)
   mesh = sharding.make_mesh(config.mesh)
   variables = host_init.variables(model, input_hw)
-  tx, schedule = optimizers.make_optimizer(config, variables['params'])
+  tx, schedule = optimizers.make_optimizer(config)
   opt_state = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
                            jax.eval_shape(tx.init, variables['params']))  # SGD's: all zeros.
 
