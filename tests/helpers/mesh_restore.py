@@ -21,10 +21,14 @@ from semseg_jax import train_step  # pylint: disable=g-import-not-at-top
 from semseg_jax.data import datasets  # pylint: disable=g-import-not-at-top
 from semseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 from tests.helpers import e2e_config  # pylint: disable=g-import-not-at-top
+from tests.helpers import sharded_steps  # pylint: disable=g-import-not-at-top
 
 
 def run(workdir: str, out_path: str) -> None:
   config = e2e_config.tiny_quickstart()
+  # sharded_steps' run length: the same schedule, so the same train step program as the
+  # 1-device run of the same test (compiled once, read from the compilation cache here).
+  config.train.num_steps = sharded_steps.NUM_STEPS
   mesh = sharding.make_mesh(config.mesh)
   train_source = datasets.make_source(config.data, 'train', config.seed)
   model, tx, schedule = train_state.build_model_and_optimizer(config, train_source.num_classes)

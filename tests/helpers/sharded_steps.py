@@ -32,11 +32,13 @@ from semseg_jax.evaluators import common  # pylint: disable=g-import-not-at-top
 from semseg_jax.evaluators import inference  # pylint: disable=g-import-not-at-top
 from tests.helpers import e2e_config  # pylint: disable=g-import-not-at-top
 
+NUM_STEPS = 3  # Train steps of every run (tests.helpers.mesh_restore trains with this schedule).
+
 
 def run(out_path: str, reference_path: str = '-', parallelism: str = 'data',
         checkpoint_workdir: str = '') -> None:
   config = e2e_config.tiny_quickstart()
-  config.train.num_steps = 3
+  config.train.num_steps = NUM_STEPS
   if parallelism == 'fsdp':
     config.mesh.shape, config.mesh.axes = (-1, 2), ('data', 'fsdp')
     config.mesh.data_axes = ('data', 'fsdp')
