@@ -244,8 +244,8 @@ def test_sigterm_then_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
   live one fails at once; a killed run leaves no lock behind."""
   overrides = {'train.eval_every': 20, 'checkpoint.every_steps': 5}
   flags = _flags(40, **overrides)
-  straight = tmp_path / 'straight'
-  main.run('train', _tiny(40, **overrides), str(straight))  # In this process: the reference.
+  straight = tmp_path / 'straight'  # In this process: the reference, saved only at its end.
+  main.run('train', _tiny(40, **{**overrides, 'checkpoint.every_steps': 40}), str(straight))
 
   killed = tmp_path / 'killed'
   log = tmp_path / 'preempted.log'
@@ -466,7 +466,7 @@ def test_a_rerun_completes_the_evaluation_its_checkpoint_still_owes(tmp_path, mo
   evaluation's record (a metrics.jsonl line cut short) each used to rerun into "Checkpoint is
   already at step 4" with no evaluation. The rerun of the same config completes it, once."""
   def config():
-    return _tiny(4, **{'train.eval_every': 1000, 'checkpoint.every_steps': 2})
+    return _tiny(4, **{'train.eval_every': 1000, 'checkpoint.every_steps': 4})
 
   def evaluations(workdir):
     return [(r['step'], r['evaluator']) for r in run_main.records(workdir)]
@@ -475,6 +475,10 @@ def test_a_rerun_completes_the_evaluation_its_checkpoint_still_owes(tmp_path, mo
   main.run('train', config(), str(straight))
   want = run_main.records(straight)
   assert evaluations(straight) == [(4, 'val')]
+  killed = tmp_path / 'killed'  # The same run, killed while writing its evaluation's record.
+  shutil.copytree(straight, killed)
+  line = (killed / 'metrics.jsonl').read_text()
+  (killed / 'metrics.jsonl').write_text(line[:len(line) // 2])
 
   crashed = tmp_path / 'crashed'
   with monkeypatch.context() as patch:
@@ -489,11 +493,6 @@ def test_a_rerun_completes_the_evaluation_its_checkpoint_still_owes(tmp_path, mo
     patch.setattr(preemption.Preemption, 'requested', lambda self, step: step == 4)
     main.run('train', config(), str(preempted))
   assert _steps(preempted)[-1] == 4 and not (preempted / 'metrics.jsonl').exists()
-
-  killed = tmp_path / 'killed'
-  main.run('train', config(), str(killed))
-  line = (killed / 'metrics.jsonl').read_text()
-  (killed / 'metrics.jsonl').write_text(line[:len(line) // 2])  # Killed while writing it.
 
   for workdir in (crashed, preempted, killed):
     main.run('train', config(), str(workdir))
@@ -511,17 +510,19 @@ def test_a_damaged_latest_checkpoint_is_named_and_the_newest_intact_one_is_used(
   saying which; training names it, moves it to checkpoints/unreadable/, resumes from that step
   and ends bit-exactly where an uninterrupted run ends. Training also removes a killed write's
   temporary directory (eval, perhaps beside a live run, touches neither)."""
-  def config():
-    return _tiny(6, **{'train.eval_every': 1000, 'checkpoint.every_steps': 2})
+  def config():  # The other tests' 4 steps: the same compiled programs.
+    return _tiny(4, **{'train.eval_every': 1000, 'checkpoint.every_steps': 2})
 
   straight = tmp_path / 'straight'
   main.run('train', config(), str(straight))
+  preempted = tmp_path / 'preempted'
+  with monkeypatch.context() as patch:  # Preempted in its last step: checkpoints 2 and 4.
+    patch.setattr(preemption.Preemption, 'requested', lambda self, step: step == 4)
+    main.run('train', config(), str(preempted))
+  assert _steps(preempted) == [2, 4]
   for damage in ('truncated', 'emptied'):
-    workdir = tmp_path / damage
-    with monkeypatch.context() as patch:  # Stopped (preempted) at step 4: checkpoints 2 and 4.
-      patch.setattr(preemption.Preemption, 'requested', lambda self, step: step == 4)
-      main.run('train', config(), str(workdir))
-    assert _steps(workdir) == [2, 4]
+    workdir = tmp_path / damage  # A copy of the preempted run's workdir, damaged.
+    shutil.copytree(preempted, workdir)
     latest = workdir / 'checkpoints' / '4'
     if damage == 'truncated':
       metadata = latest / 'state' / '_METADATA'
@@ -542,11 +543,13 @@ def test_a_damaged_latest_checkpoint_is_named_and_the_newest_intact_one_is_used(
     caplog.clear()
     main.run('train', config(), str(workdir))
     assert f'Checkpoint {latest} cannot be read' in caplog.text
-    assert not leftover.exists()  # Step 4 was saved again, from the resumed run.
-    assert (workdir / 'checkpoints' / 'unreadable' / '4').is_dir() and _steps(workdir)[-1] == 6
+    assert not leftover.exists()
+    # Resumed from step 2: step 4 trained and saved again, and evaluated.
+    assert (workdir / 'checkpoints' / 'unreadable' / '4').is_dir() and _steps(workdir) == [2, 4]
+    assert run_main.records(workdir)[-1]['step'] == 4
     step_a, state_a = run_main.final_params(straight)
     step_b, state_b = run_main.final_params(workdir)
-    assert step_a == step_b == 6
+    assert step_a == step_b == 4
     leaves_a, leaves_b = (e2e_config.flat_leaves(s) for s in (state_a, state_b))
     for key in leaves_a:
       np.testing.assert_array_equal(leaves_a[key], leaves_b[key], err_msg=key)
@@ -554,7 +557,7 @@ def test_a_damaged_latest_checkpoint_is_named_and_the_newest_intact_one_is_used(
 
 @pytest.mark.slow(20)
 def test_benchmark_mode_measures_the_figures(tmp_path):
-  config = _tiny(1, **{
+  config = _tiny(4, **{  # The other runs' 4 steps: the same train step program.
       'benchmark.batch_size': 8, 'benchmark.steps': 2, 'benchmark.warmup_steps': 1,
       'benchmark.eval_image_hw': (40, 72), 'eval.mode': 'slide', 'eval.crop_size': (32, 32),
       'eval.stride': (24, 24)})
