@@ -114,8 +114,12 @@ def make_optimizer(config: ml_collections.ConfigDict
     chain += [optax.scale_by_adam(b1=opt.b1, b2=opt.b2, eps=opt.eps),
               optax.add_decayed_weights(opt.weight_decay, mask)]
   elif opt.name == 'sgd':  # PyTorch SGD: L2 term added to the gradient before momentum.
-    chain += [optax.add_decayed_weights(opt.weight_decay, mask),
-              optax.trace(decay=opt.momentum, nesterov=opt.nesterov)]
+    if opt.momentum < 0 or (opt.nesterov and opt.momentum == 0):
+      raise ValueError(f'config.optimizer.momentum={opt.momentum} (nesterov={opt.nesterov}); '
+                       'expected >= 0, and > 0 for Nesterov momentum.')
+    chain.append(optax.add_decayed_weights(opt.weight_decay, mask))
+    if opt.momentum > 0:  # Without momentum, like PyTorch's SGD, no buffer in the state.
+      chain.append(optax.trace(decay=opt.momentum, nesterov=opt.nesterov))
   else:
     raise ValueError(f'config.optimizer.name={opt.name!r}; expected adamw or sgd.')
   chain += [scale_by_schedule_at_step(schedule), scale_by_path_multipliers(rules)]

@@ -25,6 +25,22 @@ def micro_batches(batch: dict, count: int, unit: int = 1) -> dict:
   return jax.tree.map(split, batch)
 
 
+def global_norm(tree: Any, whole_on_each_device: bool) -> jax.Array:
+  """The L2 norm of all leaves together (summed in float32; optax.tree.norm's value, to float
+  rounding).
+
+  With every leaf whole on each device it is one reduction over the leaves concatenated: one
+  kernel instead of one per parameter array, and XLA's compile time (and on accelerators the
+  launch count) follows the number of kernels: a tiny SegFormer's train step drops from ~1,350
+  to ~1,110 on CPU. Leaves split over devices (FSDP) are reduced one by one, since concatenating
+  them would gather them.
+  """
+  leaves = [leaf.astype(jnp.float32) for leaf in jax.tree.leaves(tree)]
+  if whole_on_each_device and len(leaves) > 1:
+    leaves = [jnp.concatenate([jnp.ravel(leaf) for leaf in leaves])]
+  return jnp.sqrt(sum((jnp.sum(leaf * leaf) for leaf in leaves), jnp.zeros((), jnp.float32)))
+
+
 def check_accumulation(config: ml_collections.ConfigDict) -> None:
   """Fails naming the field when config.train.grad_accum_steps cannot split the batch, or would
   change the objective of a loss term the config does not accept as approximate."""
@@ -63,6 +79,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs,
   check_accumulation(config)
   accum_steps = int(config.train.grad_accum_steps)
   unit = losses.accumulation_unit(loss_config)
+  params_whole = all(s.is_fully_replicated for s in jax.tree.leaves(state_shardings.params))
 
   def loss_and_grads(params, batch_stats, batch, dropout_rng, shares=None):
     def loss_fn(params):
@@ -102,7 +119,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs,
                zeros(first_parts))
       (batch_stats, grads, loss, parts), _ = jax.lax.scan(
           accumulate, carry, (micro, shares, jnp.arange(accum_steps)))
-    grad_norm = optax.tree.norm(grads)
+    grad_norm = global_norm(grads, params_whole)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params, step=state.step)
     updated = (optax.apply_updates(state.params, updates), batch_stats, opt_state)

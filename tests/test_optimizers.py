@@ -87,6 +87,22 @@ def test_sgd_momentum_weight_decay_and_clipping():
     np.testing.assert_allclose(params['w'], p, rtol=1e-5)
 
 
+def test_sgd_without_momentum_keeps_no_buffer_and_steps_on_the_gradient():
+  config = _config(warmup_steps=0, name='constant')
+  config.optimizer.name, config.optimizer.momentum = 'sgd', 0.0
+  config.optimizer.weight_decay = 0.0
+  params = {'w': jnp.array([2.0, -1.0])}
+  tx, _ = optimizers.make_optimizer(config)
+  state = tx.init(params)
+  assert not any(leaf.size for leaf in jax.tree.leaves(state) if hasattr(leaf, 'size'))
+  updates, _ = tx.update({'w': jnp.array([3.0, 4.0])}, state, params, step=0)
+  np.testing.assert_allclose(updates['w'], [-0.3, -0.4], rtol=1e-6)  # lr 0.1
+  for momentum, nesterov in ((-0.5, False), (0.0, True)):
+    config.optimizer.momentum, config.optimizer.nesterov = momentum, nesterov
+    with pytest.raises(ValueError, match=r'config\.optimizer\.momentum'):
+      optimizers.make_optimizer(config)
+
+
 def test_unknown_names_fail_naming_the_field():
   config = _config()
   config.optimizer.name = 'adam_typo'

@@ -80,6 +80,23 @@ def test_a_nan_step_changes_nothing_but_the_counters():
                                                       jax.tree.leaves(changed)))
 
 
+@pytest.mark.parametrize('whole_on_each_device', [True, False])
+def test_the_logged_gradient_norm_is_the_l2_norm_of_every_leaf(whole_on_each_device):
+  """One reduction over the concatenated leaves (replicated parameters) or one per leaf (FSDP):
+  the same norm, float64 NumPy's to rounding, bfloat16 leaves and an empty tree included."""
+  rng = np.random.default_rng(0)
+  tree = {'conv': {'kernel': rng.normal(size=(3, 3, 4, 8)).astype(np.float32),
+                   'bias': rng.normal(size=(8,)).astype(np.float32)},
+          'norm': [rng.normal(size=(5,)).astype(jnp.bfloat16), np.float32(3.0)]}
+  want = np.sqrt(sum(np.sum(np.asarray(leaf, np.float64) ** 2) for leaf in jax.tree.leaves(tree)))
+  got = jax.jit(lambda t: train_step.global_norm(t, whole_on_each_device))(tree)
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(float(got), want, rtol=1e-6)
+  assert float(train_step.global_norm({}, whole_on_each_device)) == 0.0
+  poisoned = {'a': np.ones(3, np.float32), 'b': np.array([1.0, np.inf], np.float32)}
+  assert not np.isfinite(float(train_step.global_norm(poisoned, whole_on_each_device)))
+
+
 def test_a_fresh_state_traces_the_model_once():
   """The optimizer is built without the model, and the initial state's shapes (which choose its
   shardings) and its jitted init come from one trace of the model's init: a large model's start
