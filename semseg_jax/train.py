@@ -58,23 +58,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   model, tx, schedule = train_state.build_model_and_optimizer(config, num_classes)
 
   ##############################################################################################
-  # State: fresh, resumed from the latest checkpoint, or from pretrained weights             #
+  # State: resumed from the latest checkpoint, or fresh (and pretrained weights loaded)        #
   ##############################################################################################
-  state, state_shardings = train_state.create_train_state(
-      model, tx, jax.random.key(config.seed), tuple(config.augment.crop_size), mesh,
-      config.mesh.partition_rules)
-  parameter_overview.log_parameter_overview(state.params)
-  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  abstract_state, state_shardings, fresh_state = train_state.plan_train_state(
+      model, tx, tuple(config.augment.crop_size), mesh, config.mesh.partition_rules)
+  num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
   logging.info('Model %s-%s: %d parameters.', config.model.name, config.model.variant,
                num_params)
   writer.write_hparams({'num_params': num_params, **logs.flatten_config(config)})
   manager = checkpointing.make_manager(workdir, config, owner=True)
-  resumed = checkpointing.restore_latest(manager, state, train_iter, owner=True)
+  resumed = checkpointing.restore_latest(manager, abstract_state, train_iter, owner=True)
   if resumed is not None:
     state, resumed_step = resumed
     logging.info('Resumed from the checkpoint of step %d.', resumed_step)
-  elif config.model.pretrained or config.model.backbone_pretrained:
-    state = train_state.load_pretrained(state, state_shardings, config.model, model)
+  else:
+    state = fresh_state(jax.random.key(config.seed))
+    if config.model.pretrained or config.model.backbone_pretrained:
+      state = train_state.load_pretrained(state, state_shardings, config.model, model)
+  parameter_overview.log_parameter_overview(state.params)
   start_step = int(jax.device_get(state.step))
 
   ##############################################################################################

@@ -3,7 +3,7 @@ benchmark: the model and optimizer of a config, a fresh state created into its s
 checkpoint restored, pretrained weights loaded."""
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 import flax
 import flax.linen as nn
@@ -47,7 +47,7 @@ def build_model_and_optimizer(config: ml_collections.ConfigDict, num_classes: in
 
 def _initial_state(model: nn.Module, tx: optax.GradientTransformation,
                    input_hw: tuple[int, int]):
-  """rng -> the initial TrainState (the function that create_train_state jits)."""
+  """rng -> the initial TrainState (the function that a fresh state is made by)."""
   def init(rng):
     param_rng, dropout_rng = jax.random.split(rng)
     images = jnp.zeros((1, *input_hw, 3), jnp.float32)
@@ -59,34 +59,46 @@ def _initial_state(model: nn.Module, tx: optax.GradientTransformation,
   return init
 
 
-def _abstract_and_shardings(init: Any, rng: jax.Array, mesh: Mesh, partition_rules: Any
-                            ) -> tuple[TrainState, Any]:
-  abstract = jax.eval_shape(init, rng)
-  return abstract, sharding.state_shardings(abstract, mesh, partition_rules)
+def plan_train_state(model: nn.Module, tx: optax.GradientTransformation,
+                     input_hw: tuple[int, int], mesh: Mesh, partition_rules: Any = ()
+                     ) -> tuple[TrainState, Any, Callable[[jax.Array], TrainState]]:
+  """(the state's shapes and dtypes as jax.ShapeDtypeStruct leaves carrying their shardings,
+  the shardings, fresh(rng) -> a newly initialised state).
+
+  The shardings are replicated, or by config.mesh.partition_rules (see sharding.leaf_spec). A
+  checkpoint restores onto the abstract state, so resuming and --mode=eval never initialise
+  weights they would overwrite; `fresh` runs the init, jitted straight into the shardings, from
+  the same trace of the model's init (jax reuses the trace of the same function object). The
+  key is an argument of the jitted init, so that states of other seeds reuse its compilation.
+  """
+  init = _initial_state(model, tx, input_hw)
+  shapes = jax.eval_shape(init, jax.random.key(0))
+  shardings = sharding.state_shardings(shapes, mesh, partition_rules)
+  abstract = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
+                          shapes, shardings)
+  return abstract, shardings, lambda rng: _fresh_state(init, shardings, rng)
+
+
+def _fresh_state(init: Callable[[jax.Array], TrainState], shardings: Any,
+                 rng: jax.Array) -> TrainState:
+  return jax.jit(init, out_shardings=shardings)(rng)
 
 
 def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation,
                          input_hw: tuple[int, int], mesh: Mesh, partition_rules: Any = ()
                          ) -> tuple[TrainState, Any]:
   """The initial state's shapes, dtypes and shardings (jax.ShapeDtypeStruct leaves; nothing
-  is computed), and the shardings: what lowering a step needs."""
-  abstract, shardings = _abstract_and_shardings(_initial_state(model, tx, input_hw),
-                                                jax.random.key(0), mesh, partition_rules)
-  return jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
-                      abstract, shardings), shardings
+  is computed), and the shardings: what lowering a step or restoring a checkpoint needs."""
+  return plan_train_state(model, tx, input_hw, mesh, partition_rules)[:2]
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
                        input_hw: tuple[int, int], mesh: Mesh,
                        partition_rules: Any = ()) -> tuple[TrainState, Any]:
-  """The initial state, created by a jitted init directly into its shardings (replicated, or
-  by config.mesh.partition_rules: see sharding.leaf_spec). The key is an argument of the jitted
-  function, so that states of other seeds reuse its compilation. The shapes that choose the
-  shardings and the jitted init come from one trace of the model's init (jax reuses the trace
-  of the same function object)."""
-  init = _initial_state(model, tx, input_hw)
-  _, shardings = _abstract_and_shardings(init, rng, mesh, partition_rules)
-  return jax.jit(init, out_shardings=shardings)(rng), shardings
+  """A newly initialised state and its shardings (see plan_train_state); the model's init is
+  traced once."""
+  _, shardings, fresh = plan_train_state(model, tx, input_hw, mesh, partition_rules)
+  return fresh(rng), shardings
 
 
 PRETRAINED_FIELDS = (('pretrained', 'model'), ('backbone_pretrained', 'backbone'))
@@ -120,17 +132,17 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str, model
   checkpoint there, the weights of config.model.pretrained (step 0)."""
   manager = checkpointing.make_manager(workdir, config)
   step = config.eval.checkpoint_step
-  state, shardings = create_train_state(model, tx, jax.random.key(config.seed),
-                                        tuple(config.augment.crop_size), mesh,
-                                        config.mesh.partition_rules)
+  abstract, shardings, fresh = plan_train_state(model, tx, tuple(config.augment.crop_size),
+                                                mesh, config.mesh.partition_rules)
   if step < 0:  # The newest checkpoint that reads.
-    latest = checkpointing.restore_latest(manager, state)
+    latest = checkpointing.restore_latest(manager, abstract)
     if latest is not None:
       return latest
     step = None
   if step is None and config.model.pretrained:
     logging.info('No checkpoint in %s: using config.model.pretrained=%s.', workdir,
                  config.model.pretrained)
+    state = fresh(jax.random.key(config.seed))
     return load_pretrained(state, shardings, config.model, model), 0
   if step is None or step not in manager.all_steps():
     raise FileNotFoundError(f'No checkpoint at step {config.eval.checkpoint_step} '
@@ -139,7 +151,7 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str, model
                             f'{sorted(manager.all_steps())}; config.model.pretrained is '
                             f'{config.model.pretrained!r}.')
   try:
-    return checkpointing.restore(manager, step, state), step
+    return checkpointing.restore(manager, step, abstract), step
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(f'Checkpoint {manager.directory / str(step)} (config.eval.checkpoint_step) '
                      f'cannot be read: {type(e).__name__}: {e}') from e

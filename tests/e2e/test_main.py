@@ -24,6 +24,7 @@ from configs import default
 from semseg_jax import logs
 from semseg_jax import main
 from semseg_jax import preemption
+from semseg_jax import train_state
 from semseg_jax.data import datasets
 from semseg_jax.evaluators import segmentation
 from tests.helpers import bad_files
@@ -113,7 +114,12 @@ def test_train_with_two_evaluators_then_eval_and_predict_modes(tmp_path, monkeyp
   assert hparams['num_params'] > 0 and hparams['train.num_steps'] == 4
   assert hparams['model.name'] == config().model.name
 
-  # --mode=eval runs both evaluators on the latest checkpoint, reading no training data.
+  # --mode=eval runs both evaluators on the latest checkpoint, reading no training data (and
+  # initialising no weights: the checkpoint restores onto the state's shapes).
+  fresh_states = []
+  fresh_state = train_state._fresh_state  # pylint: disable=protected-access
+  monkeypatch.setattr(train_state, '_fresh_state',
+                      lambda *args: fresh_states.append(1) or fresh_state(*args))
   read_splits = []
   make_source = datasets.make_source
   monkeypatch.setattr(datasets, 'make_source',
@@ -150,6 +156,7 @@ def test_train_with_two_evaluators_then_eval_and_predict_modes(tmp_path, monkeyp
     predicted = np.asarray(Image.open(out / 'colour' / f'{source.name(i)}.png'))
     np.testing.assert_array_equal(panel[:, 64:], predicted)
 
+  assert not fresh_states
   # An empty workdir predicts with config.model.pretrained: the same weights, the same labels.
   other = tmp_path / 'out_pretrained'
   main.run('predict', e2e_config.apply(config(), {
@@ -464,13 +471,18 @@ def test_a_rerun_completes_the_evaluation_its_checkpoint_still_owes(tmp_path, mo
   evaluation crashed (a bad validation file, then fixed), a run preempted during its last step
   (saved, stopped before evaluating) and a run killed between the checkpoint and the end of the
   evaluation's record (a metrics.jsonl line cut short) each used to rerun into "Checkpoint is
-  already at step 4" with no evaluation. The rerun of the same config completes it, once."""
+  already at step 4" with no evaluation. The rerun of the same config completes it, once,
+  restoring the checkpoint without initialising the weights it overwrites."""
   def config():
     return _tiny(4, **{'train.eval_every': 1000, 'checkpoint.every_steps': 4})
 
   def evaluations(workdir):
     return [(r['step'], r['evaluator']) for r in run_main.records(workdir)]
 
+  fresh_states = []
+  fresh_state = train_state._fresh_state  # pylint: disable=protected-access
+  monkeypatch.setattr(train_state, '_fresh_state',
+                      lambda *args: fresh_states.append(1) or fresh_state(*args))
   straight = tmp_path / 'straight'
   main.run('train', config(), str(straight))
   want = run_main.records(straight)
@@ -494,12 +506,14 @@ def test_a_rerun_completes_the_evaluation_its_checkpoint_still_owes(tmp_path, mo
     main.run('train', config(), str(preempted))
   assert _steps(preempted)[-1] == 4 and not (preempted / 'metrics.jsonl').exists()
 
+  assert len(fresh_states) == 3  # straight, crashed and preempted started from scratch.
   for workdir in (crashed, preempted, killed):
     main.run('train', config(), str(workdir))
     assert run_main.records(workdir)[-1] == want[-1], workdir
     assert (workdir / 'confusion_val_step_0000004.npy').exists()
   main.run('train', config(), str(straight))  # Nothing owed: nothing runs again.
   assert evaluations(straight) == [(4, 'val')]
+  assert len(fresh_states) == 3  # Each rerun restored onto the state's shapes: no init ran.
 
 
 @pytest.mark.slow(45)
