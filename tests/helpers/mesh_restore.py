@@ -32,8 +32,8 @@ def run(workdir: str, out_path: str) -> None:
   mesh = sharding.make_mesh(config.mesh)
   train_source = datasets.make_source(config.data, 'train', config.seed)
   model, tx, schedule = train_state.build_model_and_optimizer(config, train_source.num_classes)
-  target, state_shardings = train_state.create_train_state(
-      model, tx, jax.random.key(1), tuple(config.augment.crop_size), mesh)
+  target, state_shardings = train_state.abstract_train_state(
+      model, tx, tuple(config.augment.crop_size), mesh)
   manager = checkpointing.make_manager(workdir, config)
   it = iter(pipeline.train_dataset(config, train_source))
   state = checkpointing.restore(manager, manager.latest_step(), target, it)

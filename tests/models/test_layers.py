@@ -242,6 +242,15 @@ LOWERED_CONVS = [((3, 3), 1, 1, 1, None), ((5, 5), 2, 1, 1, None), ((1, 7), 1, 2
                  ((7, 1), 1, 4, 1, None), ((3, 3), 2, 1, 6, 'SAME'), ((3, 3), 2, 1, 2, 1)]
 
 
+def _jitted_outputs_and_gradients(conv, variables, x):
+  """(conv's output, the gradients of sum(sin(output)) with respect to its variables and its
+  input), traced under the caller's conv_lowering into one jitted program."""
+  def outputs(variables, x):
+    loss = lambda v, x: jnp.sum(jnp.sin(conv.apply(v, x)))
+    return conv.apply(variables, x), jax.grad(loss, (0, 1))(variables, x)
+  return jax.jit(outputs)(variables, x)
+
+
 @pytest.mark.parametrize('kernel, stride, dilation, multiplier, padding', LOWERED_CONVS)
 def test_depthwise_conv_on_cpu_equals_xla_grouped_conv(kernel, stride, dilation, multiplier,
                                                        padding):
@@ -252,13 +261,12 @@ def test_depthwise_conv_on_cpu_equals_xla_grouped_conv(kernel, stride, dilation,
                        groups=channels, use_bias=True,
                        bias_init=jax.nn.initializers.normal(1.0))
   x = jnp.asarray(np.random.RandomState(0).randn(2, 11, 9, channels).astype(np.float32))
-  variables = conv.init(jax.random.key(0), x)
+  variables = jax.jit(conv.init)(jax.random.key(0), x)
 
   def outputs(kind):
     with layers.conv_lowering(kind):
-      loss = lambda v, x: jnp.sum(jnp.sin(conv.apply(v, x)))
       grouped = 'feature_group_count=4' in str(jax.make_jaxpr(conv.apply)(variables, x))
-      return grouped, (conv.apply(variables, x), jax.grad(loss, (0, 1))(variables, x))
+      return grouped, _jitted_outputs_and_gradients(conv, variables, x)
 
   grouped_xla, reference = outputs('xla')
   grouped_cpu, lowered = outputs('cpu')
@@ -271,14 +279,13 @@ def test_depthwise_conv_on_cpu_equals_xla_grouped_conv(kernel, stride, dilation,
 def test_pointwise_conv_on_cpu_is_a_matrix_product_equal_to_xlas(stride):
   conv = layers.conv2d(5, 1, stride, use_bias=True)
   x = jnp.asarray(np.random.RandomState(0).randn(2, 7, 6, 3).astype(np.float32))
-  variables = conv.init(jax.random.key(0), x)
+  variables = jax.jit(conv.init)(jax.random.key(0), x)
   results = {}
   for kind in ('xla', 'cpu'):
     with layers.conv_lowering(kind):
       jaxpr = str(jax.make_jaxpr(conv.apply)(variables, x))
       assert ('conv_general_dilated' in jaxpr) == (kind == 'xla'), jaxpr
-      results[kind] = (conv.apply(variables, x), jax.grad(
-          lambda v: jnp.sum(jnp.sin(conv.apply(v, x))))(variables))
+      results[kind] = _jitted_outputs_and_gradients(conv, variables, x)
   for want, got in zip(jax.tree.leaves(results['xla']), jax.tree.leaves(results['cpu'])):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
@@ -298,14 +305,13 @@ def test_wide_dense_conv_on_cpu_takes_its_kernel_gradient_from_matrix_products(
   conv = layers.conv2d(width, kernel, stride, dilation, padding, use_bias=True)
   x = jnp.asarray(np.random.RandomState(0).randn(2, 7, 6, width + more_inputs)
                   .astype(np.float32))
-  variables = conv.init(jax.random.key(0), x)
-  loss = lambda v, x: jnp.sum(jnp.sin(conv.apply(v, x)))
+  variables = jax.jit(conv.init)(jax.random.key(0), x)
   results = {}
   for kind in ('xla', 'cpu'):
     with layers.conv_lowering(kind):
       jaxpr = str(jax.make_jaxpr(conv.apply)(variables, x))
       assert ('_conv_with_tap_kernel_gradient' in jaxpr) == (kind == 'cpu'), jaxpr
-      results[kind] = (conv.apply(variables, x), jax.grad(loss, (0, 1))(variables, x))
+      results[kind] = _jitted_outputs_and_gradients(conv, variables, x)
   for want, got in zip(jax.tree.leaves(results['xla']), jax.tree.leaves(results['cpu'])):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want))))
   narrow = layers.conv2d(width - 1, kernel, stride, dilation, padding)
