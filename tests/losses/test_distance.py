@@ -286,7 +286,8 @@ def test_smaller_logits_are_resized(name):
   resized = np.asarray(losses.resize_logits(jnp.asarray(logits), labels.shape[1:]))
   np.testing.assert_allclose(float(value), float(fn(resized, labels, IGNORE, **maps, **options)),
                              rtol=1e-6)
-  grad = jax.grad(lambda lg: fn(lg, labels, IGNORE, **maps, **options))(jnp.asarray(logits))
+  grad = jax.jit(jax.grad(lambda lg: fn(lg, labels, IGNORE, **maps, **options)))(
+      jnp.asarray(logits))
   assert grad.shape == logits.shape and np.all(np.isfinite(np.asarray(grad)))
 
 

@@ -242,7 +242,7 @@ def test_perfect_prediction_is_near_zero(name, per_image):
   logits = 60.0 * jax.nn.one_hot(np.where(labels == IGNORE, 0, labels), NUM_CLASSES)
   value = float(fn(logits, labels, IGNORE, per_image=per_image))
   assert abs(value) < 1e-5
-  grad = jax.grad(lambda lg: fn(lg, labels, IGNORE, per_image=per_image))(logits)
+  grad = jax.jit(jax.grad(lambda lg: fn(lg, labels, IGNORE, per_image=per_image)))(logits)
   assert np.all(np.isfinite(np.asarray(grad)))
 
 

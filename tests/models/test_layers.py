@@ -66,7 +66,8 @@ def test_bilinear_resize_gradient_is_the_transposed_interpolation(in_hw, out_hw)
   rng = np.random.RandomState(1)
   x = rng.randn(1, *in_hw, 2).astype(np.float32)
   weights = rng.randn(1, *out_hw, 2).astype(np.float32)
-  grad = jax.grad(lambda x: jnp.sum(layers.bilinear_resize(x, out_hw) * weights))(jnp.asarray(x))
+  grad = jax.jit(jax.grad(lambda x: jnp.sum(layers.bilinear_resize(x, out_hw) * weights)))(
+      jnp.asarray(x))
   for i in range(in_hw[0]):
     for j in range(in_hw[1]):
       basis = np.zeros((1, *in_hw, 1))
