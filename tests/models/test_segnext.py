@@ -145,11 +145,13 @@ def test_eval_nmf_is_per_sample():
   of its batch. In training the bases are per-sample draws from the 'dropout' rng."""
   x = jnp.asarray(np.random.default_rng(3).random((2, 3, 4, 8)), jnp.float32)
   module = NMF2D(rank=3)
-  both = module.apply({}, x, train=False)
-  np.testing.assert_allclose(module.apply({}, x[1:], train=False)[0], both[1], rtol=1e-6)
+  evaluate = jax.jit(lambda x: module.apply({}, x, train=False))
+  train = jax.jit(lambda x, key: module.apply({}, x, train=True, rngs={'dropout': key}))
+  both = evaluate(x)
+  np.testing.assert_allclose(evaluate(x[1:])[0], both[1], rtol=1e-6)
   key = jax.random.key(5)
-  trained = module.apply({}, x, train=True, rngs={'dropout': key})
-  np.testing.assert_array_equal(trained, module.apply({}, x, train=True, rngs={'dropout': key}))
+  trained = train(x, key)
+  np.testing.assert_array_equal(trained, train(x, key))
   assert not np.allclose(trained, both)
 
 
@@ -247,7 +249,8 @@ def test_nmf_gradient_flows_through_all_steps_unless_one_step():
 
   np.testing.assert_allclose(nmf_reconstruct(x, bases, 2, False),
                              nmf_reconstruct(x, bases, 2, True))
-  full, one = jax.grad(loss)(x, False), jax.grad(loss)(x, True)
+  gradient = jax.jit(jax.grad(loss), static_argnums=1)
+  full, one = gradient(x, False), gradient(x, True)
   assert bool(jnp.isfinite(full).all()) and not np.allclose(full, one)
 
 
@@ -255,7 +258,7 @@ def test_head_runs_in_bfloat16():
   head = LightHamHead(NUM_CLASSES, dtype=jnp.bfloat16, **TINY_HEAD)
   features = [jnp.ones((1, 8, 8, 8)), jnp.ones((1, 4, 4, 16)), jnp.ones((1, 2, 2, 24)),
               jnp.ones((1, 1, 1, 40))]
-  variables = head.init(jax.random.key(0), features)
+  variables = jax.jit(head.init)(jax.random.key(0), features)
   logits = jax.jit(head.apply)(variables, features)
   assert logits.shape == (1, 4, 4, NUM_CLASSES) and logits.dtype == jnp.bfloat16
   assert bool(jnp.isfinite(logits.astype(jnp.float32)).all())
