@@ -4,6 +4,7 @@ tests/losses/test_detail.py, the resizes in test_layers.py.)"""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from semseg_jax.models import stdc as stdc_model
@@ -44,7 +45,7 @@ def test_tiny_model_modes_and_shapes():
   # What the training forward computes (finite outputs, every BatchNorm statistic moving,
   # dropout from the 'dropout' rng) is checked on the same tiny model by test_zoo.py's train
   # step; here its shapes.
-  assert all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(variables))
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(variables))
   out = jax.eval_shape(lambda v, x: model.apply(
       v, x, train=True, rngs={'dropout': jax.random.key(2)}, mutable=['batch_stats'])[0],
                        variables, images)
