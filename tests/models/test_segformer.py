@@ -56,12 +56,12 @@ def test_head_equals_the_written_form():
   sizes, widths, dim = [(10, 14), (5, 7), (3, 4), (2, 2)], (4, 6, 8, 10), 8
   features = [rng.normal(size=(2, *hw, c)).astype(np.float32) for hw, c in zip(sizes, widths)]
   head = SegFormerHead(NUM_CLASSES, decoder_dim=dim)
-  variables = jax.tree.map(np.asarray, head.init(jax.random.key(0), features))
+  variables = jax.eval_shape(head.init, jax.random.key(0), features)
   params = jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32),
                         variables['params'])
   stats = {'mean': rng.normal(size=dim).astype(np.float32),
            'var': rng.uniform(0.5, 2, size=dim).astype(np.float32)}
-  got = head.apply({'params': params, 'batch_stats': {'fuse_norm': stats}}, features)
+  got = jax.jit(head.apply)({'params': params, 'batch_stats': {'fuse_norm': stats}}, features)
   projected = [np.asarray(layers.bilinear_resize(
       f @ params[f'linear_c{i + 1}']['kernel'] + params[f'linear_c{i + 1}']['bias'], sizes[0]))
                for i, f in enumerate(features)]

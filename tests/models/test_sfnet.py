@@ -61,14 +61,15 @@ def test_grid_sample_matches_brute_force():
   grid[0, 0, 0] = (-1.0, -1.0)  # Exact corners and pixel centres.
   grid[0, 0, 1] = (1.0, 1.0)
   grid[1, 2, 3] = (0.2, 1.0 / 3.0)
-  np.testing.assert_allclose(grid_sample(jnp.asarray(x), jnp.asarray(grid)),
+  np.testing.assert_allclose(jax.jit(grid_sample)(jnp.asarray(x), jnp.asarray(grid)),
                              _brute_grid_sample(x, grid), atol=1e-5)
 
 
 def test_flow_warp_with_zero_flow_is_align_corners_upsampling():
   x = jnp.asarray(np.random.default_rng(2).normal(size=(1, 3, 5, 4)).astype(np.float32))
   flow = jnp.zeros((1, 7, 11, 2))
-  np.testing.assert_allclose(flow_warp(x, flow), resize_align_corners(x, (7, 11)), atol=1e-5)
+  np.testing.assert_allclose(jax.jit(flow_warp)(x, flow), resize_align_corners(x, (7, 11)),
+                             atol=1e-5)
 
 
 def test_flow_warp_moves_by_flow_over_output_size():
@@ -76,7 +77,7 @@ def test_flow_warp_moves_by_flow_over_output_size():
   x = jnp.asarray(np.random.default_rng(3).normal(size=(1, 4, 5, 2)).astype(np.float32))
   flow = jnp.zeros((1, 4, 5, 2)).at[..., 0].set(5 * 2 / 4)
   expected = jnp.pad(x[:, :, 1:], ((0, 0), (0, 0), (0, 1), (0, 0)))  # Zeros past the edge.
-  np.testing.assert_allclose(flow_warp(x, flow), expected, atol=1e-5)
+  np.testing.assert_allclose(jax.jit(flow_warp)(x, flow), expected, atol=1e-5)
 
 
 # --- The model ----------------------------------------------------------------------------
