@@ -63,6 +63,16 @@ def _same(a, b) -> bool:
   return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
+def _count_fresh_states(monkeypatch) -> list:
+  """A list that gains an entry each time a newly initialised train state is made (resuming
+  and eval restore onto the state's shapes instead)."""
+  made = []
+  fresh_state = train_state._fresh_state  # pylint: disable=protected-access
+  monkeypatch.setattr(train_state, '_fresh_state',
+                      lambda *args: made.append(1) or fresh_state(*args))
+  return made
+
+
 SLIDE_FLIP = {'eval.mode': 'slide', 'eval.crop_size': (24, 24), 'eval.stride': (16, 16),
               'eval.flip': True, 'eval.scales': (0.75, 1.0), 'eval.num_overlays': 2}
 
@@ -116,10 +126,7 @@ def test_train_with_two_evaluators_then_eval_and_predict_modes(tmp_path, monkeyp
 
   # --mode=eval runs both evaluators on the latest checkpoint, reading no training data (and
   # initialising no weights: the checkpoint restores onto the state's shapes).
-  fresh_states = []
-  fresh_state = train_state._fresh_state  # pylint: disable=protected-access
-  monkeypatch.setattr(train_state, '_fresh_state',
-                      lambda *args: fresh_states.append(1) or fresh_state(*args))
+  fresh_states = _count_fresh_states(monkeypatch)
   read_splits = []
   make_source = datasets.make_source
   monkeypatch.setattr(datasets, 'make_source',
@@ -479,10 +486,7 @@ def test_a_rerun_completes_the_evaluation_its_checkpoint_still_owes(tmp_path, mo
   def evaluations(workdir):
     return [(r['step'], r['evaluator']) for r in run_main.records(workdir)]
 
-  fresh_states = []
-  fresh_state = train_state._fresh_state  # pylint: disable=protected-access
-  monkeypatch.setattr(train_state, '_fresh_state',
-                      lambda *args: fresh_states.append(1) or fresh_state(*args))
+  fresh_states = _count_fresh_states(monkeypatch)
   straight = tmp_path / 'straight'
   main.run('train', config(), str(straight))
   want = run_main.records(straight)
