@@ -10,6 +10,7 @@ views are averaged at the label's resolution first. All of this, and the batch's
 matrix (a clu metric), happens inside one jitted step over the sharded batch.
 """
 
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -74,6 +75,17 @@ def infer_whole(model: nn.Module, variables: Any, images: jax.Array) -> jax.Arra
   return common.resize_logits(logits, images.shape[1:3])
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _view_logits(model: nn.Module, variables: Any, images: jax.Array) -> jax.Array:
+  """infer_whole under a jit of its own, for the views of an evaluation. Inside the evaluation
+  step it is inlined (the same program), but jax traces the model once per model and input
+  shape and reuses that trace: for every flip of a scale, every window batch (and the shape
+  query before them), and every later trace of the step (another batch shape, the
+  evaluation's last batch). Tracing a model is the costly part of building the step: without
+  this, a slide + flip evaluation at two scales traced the model 8 times per step."""
+  return infer_whole(model, variables, images)
+
+
 def _num_windows(size, window: int, stride: int):
   """mmseg's window count along one side, of an int or an int array."""
   if isinstance(size, int):
@@ -131,7 +143,7 @@ def infer_slide(model: nn.Module, variables: Any, images: jax.Array, image_hw: j
         lambda image, y0, x0: jax.lax.dynamic_slice(
             image, (y0, x0, jnp.zeros((), y0.dtype)), (win_h, win_w, 3)),
         in_axes=(None, 0, 0)))(images, y, x)  # [N, k, win_h, win_w, 3]
-    logits = infer_whole(model, variables, crops.reshape(n * per_step, win_h, win_w, 3))
+    logits = _view_logits(model, variables, crops.reshape(n * per_step, win_h, win_w, 3))
     logits = logits.reshape(n, per_step, win_h, win_w, -1)
     weight = used.astype(jnp.float32)
     for t in range(per_step):
@@ -141,8 +153,9 @@ def infer_slide(model: nn.Module, variables: Any, images: jax.Array, image_hw: j
           weight[:, t, None, None, None], (n, win_h, win_w, 1)), y[:, t], x[:, t])
     return (sums, counts), None
 
-  num_classes = jax.eval_shape(
-      lambda: infer_whole(model, variables, images[:1, :win_h, :win_w])).shape[-1]
+  num_classes = jax.eval_shape(functools.partial(_view_logits, model), variables,
+                               jax.ShapeDtypeStruct((n * per_step, win_h, win_w, 3),
+                                                    images.dtype)).shape[-1]  # The body's trace.
   init = (jnp.zeros((n, canvas_h, canvas_w, num_classes), jnp.float32),
           jnp.zeros((n, canvas_h, canvas_w, 1), jnp.float32))
   (sums, counts), _ = jax.lax.scan(body, init, window_ids)
@@ -181,7 +194,7 @@ def predict_with_uncertainty(model: Any, variables: Any, batch: dict[str, Any],
     if flip:
       images = flip_valid(images, image_hw[:, 1])
     if eval_config.mode == 'whole':
-      logits = infer_whole(model, variables, images)
+      logits = _view_logits(model, variables, images)
     else:
       logits = infer_slide(model, variables, images, image_hw, tuple(eval_config.crop_size),
                            tuple(eval_config.stride), eval_config.windows_per_step)

@@ -190,6 +190,39 @@ def test_multi_scale_averages_the_probabilities_of_each_scale():
   np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
+def test_an_evaluation_step_traces_the_model_once_per_input_shape():
+  """Slide + flip at two scales: the model is traced once for each scale's window batch (the
+  flipped view and the shape query reuse that trace), and a later trace of the step for
+  another label size traces it no more. (Tracing a large model for every view and window
+  query made building such a step slow.)"""
+  calls = []
+
+  class Counted(nn.Module):
+    @nn.compact
+    def __call__(self, images, train=False):
+      calls.append(images.shape)
+      return ContextModel()(images, train)
+
+  model = Counted()
+  variables = _variables(model)
+  calls.clear()
+  small = _batch([(6, 10), (5, 9)], (6, 10), (12, 20), seed=1)
+  large = _batch([(12, 20), (10, 18)], (12, 20), (12, 20), seed=2)
+  batch = dict(large, images=small['images'] + large['images'],
+               image_hws=small['image_hws'] + large['image_hws'],
+               mask=jnp.ones((2, 12, 20), bool))
+  config = _eval_config(mode='slide', crop_size=(8, 8), stride=(6, 6), windows_per_step=2,
+                        flip=True, scales=(0.5, 1.0))
+  step = inference.make_eval_step(model, config, sharding.make_mesh(default.get_config().mesh),
+                                  ('data',), NUM_CLASSES, 255)
+  step.lower(variables, batch)
+  assert sorted(calls) == [(4, 6, 8, 3), (4, 8, 8, 3)], calls
+  step.lower(variables, dict(batch, label=jnp.zeros((2, 7, 9), jnp.int32),
+                             label_hw=jnp.asarray([(7, 9)] * 2, jnp.int32),
+                             mask=jnp.ones((2, 7, 9), bool)))
+  assert len(calls) == 2, calls
+
+
 @pytest.mark.parametrize('image_hw,resize_scale,ratio,align,expected', [
     ((512, 683), (2048, 512), 1.0, 0, (512, 683)),
     ((512, 683), (2048, 512), 0.5, 0, (256, 342)),  # Fits (1024, 256): short side binds.
