@@ -19,6 +19,7 @@ from semseg_jax import convert
 from semseg_jax import models
 from semseg_jax import optimizers
 from semseg_jax import sharding
+from semseg_jax.models import layers
 
 
 @flax.struct.dataclass
@@ -51,7 +52,11 @@ def _initial_state(model: nn.Module, tx: optax.GradientTransformation,
   def init(rng):
     param_rng, dropout_rng = jax.random.split(rng)
     images = jnp.zeros((1, *input_hw, 3), jnp.float32)
-    variables = model.init({'params': param_rng, 'dropout': dropout_rng}, images, train=False)
+    # The forward pass that init runs only declares the variables (its outputs are dropped):
+    # traced with XLA's convolutions, whose shorter form traces 2-3x faster than the CPU
+    # lowerings (SegNeXt-L: 3.0 -> 0.9 s). The variables and their values are the same.
+    with layers.conv_lowering('xla'):
+      variables = model.init({'params': param_rng, 'dropout': dropout_rng}, images, train=False)
     params = variables['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),

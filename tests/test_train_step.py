@@ -15,6 +15,7 @@ from semseg_jax import train_state
 from semseg_jax import train_step
 from semseg_jax.data import datasets
 from semseg_jax.data import pipeline
+from semseg_jax.models import layers
 from tests.helpers import e2e_config
 from tests.helpers.small_net import SmallNet
 from tests.helpers.small_net import small_net_setup
@@ -117,6 +118,34 @@ def test_a_fresh_state_traces_the_model_once():
   assert not calls
   state, _ = train_state.create_train_state(model, tx, jax.random.key(0), (32, 32), mesh)
   assert calls == [(1, 32, 32, 3)] and int(state.step) == 0
+
+
+def test_the_initial_state_traces_xla_convolutions_and_equals_the_cpu_lowerings_init():
+  """The forward pass that init runs only declares variables, so it is traced in the short
+  form (XLA's grouped convolution, not the CPU lowering's shifted multiply-adds); the state is
+  the one the CPU lowerings' trace gives, bit for bit."""
+
+  class Depthwise(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+      x = layers.conv2d(8, 3, groups=8)(nn.Dense(8)(x))
+      return {'logits': nn.Dense(3)(x), 'aux': []}
+
+  tx, _ = optimizers.make_optimizer(_config())
+  init = train_state._initial_state(Depthwise(), tx, (12, 12))  # pylint: disable=protected-access
+  groups = [eqn.params['feature_group_count']
+            for eqn in jax.make_jaxpr(init)(jax.random.key(0)).eqns
+            if eqn.primitive.name == 'conv_general_dilated']
+  assert groups == [8], groups
+  state = jax.jit(init)(jax.random.key(0))
+
+  def cpu_lowering_init(rng):
+    with layers.conv_lowering('cpu'):
+      p, d = jax.random.split(rng)
+      return Depthwise().init({'params': p, 'dropout': d}, jnp.zeros((1, 12, 12, 3)))
+  expected = jax.jit(cpu_lowering_init)(jax.random.key(0))
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(expected['params'])):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_a_skipped_step_consumes_its_step_of_the_schedule_and_the_log_tells_the_rate_applied():
