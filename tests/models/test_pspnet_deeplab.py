@@ -44,8 +44,10 @@ def _down(n: int, times: int) -> int:
 
 
 def _abstract_variables(model, hw=(64, 64)):
-  """Variable shapes, initialised in eval mode as train.py does."""
-  return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *hw, 3))))
+  """Variable shapes, initialised in eval mode as train.py does (tracing XLA's convolutions,
+  as it does)."""
+  with layers.conv_lowering('xla'):
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *hw, 3))))
 
 
 def _train_output_shapes(model, hw, batch=1):
