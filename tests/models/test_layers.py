@@ -469,8 +469,10 @@ def test_repeated_blocks_scanned_equal_unrolled_with_the_same_variable_tree():
   want = outputs_and_gradients(unrolled, variables, x, jax.random.key(1))
   got = outputs_and_gradients(scanned, variables, x, jax.random.key(1))
   assert jax.tree.structure(got) == jax.tree.structure(want)
-  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):  # (Gradients near 20: atol.)
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-5)
+  # Float32 rounding grows with the size of what is summed: a gradient that cancels to -0.06
+  # between terms near 20 differed by 2.7e-5 on jaxlib 0.12.1 (CI), so atol follows each leaf.
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=max(2e-5, 5e-6 * float(np.abs(b).max())))
   moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(want[2]),
                                                 jax.tree.leaves(variables['batch_stats']))]
   assert all(moved)  # Every block's statistics were written back.
