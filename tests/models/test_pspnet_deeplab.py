@@ -18,6 +18,7 @@ from semseg_jax.models.deeplabv3plus import deeplabv3plus
 from semseg_jax.models import layers
 from semseg_jax.models.heads.aspp_head import ASPPHead, DepthwiseSeparableASPPHead
 from semseg_jax.models.pspnet import pspnet
+from semseg_jax.tools import model_stats
 from tests.helpers.param_trees import expand, modules
 from tests.helpers.tiny_apply import jitted_applies
 
@@ -44,10 +45,8 @@ def _down(n: int, times: int) -> int:
 
 
 def _abstract_variables(model, hw=(64, 64)):
-  """Variable shapes, initialised in eval mode as train.py does (tracing XLA's convolutions,
-  as it does)."""
-  with layers.conv_lowering('xla'):
-    return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *hw, 3))))
+  """Variable shapes, initialised in eval mode as train.py does."""
+  return model_stats.abstract_variables(model, hw)
 
 
 def _train_output_shapes(model, hw, batch=1):

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from semseg_jax.models import layers
 from semseg_jax.models.regseg import EXP48_DILATIONS, DilatedGroupConv, regseg
+from semseg_jax.tools import model_stats
 from tests.helpers.param_trees import expand, modules
 
 TINY = dict(widths=(8, 16, 16, 32, 48), depths=(1, 1), group_width=8,
@@ -25,9 +25,7 @@ def _count(tree) -> int:
 
 
 def _abstract_variables(model, hw=(64, 64)):
-  images = jax.ShapeDtypeStruct((1, *hw, 3), jnp.float32)
-  with layers.conv_lowering('xla'):  # Shapes only: the shortest trace.
-    return jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)
+  return model_stats.abstract_variables(model, hw)
 
 
 def _abstract_logits_shape(model, hw):
