@@ -44,11 +44,58 @@ os.environ['XLA_FLAGS'] = ' '.join(
 os.environ['JAX_DEFAULT_PRNG_IMPL'] = 'philox2x32'
 
 from absl import flags
+import jax
+from jax._src import compilation_cache
+from jax._src import config as jax_config
 import numpy as np
 import pytest
 from PIL import Image
 
 flags.FLAGS.mark_as_parsed()
+
+
+def _keep_loaded_executables() -> None:
+  """Each executable of the persistent cache is loaded once per process. The end-to-end tests
+  run the same programs (the tiny quickstart's init, train and eval steps) in many runs of
+  main.run, and each run's new jit reads them from the cache again: an XLA:CPU executable
+  loads its hundreds of kernels anew (0.6 s for the tiny train step; about 20 s of
+  tests/e2e/test_main.py). The cache key names the program, its devices and its compile options,
+  so an executable loaded or compiled under it is the one another read would load. Programs with
+  host callbacks (which bind Python functions when loaded) are read as usual."""
+  read, write = compilation_cache.get_executable_and_time, compilation_cache.put_executable_and_time
+  loaded = {}
+
+  def read_once(cache_key, *args, **kwargs):
+    if args[3:4] and args[3] or kwargs.get('host_callbacks'):  # jax >= 0.11 passes them.
+      return read(cache_key, *args, **kwargs)
+    if cache_key not in loaded:
+      executable, compile_time = read(cache_key, *args, **kwargs)
+      if executable is None:
+        return executable, compile_time
+      loaded[cache_key] = executable, compile_time
+    return loaded[cache_key]
+
+  def write_and_keep(cache_key, module_name, executable, *args, **kwargs):
+    write(cache_key, module_name, executable, *args, **kwargs)
+    loaded[cache_key] = executable, (args[1] if len(args) > 1 else kwargs['compile_time'])
+
+  compilation_cache.get_executable_and_time = read_once
+  compilation_cache.put_executable_and_time = write_and_keep
+
+
+_keep_loaded_executables()
+
+
+@pytest.fixture(autouse=True)
+def _no_cache_writes_for_programs_compiled_once(request):
+  """Model tests compile each model's programs once in the whole suite (tests/models/test_zoo.py
+  its train step, the model's own file its forward): writing them to the persistent cache
+  (serialising and compressing megabytes of kernels) would only cost."""
+  if request.path.parent.name != 'models':
+    yield
+    return
+  with jax_config.persistent_cache_min_compile_time_secs(float('inf')):
+    yield
 
 
 def pytest_collection_modifyitems(items) -> None:
