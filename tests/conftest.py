@@ -1,7 +1,7 @@
 """Shared test setup: grain reads absl flags, which pytest never parses; XLA flags and a random
 generator that make compiling fast; a persistent XLA compilation cache for this test session
 (the end-to-end tests start many processes that compile the same steps: with it, each compiles
-once); slow tests first; shared fixtures."""
+once), whose programs each process loads once; slow tests first; shared fixtures."""
 
 import atexit
 import importlib.metadata
