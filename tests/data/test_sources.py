@@ -1,4 +1,5 @@
-"""Sources beyond a dataset's own folders: the config-only folder dataset, TFDS, ArrayRecord."""
+"""Sources beyond a dataset's own folders: the config-only folder dataset, TFDS, ArrayRecord,
+the synthetic dataset."""
 
 import io
 import json
@@ -16,6 +17,7 @@ from semseg_jax.data import datasets
 from semseg_jax.data import write_arrayrecord
 from semseg_jax.data.datasets import files
 from semseg_jax.data.datasets import folder
+from semseg_jax.data.datasets import synthetic
 from tests.helpers import bad_files
 
 COLOURS = ((10, 20, 30), (200, 0, 0), (0, 200, 0))  # Three classes as RGB mask colours.
@@ -254,3 +256,24 @@ def test_encoded_bytes_are_held_to_the_limit_before_decoding():
   assert files.decode_image(data, 'record 7', max_pixels=600).shape == (20, 30, 3)
   with pytest.raises(files.DataError, match='record 7: its header claims 30 x 20 = 600 pixels'):
     files.decode_image(data, 'record 7', max_pixels=599)
+
+
+def test_a_synthetic_source_generates_a_kept_example_once_and_hands_out_copies(monkeypatch):
+  generated = []
+  generate = synthetic.generate_example
+  monkeypatch.setattr(synthetic, 'generate_example',
+                      lambda *args: generated.append(args[2]) or generate(*args))
+  monkeypatch.setattr(synthetic, 'KEPT_BYTES', 2 * 4 * 16 * 24)  # Indices 0 and 1 are kept.
+  source = synthetic.SyntheticSource('train', 4, (16, 24), seed=3)
+  want_image, want_label = generate(3, 0, 1, (16, 24))
+  first = source[1]
+  first['image'][:], first['label'][:] = 0, 7  # A transform writing into what it was given.
+  again = source[1]
+  np.testing.assert_array_equal(again['image'], want_image)
+  np.testing.assert_array_equal(again['label'], want_label)
+  assert generated == [1]
+  source[2], source[2]  # Beyond the kept bytes: generated each time.
+  assert generated == [1, 2, 2]
+  worker = pickle.loads(pickle.dumps(source))  # What a grain worker process receives.
+  np.testing.assert_array_equal(worker[1]['image'], want_image)
+  assert generated == [1, 2, 2, 1]
