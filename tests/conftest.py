@@ -66,7 +66,9 @@ def _keep_loaded_executables() -> None:
   loaded = {}
 
   def read_once(cache_key, *args, **kwargs):
-    if args[3:4] and args[3] or kwargs.get('host_callbacks'):  # jax >= 0.11 passes them.
+    # (compile_options, backend, executable_devices[, host_callbacks]): jax >= 0.11 adds them.
+    host_callbacks = args[3] if len(args) > 3 else kwargs.get('host_callbacks', ())
+    if host_callbacks:
       return read(cache_key, *args, **kwargs)
     if cache_key not in loaded:
       executable, compile_time = read(cache_key, *args, **kwargs)
