@@ -1,6 +1,7 @@
 """U-Net and ENet: shapes at odd sizes, BatchNorm and dropout behaviour, PReLU, parameter counts
 and names. (Their transposed convs and the max unpooling are tested in test_layers.py.)"""
 
+import functools
 import math
 
 import jax
@@ -32,6 +33,12 @@ def _abstract_logits(model, hw, train):
       lambda v, x: model.apply(v, x, train=train, rngs={'dropout': jax.random.key(1)},
                                mutable=['batch_stats'])[0], variables, images)
   return out
+
+
+@functools.cache
+def _full_enet_variables():
+  """The full ENet's variables, as shapes (fully convolutional: the same for any input size)."""
+  return _abstract_init(enet('enet', NUM_CLASSES), HW)[0]
 
 
 def _run(model):
@@ -133,7 +140,7 @@ def test_enet_contract_at_odd_size():
 
 def test_enet_block_counts_are_the_paper_s_unless_overridden():
   blocks = lambda params: sorted(k for k in params if k.startswith('bottleneck'))
-  full = blocks(_abstract_init(enet('enet', NUM_CLASSES), HW)[0]['params'])
+  full = blocks(_full_enet_variables()['params'])
   assert full == sorted(['bottleneck1_0', *(f'bottleneck1_{i}' for i in range(1, 5)),
                          'bottleneck2_0', *(f'bottleneck{s}_{i}' for s in (2, 3)
                                             for i in range(1, 9)),
@@ -147,15 +154,18 @@ def test_enet_block_counts_are_the_paper_s_unless_overridden():
 
 
 @pytest.mark.parametrize('hw', [(45, 61), (64, 96), (33, 17), (360, 480)])
-@pytest.mark.parametrize('train', [False, True])
-def test_enet_logits_cover_the_input(hw, train):
-  out = _abstract_logits(enet('enet', NUM_CLASSES), hw, train)
-  assert out['logits'].shape == (1, *hw, NUM_CLASSES)
-  assert out['aux'] == []
+def test_enet_logits_cover_the_input(hw):
+  model, images = enet('enet', NUM_CLASSES), jax.ShapeDtypeStruct((1, *hw, 3), jnp.float32)
+  rngs = {'dropout': jax.random.key(1)}
+  for train in (False, True):
+    apply = functools.partial(model.apply, train=train, rngs=rngs, mutable=['batch_stats'])
+    out = jax.eval_shape(apply, _full_enet_variables(), images)[0]
+    assert out['logits'].shape == (1, *hw, NUM_CLASSES), train
+    assert out['aux'] == []
 
 
 def test_enet_prelu_is_per_channel():
-  params = _abstract_init(enet('enet', NUM_CLASSES), HW)[0]['params']
+  params = _full_enet_variables()['params']
   assert params['initial']['prelu']['slope'].shape == (16,)
   assert params['bottleneck1_0']['projection_prelu']['slope'].shape == (16,)
   assert params['bottleneck2_3']['output_prelu']['slope'].shape == (128,)

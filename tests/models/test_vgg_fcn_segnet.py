@@ -2,6 +2,7 @@
 SegNet: parameter counts and names, output sizes, the FCN skip alignment, randomness and
 Monte-Carlo dropout. (The upsampling and max-unpooling layers are tested in test_layers.py.)"""
 
+import functools
 import math
 
 import flax.linen as nn
@@ -145,19 +146,23 @@ TINY_MODELS = {
 }
 
 
+@functools.cache
+def _tiny_variables(name):
+  """A tiny model's variables, as shapes (fully convolutional: the same for any input size)."""
+  return _abstract_variables(TINY_MODELS[name]())
+
+
 @pytest.mark.parametrize('name', sorted(TINY_MODELS))
 @pytest.mark.parametrize('hw', [(45, 61), (32, 32), (33, 95), (1, 7)])
-@pytest.mark.parametrize('train', [False, True])
-def test_logits_cover_the_input_at_any_size(name, hw, train):
-  model = TINY_MODELS[name]()
-  variables = _abstract_variables(model, hw)
-  out, _ = jax.eval_shape(
-      lambda v, x: model.apply(v, x, train=train, rngs={'dropout': jax.random.key(1)},
-                               mutable=['batch_stats']),
-      variables, jax.ShapeDtypeStruct((2, *hw, 3), jnp.float32))
-  assert out['logits'].shape == (2, *hw, NUM_CLASSES)
-  assert out['logits'].dtype == jnp.float32
-  assert out['aux'] == []
+def test_logits_cover_the_input_at_any_size(name, hw):
+  model, images = TINY_MODELS[name](), jax.ShapeDtypeStruct((2, *hw, 3), jnp.float32)
+  rngs = {'dropout': jax.random.key(1)}
+  for train in (False, True):
+    apply = functools.partial(model.apply, train=train, rngs=rngs, mutable=['batch_stats'])
+    out, _ = jax.eval_shape(apply, _tiny_variables(name), images)
+    assert out['logits'].shape == (2, *hw, NUM_CLASSES), train
+    assert out['logits'].dtype == jnp.float32
+    assert out['aux'] == []
 
 
 @pytest.mark.parametrize('name', ['fcn8s', 'bayesian'])
