@@ -32,7 +32,10 @@ from semseg_jax.evaluators import common  # pylint: disable=g-import-not-at-top
 from semseg_jax.evaluators import inference  # pylint: disable=g-import-not-at-top
 from tests.helpers import e2e_config  # pylint: disable=g-import-not-at-top
 
-NUM_STEPS = 3  # Train steps of every run (tests.helpers.mesh_restore trains with this schedule).
+# Train steps of every run (tests.helpers.mesh_restore trains with this schedule): the 4 of
+# test_multiprocess.py's 1-device reference, whose programs this 1-device run then reads from
+# the compilation cache (the two tests run one after the other on the same pytest worker).
+NUM_STEPS = 4
 
 
 def run(out_path: str, reference_path: str = '-', parallelism: str = 'data',
