@@ -17,6 +17,7 @@ from semseg_jax.data import datasets
 from semseg_jax.data import pipeline
 from semseg_jax.models import layers
 from tests.helpers import e2e_config
+from tests.helpers import host_init
 from tests.helpers.small_net import SmallNet
 from tests.helpers.small_net import small_net_setup
 
@@ -31,7 +32,18 @@ def test_bfloat16_compute_keeps_float32_parameters():
   mesh = sharding.make_mesh(config.mesh)
   source = datasets.make_source(config.data, 'train', config.seed)
   model, tx, schedule = train_state.build_model_and_optimizer(config, source.num_classes)
-  state, shardings = train_state.create_train_state(model, tx, jax.random.key(0), (64, 64), mesh)
+  # Values drawn on the host (the initialisers in bfloat16 would be one more compile): float32,
+  # as the model's init gives them; AdamW's moments start at zero.
+  variables = host_init.variables(model, (64, 64))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables))
+  opt_state = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
+                           jax.eval_shape(tx.init, variables['params']))
+  state = train_state.TrainState(
+      step=np.zeros((), np.int32), params=variables['params'],
+      batch_stats=variables.get('batch_stats', {}), opt_state=opt_state,
+      skipped_steps=np.zeros((), np.int32), bad_streak=np.zeros((), np.int32))
+  shardings = sharding.state_shardings(jax.eval_shape(lambda: state), mesh)
+  state = jax.device_put(state, shardings)
   step_fn = train_step.make_train_step(model, tx, schedule, config, shardings, mesh)
   batch = next(iter(pipeline.train_dataset(config, source)))
   batch = sharding.to_global(batch, sharding.batch_sharding(mesh, ('data',)))
