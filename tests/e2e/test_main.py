@@ -253,9 +253,10 @@ def _steps(workdir):
 @pytest.mark.slow(75)
 def test_sigterm_then_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
   """SIGTERM (preemption) saves at the next step boundary and exits 0; SIGKILL loses only what
-  came after the last checkpoint, and the killed run's grain worker process exits by
-  itself; the same command resumes; the end is bit-exact. A second run on the workdir of a
-  live one fails at once; a killed run leaves no lock behind."""
+  came after the last checkpoint, and the killed run's grain worker process exits by itself;
+  the same run resumes (in this process: its start is not what is tested); the end is
+  bit-exact. A second run on the workdir of a live one fails at once; a killed run leaves no
+  lock behind."""
   overrides = {'train.eval_every': 20, 'checkpoint.every_steps': 5}
   flags = _flags(40, **overrides)
   straight = tmp_path / 'straight'  # In this process: the reference, saved only at its end.
@@ -289,7 +290,7 @@ def test_sigterm_then_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
     time.sleep(0.1)
   assert not [pid for pid in children if _alive(pid)], 'processes outlived the killed run'
   assert _steps(killed)[-1] < 40, _steps(killed)  # Killed mid-training.
-  run_main.run(killed, *flags)  # The same command resumes.
+  main.run('train', _tiny(40, **overrides), str(killed))  # The same run resumes (in-process).
 
   step_a, state_a = run_main.final_params(straight)
   step_b, state_b = run_main.final_params(killed)
