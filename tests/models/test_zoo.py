@@ -30,15 +30,14 @@ def test_tiny_model_outputs(key):
   _, _, _, input_hw, logits_hw, num_aux = zoo_specs.TINY[key]
   model = zoo_specs.build(key)
   images = jax.ShapeDtypeStruct((2, *input_hw, 3), jnp.float32)
-  variables = jax.eval_shape(
-      lambda x: model.init({'params': jax.random.key(0), 'dropout': jax.random.key(1)}, x),
+  # The init traces the training forward: its output is the training outputs.
+  train_out, variables = jax.eval_shape(
+      lambda x: model.init_with_output(
+          {'params': jax.random.key(0), 'dropout': jax.random.key(1)}, x, train=True),
       images)
-  rngs = {'dropout': jax.random.key(2)}
-  train_out = jax.eval_shape(lambda v, x: model.apply(v, x, train=True, rngs=rngs,
-                                                      mutable=['batch_stats'])[0],
-                             variables, images)
-  eval_out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False, rngs=rngs),
-                            variables, images)
+  eval_out = jax.eval_shape(
+      lambda v, x: model.apply(v, x, train=False, rngs={'dropout': jax.random.key(2)}),
+      variables, images)
   expected = (2, *logits_hw, zoo_specs.NUM_CLASSES)
   for out in (train_out, eval_out):
     assert out['logits'].shape == expected and out['logits'].dtype == jnp.float32
