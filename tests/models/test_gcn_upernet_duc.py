@@ -35,10 +35,9 @@ def _abstract(model, hw, train=False, batch=1):
   auxiliary heads, which EncoderDecoder calls only when training."""
   images = jax.ShapeDtypeStruct((batch, *hw, 3), jnp.float32)
   rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
-  variables = jax.eval_shape(lambda x: model.init(rngs, x, train=True), images)
-  out = jax.eval_shape(
-      lambda v, x: model.apply(v, x, train=train, rngs={'dropout': jax.random.key(2)},
-                               mutable=['batch_stats'])[0], variables, images)
+  out, variables = jax.eval_shape(lambda x: model.init_with_output(rngs, x, train=True), images)
+  if not train:  # (The init's own output is the training one.)
+    out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, images)
   return variables, out
 
 
