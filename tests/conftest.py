@@ -89,6 +89,21 @@ _keep_loaded_executables()
 
 
 @pytest.fixture(autouse=True)
+def _model_tests_trace_xla_convolutions(request):
+  """Model tests trace XLA's convolutions (layers.conv_lowering('xla')) instead of the CPU
+  lowerings that 'auto' picks on this backend (depthwise convolutions as shifted multiply-adds,
+  wide kernels' gradients as matrix products), which compile 10-20% slower: those lowerings
+  are checked against XLA's, values and gradients, in test_layers.py (which picks its
+  lowering itself), and the end-to-end tests train with them."""
+  if request.path.parent.name != 'models' or request.path.name == 'test_layers.py':
+    yield
+    return
+  from semseg_jax.models import layers  # pylint: disable=g-import-not-at-top
+  with layers.conv_lowering('xla'):
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _no_cache_writes_for_programs_compiled_once(request):
   """Model tests compile each model's programs once in the whole suite (tests/models/test_zoo.py
   its train step, the model's own file its forward): writing them to the persistent cache

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from semseg_jax.models import layers
 from semseg_jax.models.backbones.mscan import MSCAN
 from semseg_jax.models.heads.ham_head import (EVAL_BASES_SEED, NMF2D, LightHamHead,
                                               nmf_reconstruct, normalized_random_bases)
@@ -118,8 +119,9 @@ def test_a_scanned_stage_equals_the_unrolled_one():
   variables = host_init.variables(unrolled, (37, 50))
 
   def outputs(model):
-    return jax.jit(lambda v: model.apply(v, images, train=True, mutable=['batch_stats']))(
-        variables)
+    with layers.conv_lowering('cpu'):  # (The model tests' default is XLA's: tests/conftest.py.)
+      return jax.jit(lambda v: model.apply(v, images, train=True, mutable=['batch_stats']))(
+          variables)
   want, got = outputs(unrolled), outputs(scanned)
   assert jax.tree.structure(got) == jax.tree.structure(want)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
