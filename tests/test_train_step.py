@@ -32,18 +32,10 @@ def test_bfloat16_compute_keeps_float32_parameters():
   mesh = sharding.make_mesh(config.mesh)
   source = datasets.make_source(config.data, 'train', config.seed)
   model, tx, schedule = train_state.build_model_and_optimizer(config, source.num_classes)
-  # Values drawn on the host (the initialisers in bfloat16 would be one more compile): float32,
-  # as the model's init gives them; AdamW's moments start at zero.
-  variables = host_init.variables(model, (64, 64))
-  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables))
-  opt_state = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
-                           jax.eval_shape(tx.init, variables['params']))
-  state = train_state.TrainState(
-      step=np.zeros((), np.int32), params=variables['params'],
-      batch_stats=variables.get('batch_stats', {}), opt_state=opt_state,
-      skipped_steps=np.zeros((), np.int32), bad_streak=np.zeros((), np.int32))
-  shardings = sharding.state_shardings(jax.eval_shape(lambda: state), mesh)
-  state = jax.device_put(state, shardings)
+  # Values drawn on the host (the initialisers in bfloat16 would be one more compile), in the
+  # dtypes the model's init gives: float32.
+  state, shardings = host_init.fresh_train_state(model, tx, (64, 64), mesh)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.params))
   step_fn = train_step.make_train_step(model, tx, schedule, config, shardings, mesh)
   batch = next(iter(pipeline.train_dataset(config, source)))
   batch = sharding.to_global(batch, sharding.batch_sharding(mesh, ('data',)))

@@ -1,6 +1,5 @@
 """config.model.pretrained: weights of another run's checkpoint, checked array by array."""
 
-import jax
 import numpy as np
 import pytest
 
@@ -10,12 +9,13 @@ from semseg_jax import train_state
 from semseg_jax.data import datasets
 from semseg_jax.data import pipeline
 from tests.helpers import e2e_config
+from tests.helpers import host_init
 
 
 def _state(config, num_classes, seed):
+  """A fresh train state (drawn on the host: the values only need to differ by seed)."""
   model, tx, _ = train_state.build_model_and_optimizer(config, num_classes)
-  return train_state.create_train_state(model, tx, jax.random.key(seed), (32, 32),
-                                  sharding.make_mesh(config.mesh))
+  return host_init.fresh_train_state(model, tx, (32, 32), sharding.make_mesh(config.mesh), seed)
 
 
 def _model_config(config, path):
