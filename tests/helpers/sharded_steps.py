@@ -82,8 +82,13 @@ def run(out_path: str, reference_path: str = '-', parallelism: str = 'data',
     outputs['reference_confusion'] = evaluate(reference_variables)
   if checkpoint_workdir:
     manager = checkpointing.make_manager(checkpoint_workdir, config)
+    compiles = []  # Programs compiled while saving (orbax's slices of replicated arrays).
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, *_, **__: compiles.append(1) if event.endswith('backend_compile_duration')
+        else None)
     checkpointing.save(manager, config.train.num_steps, state, it)
     manager.wait_until_finished()
+    outputs['compiles_during_save'] = len(compiles)
   np.savez(out_path, **outputs, **e2e_config.flat_leaves(variables))
 
 
