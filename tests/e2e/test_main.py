@@ -195,7 +195,10 @@ def test_predict_names_a_corrupt_image_or_skips_it_when_asked(tmp_path, caplog):
   broken = inputs / 'broken.png'
   broken.write_bytes((inputs / 'grey.png').read_bytes()[:60])  # A header, then nothing.
   out = tmp_path / 'out'
-  predict = {**train, 'predict.inputs': str(inputs), 'predict.output_dir': str(out)}
+  # The evaluation settings of test_train_with_two_evaluators_then_eval_and_predict_modes's
+  # predictions of the same images: its programs, from the compilation cache.
+  predict = {**train, **SLIDE_FLIP, 'predict.inputs': str(inputs),
+             'predict.output_dir': str(out)}
   with pytest.raises(Exception, match=str(broken)):
     main.run('predict', _tiny(4, **predict), str(workdir))
   bomb = inputs / 'zz_bomb.png'  # Claims 30000 x 30000 pixels: skipped like any bad file.
