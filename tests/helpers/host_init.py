@@ -31,19 +31,23 @@ def variables(model: nn.Module, input_hw: tuple[int, int], seed: int = 0) -> Any
   return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
-def fresh_train_state(model: nn.Module, tx: Any, input_hw: tuple[int, int], mesh: Any,
-                      seed: int = 0) -> tuple[Any, Any]:
-  """(state, shardings): a step-0 TrainState of `variables(model, input_hw, seed)` placed over
-  `mesh` as training places it (sharding.state_shardings), its optimizer state zeros (what
-  SGD's and Adam's inits give: moments and counts start at 0)."""
-  from semseg_jax import sharding  # pylint: disable=g-import-not-at-top
+def host_train_state(drawn: Any, tx: Any, step: int = 0) -> Any:
+  """A TrainState (NumPy leaves) of the variables `drawn` at `step`, its optimizer state zeros
+  (what SGD's and Adam's inits give: moments and counts start at 0)."""
   from semseg_jax import train_state  # pylint: disable=g-import-not-at-top
-  drawn = variables(model, input_hw, seed)
   opt_state = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
                            jax.eval_shape(tx.init, drawn['params']))
-  state = train_state.TrainState(
-      step=np.zeros((), np.int32), params=drawn['params'],
+  return train_state.TrainState(
+      step=np.asarray(step, np.int32), params=drawn['params'],
       batch_stats=drawn.get('batch_stats', {}), opt_state=opt_state,
       skipped_steps=np.zeros((), np.int32), bad_streak=np.zeros((), np.int32))
+
+
+def fresh_train_state(model: nn.Module, tx: Any, input_hw: tuple[int, int], mesh: Any,
+                      seed: int = 0) -> tuple[Any, Any]:
+  """(state, shardings): the step-0 `host_train_state` of `variables(model, input_hw, seed)`,
+  placed over `mesh` as training places it (sharding.state_shardings)."""
+  from semseg_jax import sharding  # pylint: disable=g-import-not-at-top
+  state = host_train_state(variables(model, input_hw, seed), tx)
   shardings = sharding.state_shardings(jax.eval_shape(lambda: state), mesh)
   return jax.device_put(state, shardings), shardings

@@ -53,13 +53,6 @@ def test_tiny_model_outputs(key):
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables['params']))
 
 
-def _traced_with_xla_convolutions(fn):
-  def traced(*args):
-    with layers.conv_lowering('xla'):
-      return fn(*args)
-  return traced
-
-
 def _one_train_step(key: str) -> dict:
   """One jitted train step (the training loop's, plain SGD) of the tiny model on a batch of 4 with
   ignored pixels, from host-drawn initial values (compiling the model's initialisers, which its
@@ -80,21 +73,13 @@ def _one_train_step(key: str) -> dict:
   mesh = sharding.make_mesh(config.mesh)
   variables = host_init.variables(model, input_hw)
   tx, schedule = optimizers.make_optimizer(config)
-  opt_state = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
-                           jax.eval_shape(tx.init, variables['params']))  # Empty for plain SGD.
 
   def initial_state(step: int) -> train_state.TrainState:
-    return train_state.TrainState(
-        step=np.asarray(step, np.int32), params=variables['params'],
-        batch_stats=variables.get('batch_stats', {}), opt_state=opt_state,
-        skipped_steps=np.zeros((), np.int32), bad_streak=np.zeros((), np.int32))
+    return host_init.host_train_state(variables, tx, step)  # (Plain SGD: no optimizer state.)
 
   shardings = sharding.state_shardings(jax.eval_shape(lambda: initial_state(0)), mesh)
+  # Traced with XLA's convolutions, as every model test (tests/conftest.py).
   step_fn = train_step.make_train_step(model, tx, schedule, config, shardings, mesh)
-  # Traced with XLA's convolutions: the CPU lowerings (depthwise as shifted multiply-adds,
-  # written-out gradients) add ~10-20% to a step's compile, and they are checked against XLA's,
-  # values and gradients, in tests/models/test_layers.py; the end-to-end runs train with them.
-  step_fn = _traced_with_xla_convolutions(step_fn)
   rng = np.random.default_rng(0)
   batch = {'image': rng.normal(size=(4, *input_hw, 3)).astype(np.float32),
            'label': rng.integers(0, zoo_specs.NUM_CLASSES, (4, *input_hw)).astype(np.int32)}
