@@ -39,7 +39,7 @@ def test_convert_then_finetune_through_main(tmp_path, caplog):
   (tmp_path / 'hf' / 'preprocessor_config.json').write_text(json.dumps(
       {'image_mean': [0.5, 0.5, 0.5], 'image_std': [0.5, 0.5, 0.5], 'rescale_factor': 1 / 255}))
   tiny = e2e_config.override_flags({k: v for k, v in e2e_config.TINY.items()
-                                   if k != 'model.overrides'})  # The converted B0 itself.
+                                   if k not in e2e_config.MODEL_FIELDS})  # The B0 itself.
 
   converted = tmp_path / 'converted'
   result = _run('semseg_jax.convert', f'--src={tmp_path / "hf"}', '--config=configs/quickstart.py',
@@ -52,7 +52,7 @@ def test_convert_then_finetune_through_main(tmp_path, caplog):
   # converted ones, so the final checkpoint shows where every tensor landed.
   workdir = tmp_path / 'run'
   caplog.set_level(logging.INFO)
-  main.run('train', e2e_config.apply(e2e_config.tiny_quickstart(tiny_model=False), {
+  main.run('train', e2e_config.apply(e2e_config.tiny_quickstart('segformer-b0'), {
       'train.num_steps': 2, 'optimizer.lr': 0.0, 'model.pretrained': str(converted)}),
            str(workdir))
   log = caplog.text

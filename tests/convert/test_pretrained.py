@@ -26,7 +26,7 @@ def _model_config(config, path):
 
 @pytest.mark.slow(55)
 def test_pretrained_weights_load_exactly_and_misfits_are_named(tmp_path, caplog):
-  config = e2e_config.tiny_quickstart()
+  config = e2e_config.tiny_quickstart('segformer')  # SegFormer's parameter names.
   saved, _ = _state(config, 6, seed=1)
   manager = checkpointing.make_manager(str(tmp_path / 'run'), config)
   source = datasets.make_source(config.data, 'train')

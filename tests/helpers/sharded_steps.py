@@ -1,6 +1,7 @@
-"""Runs a few train steps of the tiny quickstart model and one evaluation on however many devices
-this process has, and saves losses, parameters and the confusion matrix (test_main's device
-comparison calls `run` in its own 1-device process and through this script on 8 devices):
+"""Runs a few train steps of the tiny quickstart (tests.helpers.e2e_config) and one evaluation
+on however many devices this process has, and saves losses, parameters and the confusion matrix
+(test_main's device comparison calls `run` in its own 1-device process and through this script
+on 8 devices):
 
 python -m tests.helpers.sharded_steps JOBS.json   (a list of `run` keyword arguments)
 
@@ -71,8 +72,11 @@ def run(out_path: str, reference_path: str = '-', parallelism: str = 'data',
   variables = state.variables()
   sharded = [leaf for leaf in jax.tree.leaves(state)
              if not leaf.sharding.is_fully_replicated]
+  # The leaves with a dimension that FSDP's 2-way axis divides (every one of them is split).
+  splittable = [leaf for leaf in jax.tree.leaves(state) if any(d % 2 == 0 for d in leaf.shape)]
   outputs = {'losses': np.array(losses), 'num_devices': jax.device_count(),
-             'num_sharded_leaves': len(sharded), 'confusion': evaluate(variables)}
+             'num_sharded_leaves': len(sharded), 'num_splittable_leaves': len(splittable),
+             'confusion': evaluate(variables)}
   if reference_path != '-':
     with np.load(reference_path) as reference:
       paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(variables)]
