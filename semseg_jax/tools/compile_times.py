@@ -3,8 +3,8 @@
   python -m semseg_jax.tools.compile_times [--only=cityscapes_pspnet:r50,...] [--table_json=F]
       [--scan_min_depth=N]
 
-One row per model and variant of the README's model table (the first config that names it)
-and per SegFormer size: the training loop's own jitted step (train_step.make_train_step, the
+One row per model and variant of the README's model table (the first config that names it):
+the training loop's own jitted step (train_step.make_train_step, the
 config's optimizer, losses and auxiliary heads) for the config's batch and crop on this
 process's devices, lowered from abstract inputs (nothing is allocated or run) and compiled with
 XLA's default flags. Prints a markdown table (trace + lower seconds, compile seconds, total) and
@@ -33,13 +33,12 @@ flags.DEFINE_string('table_json', 'compile_times.json', 'Where the table is writ
 flags.DEFINE_integer('scan_min_depth', 0, 'Scan the stages of at least this many blocks of the '
                      'models that can (SCANNABLE); 0: every model as configured.')
 
-SEGFORMER_SIZES = ('b0', 'b1', 'b2', 'b3', 'b4', 'b5')
 SCANNABLE = ('segformer', 'segnext')  # Models with the scan_min_depth field.
 
 
 def entries() -> list[tuple[str, str, int]]:
   """(config, argument, classes) of every model and variant: the model table's first row of
-  each, then SegFormer's sizes."""
+  each."""
   seen, found = set(), []
   for row in model_table.ROWS:
     config = model_table.load_config(row.config, row.argument)
@@ -47,7 +46,7 @@ def entries() -> list[tuple[str, str, int]]:
     if key not in seen:
       seen.add(key)
       found.append((row.config, row.argument, row.num_classes))
-  return found + [('ade20k_segformer', size, 150) for size in SEGFORMER_SIZES]
+  return found
 
 
 def time_train_step(config: ml_collections.ConfigDict, num_classes: int) -> dict:

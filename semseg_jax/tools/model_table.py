@@ -18,6 +18,7 @@ from semseg_jax.tools import model_stats
 
 BY_FORMULA = ('none published: torchvision ResNet trunk (+19,232 for the deep stem) + the head, '
               'counted by formula in tests/models/test_gcn_upernet_duc.py')
+HF_SEGFORMER = 'HF transformers 5.23 SegformerForSemanticSegmentation at this size'
 ENET_SOURCE = ('the Torch7 layer list counted by hand; the paper rounds to 0.37M (-1.7%: no layer '
                'is missing; the PyTorch port, 350,508, has no biases)')
 
@@ -117,6 +118,18 @@ ROWS: tuple[Row, ...] = (
         'paper Fig. 1 counted at 3 input channels; ~31.0M usually quoted'),
     Row('U-Net + BN', 'camvid_unet', '', 11, 31_038_283, None,
         'none (the paper has no BN)'),
+    Row('SegFormer-B0', 'ade20k_segformer', 'b0', 150, 3_752_694, 3_752_694,
+        f'{HF_SEGFORMER}; paper 3.8M'),
+    Row('SegFormer-B1', 'ade20k_segformer', 'b1', 150, 13_715_798, 13_715_798,
+        f'{HF_SEGFORMER}; paper 13.7M'),
+    Row('SegFormer-B2', 'ade20k_segformer', 'b2', 150, 27_461_974, 27_461_974,
+        f'{HF_SEGFORMER}; paper 27.5M'),
+    Row('SegFormer-B3', 'ade20k_segformer', 'b3', 150, 47_337_814, 47_337_814,
+        f'{HF_SEGFORMER}; paper 47.3M'),
+    Row('SegFormer-B4', 'ade20k_segformer', 'b4', 150, 64_108_374, 64_108_374,
+        f'{HF_SEGFORMER}; paper 64.1M'),
+    Row('SegFormer-B5', 'ade20k_segformer', 'b5', 150, 84_708_694, 84_708_694,
+        f'{HF_SEGFORMER}; paper 84.7M'),
     Row('SegNeXt-T', 'ade20k_segnext', 't', 150, 4_263_414, 4_263_414,
         'mmseg MSCAN + LightHamHead; paper 4.3M', published_gmacs=(6.6, (512, 512))),
     Row('SegNeXt-S', 'ade20k_segnext', 's', 150, 13_932_886, 13_932_886,

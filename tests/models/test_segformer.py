@@ -11,6 +11,7 @@ import pytest
 from semseg_jax.models import layers
 from semseg_jax.models.segformer import (SEGFORMER_VARIANTS, MixTransformer, SegFormer,
                                          SegFormerHead, segformer)
+from semseg_jax.tools import model_table as table
 from tests.helpers.param_trees import expand, modules
 from tests.helpers.tiny_apply import jitted_applies
 
@@ -108,13 +109,13 @@ def test_shapes_follow_pytorch_conv_arithmetic(hw, train):
     assert feats[i].shape == (1, h, w, TINY['widths'][i])
 
 
-@pytest.mark.parametrize('variant', sorted(SEGFORMER_VARIANTS))
-def test_param_counts_match_hugging_face(variant):
-  model = segformer(variant, 150)
-  variables = jax.eval_shape(
-      lambda: model.init({'params': jax.random.key(0)}, jnp.zeros((1, 64, 64, 3))))
-  assert _count(variables['params']) == HF_PARAM_COUNTS_150[variant]
-  assert _count(variables['batch_stats']) == 2 * SEGFORMER_VARIANTS[variant]['decoder_dim']
+def test_the_model_table_counts_every_size_against_hugging_face():
+  """tests/models/test_zoo.py builds ade20k_segformer:b0..b5 (the README table's rows) and
+  checks their counts against these."""
+  rows = [row for row in table.ROWS if row.config == 'ade20k_segformer']
+  assert {row.argument: row.reference for row in rows} == HF_PARAM_COUNTS_150
+  assert all(row.num_classes == 150 and row.params == row.reference for row in rows)
+  assert sorted(HF_PARAM_COUNTS_150) == sorted(SEGFORMER_VARIANTS)
 
 
 def test_param_names_for_optimizer_rules():
@@ -141,6 +142,8 @@ def test_param_names_for_optimizer_rules():
            for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
   assert all('norm' in p for p in paths if p.endswith('/scale'))
   assert sum("norm" in p for p in paths) == 2 * (4 * 4 + 3 + 1)  # 16 + 3 sr LayerNorms, 1 BN
+  # The one BatchNorm's running mean and variance: 2 x decoder_dim.
+  assert _count(variables['batch_stats']) == 2 * TINY['decoder_dim']
 
 
 def test_init_statistics(tiny):
