@@ -35,7 +35,8 @@ def test_bfloat16_compute_keeps_float32_parameters():
   # Values drawn on the host (the initialisers in bfloat16 would be one more compile), in the
   # dtypes the model's init gives: float32.
   state, shardings = host_init.fresh_train_state(model, tx, (64, 64), mesh)
-  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.params))
+  assert all(x.dtype == jnp.float32
+             for x in jax.tree.leaves((state.params, state.batch_stats)))
   step_fn = train_step.make_train_step(model, tx, schedule, config, shardings, mesh)
   batch = next(iter(pipeline.train_dataset(config, source)))
   batch = sharding.to_global(batch, sharding.batch_sharding(mesh, ('data',)))
