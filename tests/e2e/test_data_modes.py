@@ -34,7 +34,7 @@ def _overrides(**extra) -> dict:
           'augment.resize_scale': (64, 32), 'train.batch_size': 2, 'train.num_steps': 4,
           'train.eval_every': 4, 'train.log_every': 1, 'eval.resize_scale': (64, 32),
           'eval.batch_size': 2, 'schedule.warmup_steps': 1,
-          **{k: e2e_config.TINY[k] for k in e2e_config.MODEL_FIELDS}, **extra}
+          **e2e_config.UNET, **extra}
 
 
 def _run(mode, workdir, overrides):

@@ -49,6 +49,7 @@ def apply(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.
 SEGFORMER = {'model.overrides': (('depths', (1, 1, 1, 1)), ('widths', (16, 32, 40, 64)),
                                  ('decoder_dim', 32))}
 MODEL_FIELDS = ('model.name', 'model.variant', 'model.drop_path_rate', 'model.overrides')
+UNET = {field: TINY[field] for field in MODEL_FIELDS}  # TINY's model fields alone.
 
 
 def tiny_quickstart(model: str = 'unet') -> ml_collections.ConfigDict:
@@ -56,7 +57,7 @@ def tiny_quickstart(model: str = 'unet') -> ml_collections.ConfigDict:
   'segformer' (the quickstart's SegFormer-B0, narrowed: SEGFORMER) or 'segformer-b0' (the
   quickstart's model as it is)."""
   shapes = {k: v for k, v in TINY.items() if k not in MODEL_FIELDS}
-  models = {'unet': TINY, 'segformer': SEGFORMER, 'segformer-b0': {}}
+  models = {'unet': UNET, 'segformer': SEGFORMER, 'segformer-b0': {}}
   return apply(quickstart.get_config(), {**shapes, **models[model]})
 
 
