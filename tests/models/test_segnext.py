@@ -2,6 +2,7 @@
 parameter counts and names, and the NMF against a NumPy transcription of the reference's
 updates."""
 
+import functools
 import math
 
 import jax
@@ -183,6 +184,7 @@ def test_full_size_shapes_and_tiny_spec():
   assert variables['params']['decode_head']['align']['conv']['kernel'].shape[-1] == 16
 
 
+@functools.cache
 def _table_counts() -> dict:
   """{(variant, classes): reference count} of the README table's SegNeXt rows, whose models
   tests/models/test_zoo.py builds and counts."""

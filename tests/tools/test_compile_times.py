@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import pytest
 
 from semseg_jax import models
+from semseg_jax.models.segformer import SEGFORMER_VARIANTS
 from semseg_jax.tools import compile_times
 from semseg_jax.tools import model_stats
 from semseg_jax.tools import model_table
@@ -19,10 +20,10 @@ def test_every_model_of_the_table_once_segformer_s_sizes_included():
   models = [model_table.load_config(c, a).model for c, a, _ in found]
   keys = [(m.name, m.variant) for m in models]
   assert len(keys) == len(set(keys))
-  table = {(model_table.load_config(r.config, r.argument).model.name,
-            model_table.load_config(r.config, r.argument).model.variant) for r in model_table.ROWS}
+  rows = [model_table.load_config(r.config, r.argument).model for r in model_table.ROWS]
+  table = {(m.name, m.variant) for m in rows}
   assert set(keys) == table
-  assert {('segformer', size) for size in ('b0', 'b1', 'b2', 'b3', 'b4', 'b5')} <= table
+  assert {('segformer', size) for size in SEGFORMER_VARIANTS} <= table
   assert all(k > 0 for _, _, k in found)
 
 
