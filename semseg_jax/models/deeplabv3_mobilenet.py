@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 
 from semseg_jax.models.backbones.mobilenet_v2 import make_divisible
-from semseg_jax.models.layers import conv2d, global_avg_pool
+from semseg_jax.models.layers import BatchNorm, conv2d, global_avg_pool
 
 # Output widths of the stem and of the 16 inverted residual blocks, before the multiplier.
 BLOCK_CHANNELS = (16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96, 160, 160, 160, 320)
@@ -138,8 +138,8 @@ class ConvLayer(nn.Module):
                use_bias=self.use_bias, kernel_init=nn.initializers.normal(0.02),
                dtype=self.dtype, name='convolution')(x)
     if self.bn_epsilon is not None:
-      x = nn.BatchNorm(use_running_average=not train, momentum=self.arch.bn_momentum,
-                       epsilon=self.bn_epsilon, dtype=self.dtype, name='normalization')(x)
+      x = BatchNorm(use_running_average=not train, momentum=self.arch.bn_momentum,
+                    epsilon=self.bn_epsilon, dtype=self.dtype, name='normalization')(x)
     return x if self.activation is None else self.activation(x)
 
 

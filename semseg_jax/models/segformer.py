@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from semseg_jax.models.layers import (DropPath, attention, bilinear_resize, conv2d,
+from semseg_jax.models.layers import (DropPath, attention, batch_norm, bilinear_resize, conv2d,
                                       conv_fan_out_init, fan_out_conv, repeated_blocks,
                                       stage_drop_path_rates, trunc_normal_init)
 
@@ -224,8 +224,7 @@ class SegFormerHead(nn.Module):
           fold(bias, block).astype(self.dtype))
       y = bilinear_resize(y, size)
       x = y if x is None else x + y
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
-                     name='fuse_norm')(x)
+    x = batch_norm(train, self.dtype, name='fuse_norm')(x)
     x = nn.relu(x)
     # NVlabs and mmsegmentation drop whole channels (nn.Dropout2d); HF's elementwise nn.Dropout
     # only matters for training, which follows the former.

@@ -421,6 +421,72 @@ def test_bilinear_conv_transpose_is_pytorch_conv_transpose_for_any_kernel(factor
 
 # --- Stochastic depth ---------------------------------------------------------------------------
 
+# --- Batch normalisation ----------------------------------------------------------------------
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_batch_norm_is_flaxs_with_a_written_out_backward(dtype):
+  """layers.BatchNorm against NumPy (float64) and flax's nn.BatchNorm: the same variables, the
+  same outputs and running statistics in training and evaluation, none updated while
+  initialising, and its written-out gradients (input, scale, bias; through the outputs and
+  through the updated statistics) equal to autodiff of flax's."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(3.0, 2.0, (3, 5, 7, 6)), dtype)  # Channel means far from 0.
+  ours = layers.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=dtype)
+  flax_bn = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5, dtype=dtype)
+  initial = jax.eval_shape(lambda: ours.init(jax.random.key(0), x))
+  assert jax.tree.map(lambda a: (a.shape, a.dtype), initial) == jax.tree.map(
+      lambda a: (a.shape, a.dtype), jax.eval_shape(lambda: flax_bn.init(jax.random.key(0), x)))
+  stats = {'mean': jnp.asarray(rng.normal(size=6), jnp.float32),
+           'var': jnp.asarray(rng.uniform(0.5, 2.0, 6), jnp.float32)}
+  params = {'scale': jnp.asarray(rng.normal(size=6), jnp.float32),
+            'bias': jnp.asarray(rng.normal(size=6), jnp.float32)}
+  weights = [jnp.asarray(rng.normal(size=shape), jnp.float32) for shape in (x.shape, 6, 6)]
+
+  def run(module):
+    def loss(params, x):
+      y, updates = module.apply({'params': params, 'batch_stats': stats}, x,
+                                mutable=['batch_stats'])
+      new = updates['batch_stats']
+      return (jnp.sum(weights[0] * y) + jnp.sum(weights[1] * new['mean'])
+              + jnp.sum(weights[2] * new['var'])), (y, new)
+    (_, (y, new)), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, x)
+    evaluated = module.clone(use_running_average=True).apply(
+        {'params': params, 'batch_stats': stats}, x)
+    init_stats = module.init(jax.random.key(0), x)['batch_stats']
+    return y, new, grads, evaluated, init_stats
+
+  (y, new, grads, evaluated, init_stats), reference = jax.jit(
+      lambda: (run(ours), run(flax_bn)))()
+  assert y.dtype == evaluated.dtype == grads[1].dtype == dtype
+  np.testing.assert_array_equal(init_stats['mean'], np.zeros(6))
+  np.testing.assert_array_equal(init_stats['var'], np.ones(6))
+  # NumPy, float64.
+  x64 = np.asarray(x, np.float64)
+  mean, var = x64.mean((0, 1, 2)), x64.var((0, 1, 2))
+  scale, bias = np.asarray(params['scale']), np.asarray(params['bias'])
+  tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == jnp.float32 else dict(rtol=1e-2, atol=2e-2)
+  np.testing.assert_allclose(np.asarray(y, np.float64),
+                             (x64 - mean) / np.sqrt(var + 1e-5) * scale + bias, **tolerance)
+  np.testing.assert_allclose(new['mean'], 0.9 * np.asarray(stats['mean']) + 0.1 * mean,
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(new['var'], 0.9 * np.asarray(stats['var']) + 0.1 * var,
+                             rtol=1e-5, atol=1e-6)
+  # flax's, value for value where the arithmetic is the same; gradients within rounding.
+  ref_y, ref_new, ref_grads, ref_evaluated, _ = reference
+  np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(ref_y, np.float32),
+                             **tolerance)
+  np.testing.assert_allclose(np.asarray(evaluated, np.float32),
+                             np.asarray(ref_evaluated, np.float32), **tolerance)
+  for name in ('mean', 'var'):
+    np.testing.assert_allclose(new[name], ref_new[name], rtol=1e-6, atol=1e-7)
+  for name in ('scale', 'bias'):
+    np.testing.assert_allclose(grads[0][name], ref_grads[0][name], rtol=1e-4, atol=1e-3)
+  grad_x, ref_grad_x = (np.asarray(g, np.float32) for g in (grads[1], ref_grads[1]))
+  gradient_tolerance = 1e-4 if dtype == jnp.float32 else 2e-2
+  np.testing.assert_allclose(grad_x, ref_grad_x, rtol=gradient_tolerance,
+                             atol=gradient_tolerance * np.abs(ref_grad_x).max())
+
+
 def test_drop_path():
   x = jnp.ones((4000, 2, 2, 3))
   layer = layers.DropPath(0.25)
