@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from semseg_jax.models import layers
 from semseg_jax.models.layers import (DropPath, attention, batch_norm, bilinear_resize, conv2d,
                                       conv_fan_out_init, fan_out_conv, repeated_blocks,
                                       stage_drop_path_rates, trunc_normal_init)
@@ -48,7 +49,7 @@ LINEAR_KERNEL_INIT = trunc_normal_init(0.02)
 Dense = functools.partial(nn.Dense, kernel_init=LINEAR_KERNEL_INIT,
                           bias_init=nn.initializers.zeros)
 # Two-pass variance (like PyTorch); statistics in float32 whatever the compute dtype.
-LayerNorm = functools.partial(nn.LayerNorm, epsilon=LN_EPS, use_fast_variance=False)
+LayerNorm = functools.partial(layers.LayerNorm, epsilon=LN_EPS)
 
 
 class OverlapPatchEmbed(nn.Module):

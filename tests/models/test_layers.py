@@ -487,6 +487,46 @@ def test_batch_norm_is_flaxs_with_a_written_out_backward(dtype):
                              atol=gradient_tolerance * np.abs(ref_grad_x).max())
 
 
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_layer_norm_is_flaxs_with_a_written_out_backward(dtype):
+  """layers.LayerNorm against NumPy (float64) and flax's nn.LayerNorm(use_fast_variance=False):
+  the same variables and outputs, and gradients (input, scale, bias) equal to autodiff of
+  flax's."""
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(2.0, 3.0, (2, 5, 7, 12)), dtype)
+  ours = layers.LayerNorm(epsilon=1e-5, dtype=dtype)
+  flax_ln = nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, dtype=dtype)
+  assert jax.tree.map(lambda a: (a.shape, a.dtype), jax.eval_shape(
+      lambda: ours.init(jax.random.key(0), x))) == jax.tree.map(
+          lambda a: (a.shape, a.dtype), jax.eval_shape(lambda: flax_ln.init(jax.random.key(0), x)))
+  params = {'scale': jnp.asarray(rng.normal(size=12), jnp.float32),
+            'bias': jnp.asarray(rng.normal(size=12), jnp.float32)}
+  weights = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+
+  def run(module):
+    def loss(params, x):
+      y = module.apply({'params': params}, x)
+      return jnp.sum(weights * y), y
+    return jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, x)
+
+  ((_, y), grads), ((_, ref_y), ref_grads) = jax.jit(lambda: (run(ours), run(flax_ln)))()
+  assert y.dtype == grads[1].dtype == dtype
+  x64 = np.asarray(x, np.float64)
+  mean, var = x64.mean(-1, keepdims=True), x64.var(-1, keepdims=True)
+  expected = (x64 - mean) / np.sqrt(var + 1e-5) * np.asarray(params['scale']) + np.asarray(
+      params['bias'])
+  tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == jnp.float32 else dict(rtol=1e-2, atol=3e-2)
+  np.testing.assert_allclose(np.asarray(y, np.float64), expected, **tolerance)
+  np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(ref_y, np.float32),
+                             **tolerance)
+  for name in ('scale', 'bias'):
+    np.testing.assert_allclose(grads[0][name], ref_grads[0][name], rtol=1e-4, atol=1e-3)
+  grad_x, ref_grad_x = (np.asarray(g, np.float32) for g in (grads[1], ref_grads[1]))
+  gradient_tolerance = 1e-4 if dtype == jnp.float32 else 2e-2
+  np.testing.assert_allclose(grad_x, ref_grad_x, rtol=gradient_tolerance,
+                             atol=gradient_tolerance * np.abs(ref_grad_x).max())
+
+
 def test_drop_path():
   x = jnp.ones((4000, 2, 2, 3))
   layer = layers.DropPath(0.25)

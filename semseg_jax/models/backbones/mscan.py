@@ -40,7 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from semseg_jax.models.layers import (DropPath, batch_norm, fan_out_conv,
+from semseg_jax.models.layers import (DropPath, LayerNorm, batch_norm, fan_out_conv,
                                       repeated_blocks, stage_drop_path_rates)
 
 # depths, widths, mlp ratios and the drop-path rate of the benchmark configs (Table 2 of the
@@ -175,8 +175,7 @@ class MSCANStage(nn.Module):
     x = repeated_blocks(self, lambda rate, **kw: MSCABlock(self.mlp_ratio, rate, dtype=self.dtype,
                                                            **kw),
                         self.drop_path_rates, x, train, self.scan_min_depth)
-    return nn.LayerNorm(epsilon=LN_EPS, use_fast_variance=False, dtype=self.dtype,
-                        name='norm')(x)
+    return LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name='norm')(x)
 
 
 class MSCAN(nn.Module):
