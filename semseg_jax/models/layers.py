@@ -458,9 +458,8 @@ def _batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: 
 
 
 def _batch_norm_forward(x, scale, bias, epsilon, dtype):
-  mean, var = _batch_statistics(x)
-  outputs = _normalize(x, mean, var, scale, bias, epsilon, dtype), mean, var
-  return outputs, (x, mean, jax.lax.rsqrt(var + epsilon), scale)
+  outputs = _batch_norm_train(x, scale, bias, epsilon, dtype)
+  return outputs, (x, outputs[1], jax.lax.rsqrt(outputs[2] + epsilon), scale)
 
 
 def _batch_norm_backward(epsilon, dtype, residuals, grads):
@@ -520,21 +519,23 @@ class BatchNorm(nn.Module):
     return y
 
 
+def _row_statistics(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Mean and variance over the last axis (kept as size 1), in float32, two-pass."""
+  x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  mean = jnp.mean(x, -1, keepdims=True)
+  return mean, jnp.mean(jax.lax.square(x - mean), -1, keepdims=True)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def _layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float,
                 dtype: Any) -> jax.Array:
   """x normalised over its last axis with flax's arithmetic (two-pass variance in float32), the
   backward written out (`_layer_norm_backward`)."""
-  x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-  mean = jnp.mean(x32, -1, keepdims=True)
-  var = jnp.mean(jax.lax.square(x32 - mean), -1, keepdims=True)
-  return _normalize(x, mean, var, scale, bias, epsilon, dtype)
+  return _normalize(x, *_row_statistics(x), scale, bias, epsilon, dtype)
 
 
 def _layer_norm_forward(x, scale, bias, epsilon, dtype):
-  x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-  mean = jnp.mean(x32, -1, keepdims=True)
-  var = jnp.mean(jax.lax.square(x32 - mean), -1, keepdims=True)
+  mean, var = _row_statistics(x)
   return (_normalize(x, mean, var, scale, bias, epsilon, dtype),
           (x, mean, jax.lax.rsqrt(var + epsilon), scale))
 

@@ -421,7 +421,18 @@ def test_bilinear_conv_transpose_is_pytorch_conv_transpose_for_any_kernel(factor
 
 # --- Stochastic depth ---------------------------------------------------------------------------
 
-# --- Batch normalisation ----------------------------------------------------------------------
+# --- Batch and layer normalisation ------------------------------------------------------------
+
+def _assert_norm_gradients_match(grads, ref_grads, dtype):
+  """(params {scale, bias}, input) gradients of a normalisation against flax's autodiff, within
+  float32 rounding (bfloat16's for the input gradient of a bfloat16 input)."""
+  for name in ('scale', 'bias'):
+    np.testing.assert_allclose(grads[0][name], ref_grads[0][name], rtol=1e-4, atol=1e-3)
+  grad_x, ref_grad_x = (np.asarray(g, np.float32) for g in (grads[1], ref_grads[1]))
+  tolerance = 1e-4 if dtype == jnp.float32 else 2e-2
+  np.testing.assert_allclose(grad_x, ref_grad_x, rtol=tolerance,
+                             atol=tolerance * np.abs(ref_grad_x).max())
+
 
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
 def test_batch_norm_is_flaxs_with_a_written_out_backward(dtype):
@@ -479,12 +490,7 @@ def test_batch_norm_is_flaxs_with_a_written_out_backward(dtype):
                              np.asarray(ref_evaluated, np.float32), **tolerance)
   for name in ('mean', 'var'):
     np.testing.assert_allclose(new[name], ref_new[name], rtol=1e-6, atol=1e-7)
-  for name in ('scale', 'bias'):
-    np.testing.assert_allclose(grads[0][name], ref_grads[0][name], rtol=1e-4, atol=1e-3)
-  grad_x, ref_grad_x = (np.asarray(g, np.float32) for g in (grads[1], ref_grads[1]))
-  gradient_tolerance = 1e-4 if dtype == jnp.float32 else 2e-2
-  np.testing.assert_allclose(grad_x, ref_grad_x, rtol=gradient_tolerance,
-                             atol=gradient_tolerance * np.abs(ref_grad_x).max())
+  _assert_norm_gradients_match(grads, ref_grads, dtype)
 
 
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
@@ -519,12 +525,7 @@ def test_layer_norm_is_flaxs_with_a_written_out_backward(dtype):
   np.testing.assert_allclose(np.asarray(y, np.float64), expected, **tolerance)
   np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(ref_y, np.float32),
                              **tolerance)
-  for name in ('scale', 'bias'):
-    np.testing.assert_allclose(grads[0][name], ref_grads[0][name], rtol=1e-4, atol=1e-3)
-  grad_x, ref_grad_x = (np.asarray(g, np.float32) for g in (grads[1], ref_grads[1]))
-  gradient_tolerance = 1e-4 if dtype == jnp.float32 else 2e-2
-  np.testing.assert_allclose(grad_x, ref_grad_x, rtol=gradient_tolerance,
-                             atol=gradient_tolerance * np.abs(ref_grad_x).max())
+  _assert_norm_gradients_match(grads, ref_grads, dtype)
 
 
 def test_drop_path():
