@@ -6,9 +6,10 @@
 One row per model and variant of the README's model table (the first config that names it):
 the training loop's own jitted step (train_step.make_train_step, the config's optimizer, losses
 and auxiliary heads) for the config's batch and crop on this process's devices, lowered from
-abstract inputs (nothing is allocated or run) and compiled with XLA's default flags. Prints a markdown table (trace + lower seconds, compile seconds, total) and
-writes JSON. --scan_min_depth=N compiles the models that have the option (SCANNABLE) with their
-stages of N or more blocks scanned (layers.repeated_blocks), the others as they are.
+abstract inputs (nothing is allocated or run) and compiled with XLA's default flags. Prints a
+markdown table (trace + lower seconds, compile seconds, total) and writes JSON.
+--scan_min_depth=N compiles the models that have the option (SCANNABLE) with their stages of N
+or more blocks scanned (layers.repeated_blocks), the others as they are.
 """
 
 import json

@@ -1,5 +1,6 @@
 """The shared layers (models/layers.py) against NumPy brute force or values recorded from
-PyTorch: resizes, pools, unpooling, the transposed convolutions, stochastic depth."""
+PyTorch: resizes, pools, unpooling, the transposed convolutions, batch and layer normalisation
+(against flax's), stochastic depth."""
 
 import math
 
@@ -419,8 +420,6 @@ def test_bilinear_conv_transpose_is_pytorch_conv_transpose_for_any_kernel(factor
   np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-5, atol=1e-5)
 
 
-# --- Stochastic depth ---------------------------------------------------------------------------
-
 # --- Batch and layer normalisation ------------------------------------------------------------
 
 def _assert_norm_gradients_match(grads, ref_grads, dtype):
@@ -527,6 +526,8 @@ def test_layer_norm_is_flaxs_with_a_written_out_backward(dtype):
                              **tolerance)
   _assert_norm_gradients_match(grads, ref_grads, dtype)
 
+
+# --- Stochastic depth ---------------------------------------------------------------------------
 
 def test_drop_path():
   x = jnp.ones((4000, 2, 2, 3))
