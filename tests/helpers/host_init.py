@@ -12,14 +12,20 @@ import numpy as np
 
 
 def variables(model: nn.Module, input_hw: tuple[int, int], seed: int = 0) -> Any:
-  """The variables of model.init on a (1, *input_hw, 3) image (inference form), as NumPy:
-  kernels ~ N(0, 1 / fan_in) (LeCun scale: activations keep their size through depth), biases
-  and running means 0, every other vector (norm scales, running variances, layer scales) 1."""
+  """The variables of model.init on a (1, *input_hw, 3) image (inference form), as NumPy, drawn
+  by `draw`."""
   rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
   shapes = jax.eval_shape(lambda: model.init(rngs, jnp.zeros((1, *input_hw, 3)), train=False))
+  return draw(shapes, seed)
+
+
+def draw(shapes: Any, seed: int = 0) -> Any:
+  """NumPy values for a tree of variable shapes (an abstract init's): kernels ~ N(0, 1 / fan_in)
+  (LeCun scale: activations keep their size through depth), biases and running means 0, every
+  other vector (norm scales, running variances, layer scales) 1."""
   rng = np.random.default_rng(seed)
 
-  def draw(path, leaf):
+  def draw_leaf(path, leaf):
     name = str(getattr(path[-1], 'key', path[-1]))
     if name in ('bias', 'mean'):
       return np.zeros(leaf.shape, leaf.dtype)
@@ -28,7 +34,7 @@ def variables(model: nn.Module, input_hw: tuple[int, int], seed: int = 0) -> Any
     fan_in = int(np.prod(leaf.shape[:-1]))
     return (rng.standard_normal(leaf.shape) / np.sqrt(fan_in)).astype(leaf.dtype)
 
-  return jax.tree_util.tree_map_with_path(draw, shapes)
+  return jax.tree_util.tree_map_with_path(draw_leaf, shapes)
 
 
 def host_train_state(drawn: Any, tx: Any, step: int = 0) -> Any:

@@ -1,30 +1,10 @@
-"""A model-file test's tiny forward passes: the model initialised once (jitted) on `images`,
-and jitted train and eval applies of those variables. jit compiles each on its first call, so
-a test pays only for the passes it runs. And every output of a module at once, for comparing
-two ways of computing it."""
+"""Every output of a module at once (inference and training outputs, updated statistics,
+gradients), in one jitted call: for comparing two ways of computing a module."""
 
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
-
-
-def jitted_applies(model: nn.Module, images: jax.Array, rngs: dict, init_train: bool = False
-                   ) -> tuple[Any, Callable, Callable]:
-  """(variables, train_apply(x, key) -> (outputs, updated batch_stats), eval_apply(x, key=None)
-  -> outputs). `rngs` are the init's ('params', maybe 'dropout')."""
-  variables = jax.jit(lambda x: model.init(rngs, x, train=init_train))(images)
-
-  @jax.jit
-  def train_apply(x, key):
-    return model.apply(variables, x, train=True, rngs={'dropout': key}, mutable=['batch_stats'])
-
-  @jax.jit
-  def eval_apply(x, key=None):
-    return model.apply(variables, x, train=False,
-                       rngs=None if key is None else {'dropout': key})
-
-  return variables, train_apply, eval_apply
 
 
 def outputs_and_gradients(module: nn.Module, variables: Any, x: jax.Array, key: jax.Array

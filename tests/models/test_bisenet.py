@@ -1,7 +1,7 @@
-"""BiSeNet V1 and V2: shapes and output strides, auxiliary outputs, BatchNorm and dropout in
-training, full-size parameter counts (equal to mmsegmentation's models built from its configs)
-and names. (The numeric pieces, PyTorch's 'nearest' resize and AvgPool2d with counted padding,
-are tested in test_layers.py.)
+"""BiSeNet V1 and V2: shapes and output strides, auxiliary outputs, full-size parameter counts
+(equal to mmsegmentation's models built from its configs) and names (inference, BatchNorm and
+dropout in training: test_zoo.py). (The numeric pieces, PyTorch's 'nearest' resize and
+AvgPool2d with counted padding, are tested in test_layers.py.)
 
 The whole network was also checked against mmseg 1.2.2 once, outside this suite (torch is not in
 this environment): mmseg's state dicts (random weights and BN statistics) loaded into these
@@ -13,7 +13,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from semseg_jax.models.bisenet import bisenetv1, bisenetv2
@@ -133,38 +132,32 @@ def test_bad_variants_raise():
     bisenetv2('bisenetv2', 19, aux_channels=(8, 8))
 
 
-# --- Tiny forward passes ----------------------------------------------------------------------
+# --- Tiny model shapes ------------------------------------------------------------------------
 
 def _ceil(n: int, d: int) -> int:
   return -(-n // d)
 
 
 @pytest.mark.parametrize('kind', ['v1', 'v2'])
-def test_tiny_model_train_and_eval(kind):
-  """Shapes of the tiny model (the zoo's): logits at 1/8, one auxiliary output per context
-  stage; its own initialisers give finite values. What its training forward computes (finite
-  outputs, every BatchNorm's running mean and variance following the batch, dropout from the
-  'dropout' rng) is checked on the same model by tests/models/test_zoo.py's train step."""
+def test_tiny_model_output_and_auxiliary_shapes(kind):
+  """Training shapes of the tiny model (the zoo's), from its init's trace: logits at 1/8, one
+  auxiliary output per context stage. Its inference, one train step, every BatchNorm's running
+  statistics following the batch and dropout from the 'dropout' rng are checked on the same
+  model by tests/models/test_zoo.py."""
   spec = dict(TINY_V1 if kind == 'v1' else TINY_V2)
   ctor = bisenetv1 if kind == 'v1' else bisenetv2
   model = ctor(spec.pop('variant'), NUM_CLASSES, **spec)
-  images = jax.random.normal(jax.random.key(0), (2, *IMAGE_HW, 3))
+  images = jax.ShapeDtypeStruct((2, *IMAGE_HW, 3), jnp.float32)
   rngs = {'params': jax.random.key(1), 'dropout': jax.random.key(2)}
-  variables = jax.jit(lambda x: model.init(rngs, x, train=True))(images)
-  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(variables))
-  out = jax.eval_shape(lambda v, x: model.apply(v, x, train=True, rngs={'dropout': rngs['dropout']},
-                                                mutable=['batch_stats'])[0], variables, images)
+  out, _ = jax.eval_shape(lambda x: model.init_with_output(rngs, x, train=True), images)
   h, w = IMAGE_HW
   logits_hw = (_ceil(h, 8), _ceil(w, 8))
   assert out['logits'].shape == (2, *logits_hw, NUM_CLASSES)
-  assert out['logits'].dtype == jnp.float32
   if kind == 'v1':  # context path 1/8 and 1/16
     aux_hw = [logits_hw, (_ceil(h, 16), _ceil(w, 16))]
   else:  # stem 1/4, semantic stages 1/8, 1/16, 1/32
     aux_hw = [(_ceil(h, s), _ceil(w, s)) for s in (4, 8, 16, 32)]
   assert [a.shape for a in out['aux']] == [(2, *hw, NUM_CLASSES) for hw in aux_hw]
-  evaluated = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, images)
-  assert evaluated['logits'].shape == out['logits'].shape and evaluated['aux'] == []
 
 
 def test_overrides_are_routed():

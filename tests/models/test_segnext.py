@@ -1,6 +1,6 @@
-"""SegNeXt (MSCAN + LightHamHead): shapes and stride, randomness and determinism, exact
-parameter counts and names, and the NMF against a NumPy transcription of the reference's
-updates."""
+"""SegNeXt (MSCAN + LightHamHead): shapes and stride, exact parameter counts and names, a scanned
+stage, and the NMF against a NumPy transcription of the reference's updates. (Inference, one
+train step, randomness and determinism: test_zoo.py.)"""
 
 import functools
 import math
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from semseg_jax.models import layers
-from semseg_jax.models.backbones.mscan import MSCAN
+from semseg_jax.models.backbones.mscan import MSCAN, MSCANStage
 from semseg_jax.models.heads.ham_head import (EVAL_BASES_SEED, NMF2D, LightHamHead,
                                               nmf_reconstruct, normalized_random_bases)
 from semseg_jax.models.layers import EncoderDecoder
@@ -20,7 +20,6 @@ from semseg_jax.tools import model_stats
 from semseg_jax.tools import model_table as table
 from tests.helpers import host_init
 from tests.helpers.param_trees import expand, modules
-from tests.helpers.tiny_apply import jitted_applies
 
 NUM_CLASSES = 5
 # MSCAN with every part of the real one (stem, strip convs, layer scale, stage LayerNorms) but
@@ -53,14 +52,15 @@ def _conv_out(n: int) -> int:
   return (n + 2 - 3) // 2 + 1
 
 
-@pytest.fixture(scope='module')
-def tiny():
-  model = EncoderDecoder(MSCAN(**TINY_BACKBONE),
-                         LightHamHead(NUM_CLASSES, **TINY_HEAD))
-  images = jax.random.normal(jax.random.key(0), (2, 37, 50, 3))
-  variables, train_apply, eval_apply = jitted_applies(model, images,
-                                                      {'params': jax.random.key(1)})
-  return model, variables, images, train_apply, eval_apply
+def _tiny_training_shapes():
+  """(training outputs, variables) of the tiny SegNeXt on 2 x 37 x 50 images, as shapes (the
+  init's trace is the training forward). Its inference, one train step, the BatchNorm statistics
+  and randomness from the 'dropout' rng only are checked on the zoo's tiny SegNeXt
+  (tests/models/test_zoo.py)."""
+  model = EncoderDecoder(MSCAN(**TINY_BACKBONE), LightHamHead(NUM_CLASSES, **TINY_HEAD))
+  images = jax.ShapeDtypeStruct((2, 37, 50, 3), jnp.float32)
+  rngs = {'params': jax.random.key(1), 'dropout': jax.random.key(2)}
+  return jax.eval_shape(lambda x: model.init_with_output(rngs, x, train=True), images)
 
 
 def test_backbone_strides_follow_pytorch_conv_arithmetic():
@@ -76,29 +76,17 @@ def test_backbone_strides_follow_pytorch_conv_arithmetic():
   assert [f.shape[1:3] for f in features] == [(10, 13), (5, 7), (3, 4), (2, 2)]
 
 
-def test_train_and_eval_outputs(tiny):
-  _, variables, images, train_apply, eval_apply = tiny
-  out, updated = train_apply(images, jax.random.key(2))
+def test_training_outputs():
+  out, _ = _tiny_training_shapes()
   assert out['logits'].shape == (2, 5, 7, NUM_CLASSES)  # Stride 8: ceil(37/8), ceil(50/8).
   assert out['logits'].dtype == jnp.float32
   assert out['aux'] == []
-  assert bool(jnp.isfinite(out['logits']).all())
-  stem_bn = ('backbone', 'stage1', 'patch_embed', 'bn1', 'mean')
-  old, new = variables['batch_stats'], updated['batch_stats']
-  for key in stem_bn:
-    old, new = old[key], new[key]
-  assert not np.allclose(old, new)
-  out_eval = eval_apply(images)
-  assert out_eval['logits'].shape == (2, 5, 7, NUM_CLASSES)
-  assert out_eval['aux'] == []
-  assert bool(jnp.isfinite(out_eval['logits']).all())
 
 
-def test_param_names(tiny):
+def test_param_names():
   """mmseg's names (the stem BNs bn1/bn2 hold no 'norm', like mmseg's proj.1/proj.4); the
   layer-scale vectors live in the block itself."""
-  _, variables, *_ = tiny
-  params = variables['params']
+  params = _tiny_training_shapes()[1]['params']
   assert modules(params['backbone']) == expand(
       'stage1/patch_embed/{conv1,bn1,conv2,bn2}', 'stage{2..4}/patch_embed/{proj,norm}',
       'stage{1..4}/{norm,block0}', 'stage{1..4}/block0/{norm1,norm2,mlp/{fc1,dwconv,fc2}}',
@@ -114,35 +102,29 @@ def test_param_names(tiny):
 def test_a_scanned_stage_equals_the_unrolled_one():
   """A stage of two blocks scanned (layers.repeated_blocks: the strip convolutions' CPU
   lowering and the BatchNorms inside a lax.scan) gives the unrolled stage's training features
-  and BatchNorm statistics (evaluation and gradients of a scan: tests/models/test_layers.py)."""
-  spec = {**TINY_BACKBONE, 'depths': (1, 1, 2, 1), 'drop_path_rate': 0.0}
-  images = jax.random.normal(jax.random.key(0), (2, 37, 50, 3))
-  unrolled, scanned = MSCAN(**spec, scan_min_depth=0), MSCAN(**spec, scan_min_depth=2)
-  variables = host_init.variables(unrolled, (37, 50))
+  and BatchNorm statistics; MSCAN scans the stages that deep and no other (evaluation and
+  gradients of a scan: tests/models/test_layers.py)."""
+  x = jax.random.normal(jax.random.key(0), (2, 10, 13, 8))
+  unrolled, scanned = (MSCANStage(16, 2, (0.0, 0.0), is_first=False, scan_min_depth=depth)
+                       for depth in (0, 2))
+  variables = host_init.draw(jax.eval_shape(unrolled.init, jax.random.key(1), x))
 
-  def outputs(model):
+  def outputs(stage):
     with layers.conv_lowering('cpu'):  # (The model tests' default is XLA's: tests/conftest.py.)
-      return jax.jit(lambda v: model.apply(v, images, train=True, mutable=['batch_stats']))(
-          variables)
+      return jax.jit(lambda v: stage.apply(v, x, train=True, mutable=['batch_stats']))(variables)
   want, got = outputs(unrolled), outputs(scanned)
   assert jax.tree.structure(got) == jax.tree.structure(want)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
+  images = jax.ShapeDtypeStruct((1, 37, 50, 3), jnp.float32)
+  spec = {**TINY_BACKBONE, 'depths': (1, 1, 2, 1)}
 
-def test_train_randomness_comes_from_the_dropout_rng(tiny):
-  _, _, images, train_apply, _ = tiny
-  a = train_apply(images, jax.random.key(3))[0]['logits']
-  b = train_apply(images, jax.random.key(3))[0]['logits']
-  c = train_apply(images, jax.random.key(4))[0]['logits']
-  np.testing.assert_array_equal(a, b)
-  assert not np.allclose(a, c)
-
-
-def test_eval_is_deterministic(tiny):
-  """No rng at inference, and the same logits every time."""
-  _, _, images, _, eval_apply = tiny
-  np.testing.assert_array_equal(eval_apply(images)['logits'], eval_apply(images)['logits'])
+  def scans(scan_min_depth: int) -> int:
+    backbone = MSCAN(**spec, scan_min_depth=scan_min_depth)
+    variables = jax.eval_shape(backbone.init, jax.random.key(0), images)
+    return str(jax.make_jaxpr(backbone.apply)(variables, images)).count(' scan[')
+  assert (scans(0), scans(2), scans(3)) == (0, 1, 0)
 
 
 def test_eval_nmf_is_per_sample():

@@ -1,5 +1,6 @@
-"""U-Net and ENet: shapes at odd sizes, BatchNorm and dropout behaviour, PReLU, parameter counts
-and names. (Their transposed convs and the max unpooling are tested in test_layers.py.)"""
+"""U-Net and ENet: shapes at odd sizes, U-Net's init, PReLU, parameter counts and names.
+(Inference, BatchNorm and dropout in training: test_zoo.py; their transposed convs and the max
+unpooling: test_layers.py.)"""
 
 import functools
 import math
@@ -41,31 +42,20 @@ def _full_enet_variables():
   return _abstract_init(enet('enet', NUM_CLASSES), HW)[0]
 
 
-def _run(model):
-  """Initialises `model` on 2 x 45 x 61 images (jitted) and jits its eval apply for a dropout
-  key. What the training forward computes (finite outputs, every BatchNorm statistic following
-  the batch, dropout from the 'dropout' rng) is checked on the same tiny models by
-  test_zoo.py's train step; here its shapes."""
-  images = jax.random.normal(jax.random.key(0), (2, *HW, 3))
-  params_key = jax.random.key(1)
-  variables = jax.jit(lambda x: model.init({'params': params_key}, x))(images)
-  train_out = jax.eval_shape(
-      lambda v, x: model.apply(v, x, train=True, rngs={'dropout': jax.random.key(2)},
-                               mutable=['batch_stats'])[0], variables, images)
-  evaluate = jax.jit(lambda key: model.apply(variables, images, train=False,
-                                             rngs={'dropout': key}))
-  return variables, train_out, evaluate
+def _tiny_training_shapes(model):
+  """(training outputs, variables) on 2 x 45 x 61 images as shapes (the init's trace is the
+  training forward). Inference and what the training forward computes (finite outputs, every
+  BatchNorm statistic following the batch, dropout from the 'dropout' rng) are checked on the
+  same tiny models by test_zoo.py."""
+  images = jax.ShapeDtypeStruct((2, *HW, 3), jnp.float32)
+  rngs = {'params': jax.random.key(1), 'dropout': jax.random.key(2)}
+  return jax.eval_shape(lambda x: model.init_with_output(rngs, x, train=True), images)
 
 
-def _check_contract(variables, train_out, evaluate, bn_path):
-  eval_a, eval_b = evaluate(jax.random.key(2)), evaluate(jax.random.key(3))
-  for out in (train_out, eval_a):
-    assert out['logits'].shape == (2, *HW, NUM_CLASSES)
-    assert out['logits'].dtype == jnp.float32
-    assert out['aux'] == []
-  assert bool(jnp.isfinite(eval_a['logits']).all())
-  # Inference draws nothing from the 'dropout' rng.
-  np.testing.assert_array_equal(eval_a['logits'], eval_b['logits'])
+def _check_training_shapes(train_out, variables, bn_path):
+  assert train_out['logits'].shape == (2, *HW, NUM_CLASSES)
+  assert train_out['logits'].dtype == jnp.float32
+  assert train_out['aux'] == []
   stats = variables['batch_stats']
   for key in bn_path:
     stats = stats[key]
@@ -74,12 +64,12 @@ def _check_contract(variables, train_out, evaluate, bn_path):
 
 # --- U-Net ---------------------------------------------------------------------------------
 
-def test_unet_bn_contract_at_odd_size():
-  """'bn' variant, base 8, depth 3: 45x61 is padded to 48x64 inside and cropped back."""
+def test_unet_bn_at_odd_size_and_its_init():
+  """'bn' variant, base 8, depth 3: 45x61 is padded to 48x64 inside and cropped back. Its own
+  initialisers jitted (one compile) for the paper's init."""
   model = unet('bn', NUM_CLASSES, **UNET_TINY)
-  variables, train_out, evaluate = _run(model)
-  _check_contract(variables, train_out, evaluate, ('down1', 'bn1'))
-  params = variables['params']
+  _check_training_shapes(*_tiny_training_shapes(model), ('down1', 'bn1'))
+  params = jax.jit(lambda x: model.init(jax.random.key(1), x))(jnp.zeros((1, *HW, 3)))['params']
   assert set(params) == {'down1', 'down2', 'down3', 'upconv2', 'up2', 'upconv1', 'up1',
                          'classifier'}
   # Per level (1..D from the input side) two 3x3 convs and their BNs; up-convolutions between.
@@ -133,9 +123,9 @@ def test_unet_parameter_count(variant, num_classes, expected):
 ENET_TINY = {'stage1_blocks': 1, 'dilated_stages': 1}  # Every kind of block, once.
 
 
-def test_enet_contract_at_odd_size():
-  variables, train_out, evaluate = _run(enet('enet', NUM_CLASSES, **ENET_TINY))
-  _check_contract(variables, train_out, evaluate, ('bottleneck2_1', 'conv_bn'))
+def test_enet_at_odd_size():
+  _check_training_shapes(*_tiny_training_shapes(enet('enet', NUM_CLASSES, **ENET_TINY)),
+                         ('bottleneck2_1', 'conv_bn'))
 
 
 def test_enet_block_counts_are_the_paper_s_unless_overridden():
@@ -153,15 +143,17 @@ def test_enet_block_counts_are_the_paper_s_unless_overridden():
                          'bottleneck5_0', 'bottleneck5_1'])
 
 
-@pytest.mark.parametrize('hw', [(45, 61), (64, 96), (33, 17), (360, 480)])
+@pytest.mark.parametrize('hw', [(33, 360), (45, 64)])
 def test_enet_logits_cover_the_input(hw):
+  """In training (the inference shapes of the tiny ENet: test_zoo.py). Halved three times, the
+  four sides are odd at every step (33), even at every step (64), even then odd (360: 180, 90,
+  45) and odd then even (45: 23, 12, 6)."""
   model, images = enet('enet', NUM_CLASSES), jax.ShapeDtypeStruct((1, *hw, 3), jnp.float32)
-  rngs = {'dropout': jax.random.key(1)}
-  for train in (False, True):
-    apply = functools.partial(model.apply, train=train, rngs=rngs, mutable=['batch_stats'])
-    out = jax.eval_shape(apply, _full_enet_variables(), images)[0]
-    assert out['logits'].shape == (1, *hw, NUM_CLASSES), train
-    assert out['aux'] == []
+  apply = functools.partial(model.apply, train=True, rngs={'dropout': jax.random.key(1)},
+                            mutable=['batch_stats'])
+  out = jax.eval_shape(apply, _full_enet_variables(), images)[0]
+  assert out['logits'].shape == (1, *hw, NUM_CLASSES)
+  assert out['aux'] == []
 
 
 def test_enet_prelu_is_per_channel():

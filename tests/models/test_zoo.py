@@ -1,6 +1,6 @@
 """Every model of the zoo at a tiny size (shapes, output stride, auxiliary outputs, one jitted
-train step), and the README's model table: each row's config builds its model at full size with
-the parameter count the table gives."""
+inference and one jitted train step), and the README's model table: each row's config builds its
+model at full size with the parameter count the table gives."""
 
 import os
 
@@ -26,31 +26,33 @@ DETAIL_MODELS = ('stdc',)
 
 
 @pytest.mark.parametrize('key', sorted(zoo_specs.TINY))
-def test_tiny_model_outputs(key):
+def test_tiny_model_outputs_and_inference(key):
+  """Every model's outputs (docs/design.md's contract): the training outputs from the init's own
+  trace (abstract), and inference computed, its one compile, from host-drawn variables and with
+  no rng given (a model that draws random numbers at inference fails here): logits in float32
+  at the spec's size and finite, auxiliary logits in training only, and a detail branch
+  (STDC's boundary logits) in training only. Parameters are float32."""
   _, _, _, input_hw, logits_hw, num_aux = zoo_specs.TINY[key]
   model = zoo_specs.build(key)
-  images = jax.ShapeDtypeStruct((2, *input_hw, 3), jnp.float32)
-  # The init traces the training forward: its output is the training outputs.
-  train_out, variables = jax.eval_shape(
+  images = np.random.default_rng(0).normal(size=(2, *input_hw, 3)).astype(np.float32)
+  train_out, shapes = jax.eval_shape(
       lambda x: model.init_with_output(
           {'params': jax.random.key(0), 'dropout': jax.random.key(1)}, x, train=True),
-      images)
-  eval_out = jax.eval_shape(
-      lambda v, x: model.apply(v, x, train=False, rngs={'dropout': jax.random.key(2)}),
-      variables, images)
+      jax.ShapeDtypeStruct(images.shape, jnp.float32))
+  eval_out = jax.jit(lambda v, x: model.apply(v, x, train=False))(host_init.draw(shapes), images)
   expected = (2, *logits_hw, zoo_specs.NUM_CLASSES)
   for out in (train_out, eval_out):
     assert out['logits'].shape == expected and out['logits'].dtype == jnp.float32
+  assert bool(np.isfinite(eval_out['logits']).all()), key
   assert len(train_out['aux']) == num_aux
   for aux in train_out['aux']:
     assert aux.shape[0] == 2 and aux.shape[-1] == zoo_specs.NUM_CLASSES
     assert aux.dtype == jnp.float32
   assert eval_out['aux'] == []
-  # A detail branch (STDC's boundary logits) in training only.
   assert [d.shape for d in train_out.get('detail', [])] == \
       ([(2, *logits_hw, 1)] if key in DETAIL_MODELS else [])
   assert not eval_out.get('detail')
-  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables['params']))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(shapes['params']))
 
 
 def _one_train_step(key: str) -> dict:
