@@ -13,6 +13,7 @@ import pytest
 from semseg_jax.models.layers import resize_align_corners
 from semseg_jax.models.sfnet import flow_warp, grid_sample, sfnet
 from tests.helpers.param_trees import expand, modules
+from tests.helpers.table_counts import table_counts
 
 NUM_CLASSES = 5
 # The small form the shared zoo test builds (see the report); images 2 x 37 x 53.
@@ -143,13 +144,25 @@ def test_invalid_variant():
 #     classifier 128*19 + 19 = 2,451.
 #   dsn heads (aux_head): 3 * (9*128*128 + 128 + 256 + 128*19 + 19) = 450,873.
 # The paper's Table (Cityscapes test) gives SFNet(ResNet-18) 12.87M.
-@pytest.mark.parametrize('variant,num_classes,aux_head,expected', [
-    ('r18', 19, False, 12_869_715),
-    ('r18', 19, True, 13_320_588),
-    ('r50', 19, False, 31_325_139),
-    ('r101', 19, False, 50_317_267),
-    ('r50', 150, False, 31_358_806),
-])
-def test_full_size_parameter_count(variant, num_classes, aux_head, expected):
+COUNTS = {  # (variant, classes, aux_head) -> count
+    ('r18', 19, False): 12_869_715,
+    ('r18', 19, True): 13_320_588,
+    ('r50', 19, False): 31_325_139,
+    ('r101', 19, False): 50_317_267,
+    ('r50', 150, False): 31_358_806,
+}
+# The README table's rows (built from their configs and counted by tests/models/test_zoo.py).
+IN_TABLE = {('r18', 19, False), ('r50', 19, False), ('r101', 19, False)}
+
+
+def test_the_model_table_holds_these_counts():
+  assert table_counts('sfnet', aux_head=False) == {
+      key[:2]: COUNTS[key] for key in sorted(IN_TABLE)}
+  assert table_counts('sfnet', aux_head=True) == {}
+
+
+@pytest.mark.parametrize('key', sorted(set(COUNTS) - IN_TABLE))
+def test_full_size_parameter_count(key):
+  variant, num_classes, aux_head = key
   model = sfnet(variant, num_classes, aux_head=aux_head)
-  assert _count(_init_abstract(model)['params']) == expected
+  assert _count(_init_abstract(model)['params']) == COUNTS[key]

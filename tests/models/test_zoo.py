@@ -25,21 +25,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DETAIL_MODELS = ('stdc',)
 
 
-@pytest.mark.parametrize('key', sorted(zoo_specs.TINY))
-def test_tiny_model_outputs_and_inference(key):
-  """Every model's outputs (docs/design.md's contract): the training outputs from the init's own
-  trace (abstract), and inference computed, its one compile, from host-drawn variables and with
-  no rng given (a model that draws random numbers at inference fails here): logits in float32
-  at the spec's size and finite, auxiliary logits in training only, and a detail branch
-  (STDC's boundary logits) in training only. Parameters are float32."""
-  _, _, _, input_hw, logits_hw, num_aux = zoo_specs.TINY[key]
-  model = zoo_specs.build(key)
-  images = np.random.default_rng(0).normal(size=(2, *input_hw, 3)).astype(np.float32)
-  train_out, shapes = jax.eval_shape(
-      lambda x: model.init_with_output(
-          {'params': jax.random.key(0), 'dropout': jax.random.key(1)}, x, train=True),
-      jax.ShapeDtypeStruct(images.shape, jnp.float32))
-  eval_out = jax.jit(lambda v, x: model.apply(v, x, train=False))(host_init.draw(shapes), images)
+def _check_outputs(key: str, train_out: dict, eval_out: dict, params: dict) -> None:
+  """The output contract (docs/design.md): logits in float32 at the spec's size, finite at
+  inference, auxiliary logits in training only, a detail branch (STDC's boundary logits) in
+  training only; parameters in float32."""
+  _, _, _, _, logits_hw, num_aux = zoo_specs.TINY[key]
   expected = (2, *logits_hw, zoo_specs.NUM_CLASSES)
   for out in (train_out, eval_out):
     assert out['logits'].shape == expected and out['logits'].dtype == jnp.float32
@@ -52,17 +42,17 @@ def test_tiny_model_outputs_and_inference(key):
   assert [d.shape for d in train_out.get('detail', [])] == \
       ([(2, *logits_hw, 1)] if key in DETAIL_MODELS else [])
   assert not eval_out.get('detail')
-  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(shapes['params']))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
 
 
-def _one_train_step(key: str) -> dict:
+def _one_train_step(key: str, variables: dict) -> dict:
   """One jitted train step (the training loop's, plain SGD) of the tiny model on a batch of 4 with
-  ignored pixels, from host-drawn initial values (compiling the model's initialisers, which its
-  own file tests, would cost a third of this test); then the same compiled step once more from
-  the same values at step 1 (another dropout key, the same constant learning rate). Returns its
-  metrics, the share of parameter arrays that moved, the step count, the BatchNorm running
-  statistics (means and variances) that did not move, and whether the second run's parameters
-  differ from the first's."""
+  ignored pixels, from host-drawn initial `variables` (compiling the model's initialisers, which
+  its own file tests where it uses its own, would cost a third of this test); then the same
+  compiled step once more from the same values at step 1 (another dropout key, the same constant
+  learning rate). Returns its metrics, the share of parameter arrays that moved, the step count,
+  the BatchNorm running statistics (means and variances) that did not move, and whether the
+  second run's parameters differ from the first's."""
   _, _, _, input_hw, _, _ = zoo_specs.TINY[key]
   config = default.get_config()
   config.train.batch_size = 4
@@ -73,7 +63,6 @@ def _one_train_step(key: str) -> dict:
   config.optimizer.name, config.optimizer.lr, config.optimizer.momentum = 'sgd', 0.01, 0.0
   model = zoo_specs.build(key)
   mesh = sharding.make_mesh(config.mesh)
-  variables = host_init.variables(model, input_hw)
   tx, schedule = optimizers.make_optimizer(config)
 
   def initial_state(step: int) -> train_state.TrainState:
@@ -100,16 +89,29 @@ def _one_train_step(key: str) -> dict:
           'unmoved_stats': unmoved_stats, 'key_changes_step': key_changes_step}
 
 
-@pytest.mark.slow(10)
+@pytest.mark.slow(13)
 @pytest.mark.parametrize('key', sorted(zoo_specs.TINY))
-def test_one_train_step_of_every_model(key):
-  """Each model compiles once, here: the training loop's own step, with every loss term its
-  outputs get (the 8-device steps of sharded training are tests/e2e/test_main.py's). What every
-  model's training forward must do is checked on it: every BatchNorm running mean and variance
-  follows the batch, and randomness comes from the 'dropout' rng (a model with dropout, drop
-  path or random bases takes another step under another key; any other takes the same step bit
-  for bit)."""
-  result = _one_train_step(key)
+def test_every_model_infers_and_takes_one_train_step(key):
+  """Each model compiles twice, here: its inference and the training loop's own step, from the
+  same host-drawn variables (the shapes of the init's trace, whose outputs are the training
+  outputs). Inference gets no rng: a model that draws random numbers at inference fails. The
+  step has every loss term the outputs get (the 8-device steps of sharded training are
+  tests/e2e/test_main.py's). What every model's training forward must do is checked on it:
+  every BatchNorm running mean and variance follows the batch, and randomness comes from the
+  'dropout' rng (a model with dropout, drop path or random bases takes another step under
+  another key; any other takes the same step bit for bit)."""
+  model = zoo_specs.build(key)
+  images = np.random.default_rng(0).normal(size=(2, *zoo_specs.TINY[key][3], 3))
+  images = images.astype(np.float32)
+  train_out, shapes = jax.eval_shape(
+      lambda x: model.init_with_output(
+          {'params': jax.random.key(0), 'dropout': jax.random.key(1)}, x, train=True),
+      jax.ShapeDtypeStruct(images.shape, jnp.float32))
+  variables = host_init.draw(shapes)
+  eval_out = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)
+  _check_outputs(key, train_out, eval_out, shapes['params'])
+
+  result = _one_train_step(key, variables)
   metrics = result['metrics']
   assert np.isfinite(metrics['loss']) and result['step'] == 1, (key, metrics)
   # Loss terms are named loss_<output><index>_<loss>: count the outputs, not the terms.
