@@ -246,11 +246,13 @@ def test_bad_eval_config_names_the_field(field, value):
 def test_slide_eval_of_a_2048x1024_image_is_planned_within_16_gib():
   """Compile-only: XLA's memory plan for the evaluation step on one 2048x1024 image, 150
   classes, 1024x1024 windows, stride 768 (compiled for CPU here; see the README), for the
-  largest SegFormer (B5; every smaller variant has fewer and narrower layers)."""
+  largest SegFormer (B5; every smaller variant has fewer and narrower layers). Its deep stages
+  scanned (one block compiled per stage), which compiles in 60% of the time: the plan is the
+  unrolled model's within 2% (3.66 against 3.70 GiB with the suite's flags, 2026-12-07)."""
   config = default.get_config()
   config.eval.mode, config.eval.crop_size, config.eval.stride = 'slide', (1024, 1024), (768, 768)
   config.eval.resize_scale = ()
-  model = models.segformer.segformer('b5', 150)
+  model = models.segformer.segformer('b5', 150, scan_min_depth=8)
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
   batch = jax.eval_shape(lambda: model_benchmark.eval_batch(config, (1024, 2048), 1,
                                                       np.random.default_rng(0)))
