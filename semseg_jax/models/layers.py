@@ -793,20 +793,32 @@ def _upsample_phases(r: int) -> list[tuple[int, float]]:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def _upsample_axis(x: jax.Array, axis: int, r: int) -> jax.Array:
-  """`x` linearly upsampled r times along `axis` (half-pixel centres, clamped ends): each
-  output phase is a fixed 2-tap blend of shifted slices of the edge-padded input, the phases
-  interleaved by a reshape. The gradient is written out (`_upsample_backward`)."""
+  """`x` linearly upsampled r times along `axis` (half-pixel centres, clamped ends): output
+  r * k + p blends inputs k + low_p and k + low_p + 1 of the edge-padded input (low_p in {-1,
+  0}), for all phases at once on a new axis (the taps chosen per phase by a select) that a
+  reshape then interleaves. (A stack of r per-phase blends is a concatenate, which XLA's CPU
+  loop fusion re-emits its operands into: upsampling both axes by 8 made r^2 copies of
+  everything fused before it, and TopFormer's head compiled for seconds.) The gradient is
+  written out (`_upsample_backward`)."""
   n = x.shape[axis]
   pad = [(0, 0)] * x.ndim
   pad[axis] = (1, 1)
   padded = jnp.pad(x, pad, mode='edge')  # The clamp at both ends.
-  phases = []
-  for low, weight in _upsample_phases(r):
-    left = jax.lax.slice_in_dim(padded, low + 1, low + 1 + n, axis=axis)
-    right = jax.lax.slice_in_dim(padded, low + 2, low + 2 + n, axis=axis)
-    phases.append(left * (1 - weight) + right * weight)
-  stacked = jnp.stack(phases, axis=axis + 1)
-  return stacked.reshape(x.shape[:axis] + (n * r,) + x.shape[axis + 1:])
+  phases = _upsample_phases(r)
+  phase_shape = [1] * (x.ndim + 1)
+  phase_shape[axis + 1] = r
+
+  def per_phase(values, dtype):
+    return jnp.asarray(np.asarray(values, dtype).reshape(phase_shape))
+
+  shifted = [jnp.expand_dims(jax.lax.slice_in_dim(padded, i, i + n, axis=axis), axis + 1)
+             for i in range(3)]  # Inputs k - 1, k, k + 1.
+  before = per_phase([low == -1 for low, _ in phases], bool)
+  left = jnp.where(before, shifted[0], shifted[1])
+  right = jnp.where(before, shifted[1], shifted[2])
+  weight = per_phase([w for _, w in phases], np.float64)
+  blend = left * (1 - weight).astype(x.dtype) + right * weight.astype(x.dtype)
+  return blend.reshape(x.shape[:axis] + (n * r,) + x.shape[axis + 1:])
 
 
 def _upsample_forward(x, axis, r):
