@@ -808,16 +808,16 @@ def _upsample_axis(x: jax.Array, axis: int, r: int) -> jax.Array:
   phase_shape = [1] * (x.ndim + 1)
   phase_shape[axis + 1] = r
 
-  def per_phase(values, dtype):
-    return jnp.asarray(np.asarray(values, dtype).reshape(phase_shape))
+  def per_phase(values: list) -> np.ndarray:  # A constant along the phase axis.
+    return np.asarray(values).reshape(phase_shape)
 
   shifted = [jnp.expand_dims(jax.lax.slice_in_dim(padded, i, i + n, axis=axis), axis + 1)
              for i in range(3)]  # Inputs k - 1, k, k + 1.
-  before = per_phase([low == -1 for low, _ in phases], bool)
+  before = per_phase([low == -1 for low, _ in phases])
   left = jnp.where(before, shifted[0], shifted[1])
   right = jnp.where(before, shifted[1], shifted[2])
-  weight = per_phase([w for _, w in phases], np.float64)
-  blend = left * (1 - weight).astype(x.dtype) + right * weight.astype(x.dtype)
+  weight = per_phase([w for _, w in phases])  # float64: 1 - weight rounds once, as before.
+  blend = left * jnp.asarray(1 - weight, x.dtype) + right * jnp.asarray(weight, x.dtype)
   return blend.reshape(x.shape[:axis] + (n * r,) + x.shape[axis + 1:])
 
 
