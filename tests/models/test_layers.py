@@ -62,8 +62,9 @@ def test_bilinear_resize_matches_pytorch(in_hw, out_hw):
 def test_integer_upsampling_interleaves_its_phases_without_a_concatenate():
   """Upsampling by 8 on both axes: the phases are a new axis blended by selects, not a stack of
   8 blends (a concatenate, whose operands XLA's CPU loop fusion re-emits per phase: r^2 copies
-  of all that is fused before it; TopFormer's head took 8.7 s to compile for inference, 0.7 s
-  without). Only the edge padding concatenates, three pieces at a time."""
+  of all that is fused before it; with the suite's XLA flags the tiny TopFormer's inference
+  took 8.7 s to compile, 0.7 s without). Only the edge padding concatenates, three pieces at a
+  time."""
   program = jax.jit(lambda x: layers.bilinear_resize(x, (32, 48))).lower(
       jnp.zeros((1, 4, 6, 3))).as_text()
   operands = [line.split('stablehlo.concatenate', 1)[1].split(', dim')[0].count('%')
