@@ -798,8 +798,8 @@ def _upsample_axis(x: jax.Array, axis: int, r: int) -> jax.Array:
   0}), for all phases at once on a new axis (the taps chosen per phase by a select) that a
   reshape then interleaves. (A stack of r per-phase blends is a concatenate, which XLA's CPU
   loop fusion re-emits its operands into: upsampling both axes by 8 made r^2 copies of
-  everything fused before it, and TopFormer's head compiled for seconds.) The gradient is
-  written out (`_upsample_backward`)."""
+  everything fused before it, and with the test suite's XLA flags a tiny TopFormer's head
+  compiled for seconds.) The gradient is written out (`_upsample_backward`)."""
   n = x.shape[axis]
   pad = [(0, 0)] * x.ndim
   pad[axis] = (1, 1)
