@@ -167,6 +167,7 @@ def test_tiny_model_output_and_auxiliary_shapes(kind):
   h, w = IMAGE_HW
   logits_hw = (_ceil(h, 8), _ceil(w, 8))
   assert out['logits'].shape == (2, *logits_hw, NUM_CLASSES)
+  assert out['logits'].dtype == jnp.float32
   if kind == 'v1':  # context path 1/8 and 1/16
     aux_hw = [logits_hw, (_ceil(h, 16), _ceil(w, 16))]
   else:  # stem 1/4, semantic stages 1/8, 1/16, 1/32

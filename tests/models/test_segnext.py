@@ -52,6 +52,7 @@ def _conv_out(n: int) -> int:
   return (n + 2 - 3) // 2 + 1
 
 
+@functools.cache
 def _tiny_training_shapes():
   """(training outputs, variables) of the tiny SegNeXt on 2 x 37 x 50 images, as shapes (the
   init's trace is the training forward). Its inference, one train step, the BatchNorm statistics
