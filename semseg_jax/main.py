@@ -15,6 +15,10 @@ import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow's start-up noise, where tfds imports it.
 
+from semseg_jax import xla_flags  # pylint: disable=g-import-not-at-top
+
+xla_flags.set_defaults()  # Before jax starts a backend.
+
 import jax  # pylint: disable=g-import-not-at-top
 import ml_collections  # pylint: disable=g-import-not-at-top
 from absl import app  # pylint: disable=g-import-not-at-top

@@ -34,6 +34,11 @@ COMPILE_FAST_XLA_FLAGS = ('--xla_backend_optimization_level=0',) + (
 os.environ['XLA_FLAGS'] = ' '.join(
     [f for f in os.environ.get('XLA_FLAGS', '').split() if f not in COMPILE_FAST_XLA_FLAGS]
     + list(COMPILE_FAST_XLA_FLAGS))
+# And the flags semseg_jax's commands run with (semseg_jax/xla_flags.py), so that the tests compute
+# what users' runs compute.
+from semseg_jax import xla_flags  # pylint: disable=g-import-not-at-top
+
+xla_flags.set_defaults()
 
 # Philox instead of threefry as jax's default generator in the suite and its subprocesses: XLA:CPU
 # compiles its bits in about half the time, and drawing the initial values of a model's hundred or

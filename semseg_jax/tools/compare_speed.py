@@ -23,10 +23,14 @@ import sys
 import time
 from typing import Any, Callable
 
-from absl import app
-from absl import flags
-import jax
-import numpy as np
+from semseg_jax import xla_flags
+
+xla_flags.set_defaults()  # Before jax starts a backend (main.py's flags).
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags  # pylint: disable=g-import-not-at-top
+import jax  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
 
 from semseg_jax import models
 from semseg_jax import sharding

@@ -6,8 +6,9 @@
 One row per model and variant of the README's model table (the first config that names it):
 the training loop's own jitted step (train_step.make_train_step, the config's optimizer, losses
 and auxiliary heads) for the config's batch and crop on this process's devices, lowered from
-abstract inputs (nothing is allocated or run) and compiled with XLA's default flags. Prints a
-markdown table (trace + lower seconds, compile seconds, total) and writes JSON.
+abstract inputs (nothing is allocated or run) and compiled with the XLA flags `main.py` runs
+with (`xla_flags.py`). Prints a markdown table (trace + lower seconds, compile seconds, total)
+and writes JSON.
 --scan_min_depth=N compiles the models that have the option (SCANNABLE) with their stages of N
 or more blocks scanned (layers.repeated_blocks), the others as they are.
 """
@@ -16,11 +17,15 @@ import json
 import platform
 import time
 
-from absl import app
-from absl import flags
-import jax
-import ml_collections
-import numpy as np
+from semseg_jax import xla_flags
+
+xla_flags.set_defaults()  # Before jax starts a backend (main.py's flags).
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags  # pylint: disable=g-import-not-at-top
+import jax  # pylint: disable=g-import-not-at-top
+import ml_collections  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
 
 from semseg_jax import sharding
 from semseg_jax import train_state
