@@ -23,7 +23,8 @@ DEFAULTS = (
 )
 
 
-def _jaxlib_version() -> tuple[int, int]:
+def jaxlib_version() -> tuple[int, int]:
+  """(major, minor) of the installed jaxlib, read without importing it."""
   return tuple(int(p) for p in importlib.metadata.version('jaxlib').split('.')[:2])
 
 
@@ -34,7 +35,7 @@ def set_defaults(environ: dict | None = None) -> list[str]:
   environ = os.environ if environ is None else environ
   present = environ.get('XLA_FLAGS', '').split()
   named = {flag.split('=', 1)[0] for flag in present}
-  version = _jaxlib_version()
+  version = jaxlib_version()
   added = [f'{flag}={value}' for flag, value, since in DEFAULTS
            if flag not in named and version >= since]
   if added:

@@ -4,11 +4,12 @@ generator that make compiling fast; a persistent XLA compilation cache for this 
 once), whose programs each process loads once; slow tests first; shared fixtures."""
 
 import atexit
-import importlib.metadata
 import os
 import pathlib
 import shutil
 import tempfile
+
+from semseg_jax import xla_flags  # Imports no jax.
 
 # Before anything imports jax; subprocesses (xdist workers too) inherit it through the
 # environment. The process that made it removes it at exit (a run leaves ~300 MB otherwise).
@@ -27,17 +28,14 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
 # parameter updates, and a compile's cost follows its kernel count (a narrow SegFormer-B0's train
 # step: 1,132 -> 722 kernels, compile 6.1 s -> 4.7 s on jaxlib 0.12). With 0.10's elemental
 # emitters it costs (3.8 s -> 4.4 s), so it is not set there. Recheck the flags when jax moves.
-_JAXLIB = tuple(int(p) for p in importlib.metadata.version('jaxlib').split('.')[:2])
+_JAXLIB = xla_flags.jaxlib_version()
 COMPILE_FAST_XLA_FLAGS = ('--xla_backend_optimization_level=0',) + (
     ('--xla_cpu_use_fusion_emitters=false',) if _JAXLIB < (0, 11) else
     ('--xla_backend_extra_options=xla_cpu_use_multi_output_fusion',))
 os.environ['XLA_FLAGS'] = ' '.join(
     [f for f in os.environ.get('XLA_FLAGS', '').split() if f not in COMPILE_FAST_XLA_FLAGS]
     + list(COMPILE_FAST_XLA_FLAGS))
-# And the flags semseg_jax's commands run with (semseg_jax/xla_flags.py), so that the tests compute
-# what users' runs compute.
-from semseg_jax import xla_flags  # pylint: disable=g-import-not-at-top
-
+# And the flags semseg_jax's commands run with, so that the tests compute what users' runs compute.
 xla_flags.set_defaults()
 
 # Philox instead of threefry as jax's default generator in the suite and its subprocesses: XLA:CPU

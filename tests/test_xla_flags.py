@@ -25,7 +25,7 @@ def test_defaults_are_appended_once_and_a_users_own_setting_is_kept():
 
 def test_a_jaxlib_that_does_not_know_a_flag_does_not_get_it(monkeypatch):
   """XLA aborts the process on a flag it does not know."""
-  monkeypatch.setattr(xla_flags, '_jaxlib_version', lambda: (0, 9))
+  monkeypatch.setattr(xla_flags, 'jaxlib_version', lambda: (0, 9))
   environ = {'XLA_FLAGS': '--xla_dump_to=/tmp/x'}
   assert xla_flags.set_defaults(environ) == []
   assert environ == {'XLA_FLAGS': '--xla_dump_to=/tmp/x'}
