@@ -13,6 +13,13 @@ error that names it.
 import os
 import sys
 
+from semseg_jax import huge_pages
+
+# Run as the command (`python -m semseg_jax.main`, or the `semseg-jax` script), not imported:
+# first of all, start again with huge pages for XLA's buffers where that helps (huge_pages.py).
+if __name__ == '__main__' or os.path.basename(sys.argv[0]) == 'semseg-jax':
+  huge_pages.restart_with_huge_pages()
+
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow's start-up noise, where tfds imports it.
 
 from semseg_jax import xla_flags  # pylint: disable=g-import-not-at-top
@@ -78,6 +85,7 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str):
 def main(argv):
   del argv
   logs.quiet_libraries()
+  logging.info('GLIBC_TUNABLES=%s (huge_pages.py)', os.environ.get('GLIBC_TUNABLES', ''))
   arguments = sharding.distributed_arguments(FLAGS.coordinator_address, FLAGS.num_processes,
                                              FLAGS.process_id, os.environ)
   if arguments is not None:

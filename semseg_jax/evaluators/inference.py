@@ -25,19 +25,17 @@ from semseg_jax.evaluators import mc_dropout
 from semseg_jax.losses import common
 
 
-def _bilinear_along(x: jax.Array, axis: int, valid: jax.Array, scale: jax.Array,
-                    size: int) -> jax.Array:
-  """`size` samples along `axis` of x's first `valid` entries (traced) scaled by `scale`
-  (traced): PyTorch's bilinear interpolation with align_corners=False, where output i reads
-  source position (i + 0.5) / scale - 0.5 (clamped to >= 0) from its two neighbours, the last
-  valid entry repeated beyond it. Two gathers and a blend: linear in the output size."""
+def _bilinear_taps(valid: jax.Array, scale: jax.Array, size: int
+                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(low, high, weight of high) source entries of `size` samples of an axis's first `valid`
+  entries (traced) scaled by `scale` (traced): PyTorch's bilinear interpolation with
+  align_corners=False, where output i reads source position (i + 0.5) / scale - 0.5 (clamped to
+  >= 0) from its two neighbours, the last valid entry repeated beyond it."""
   source = jnp.maximum((jnp.arange(size, dtype=jnp.float32) + 0.5) / scale - 0.5, 0.0)
   low = jnp.floor(source)
-  weight = (source - low).reshape([size if a == axis else 1 for a in range(x.ndim)])
+  weight = source - low
   low = jnp.minimum(low.astype(jnp.int32), valid - 1)
-  high = jnp.minimum(low + 1, valid - 1)
-  return (jnp.take(x, low, axis=axis) * (1 - weight)
-          + jnp.take(x, high, axis=axis) * weight)
+  return low, jnp.minimum(low + 1, valid - 1), weight
 
 
 def resize_to_label(logits: jax.Array, image_hw: jax.Array, label_hw: jax.Array,
@@ -47,12 +45,21 @@ def resize_to_label(logits: jax.Array, image_hw: jax.Array, label_hw: jax.Array,
   the edge repeated).
 
   Sizes are traced values, so one compiled step serves images of any size in a canvas. Each
-  axis takes two gathers and a blend (`_bilinear_along`), not an interpolation matrix over the
-  canvas: at 150 classes the matrix products cost more than the model.
+  output pixel gathers the class vectors of its four source pixels and blends them, in one
+  pass that XLA fuses: not an interpolation matrix over the canvas (at 150 classes the matrix
+  products cost more than the model), nor an axis at a time (one more pass over a
+  label-sized intermediate: 6 views of 150 classes at 256x512 with their softmax, 1.0 s
+  against 0.71 s on a 2-core CPU).
   """
   scale = label_hw.astype(jnp.float32) / image_hw.astype(jnp.float32)
-  rows = _bilinear_along(logits, 0, image_hw[0], scale[0], out_hw[0])
-  return _bilinear_along(rows, 1, image_hw[1], scale[1], out_hw[1])
+  top, bottom, below = _bilinear_taps(image_hw[0], scale[0], out_hw[0])
+  left, right, beside = _bilinear_taps(image_hw[1], scale[1], out_hw[1])
+  below, beside = below[:, None, None], beside[None, :, None]
+
+  def at(rows, columns):  # [out_h, out_w, C]
+    return logits[rows[:, None], columns[None, :]]
+  return ((at(top, left) * (1 - below) + at(bottom, left) * below) * (1 - beside)
+          + (at(top, right) * (1 - below) + at(bottom, right) * below) * beside)
 
 
 def flip_valid(x: jax.Array, widths: jax.Array) -> jax.Array:

@@ -23,8 +23,11 @@ import sys
 import time
 from typing import Any, Callable
 
+from semseg_jax import huge_pages
 from semseg_jax import xla_flags
 
+if __name__ == '__main__':  # As main.py: both sides' buffers get huge pages where that helps.
+  huge_pages.restart_with_huge_pages()
 xla_flags.set_defaults()  # Before jax starts a backend (main.py's flags).
 
 from absl import app  # pylint: disable=g-import-not-at-top

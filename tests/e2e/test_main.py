@@ -21,6 +21,7 @@ from PIL import Image
 from configs import ade20k_segformer
 from configs import camvid_enet
 from configs import default
+from semseg_jax import huge_pages
 from semseg_jax import logs
 from semseg_jax import main
 from semseg_jax import preemption
@@ -483,6 +484,11 @@ def test_a_batch_that_does_not_split_over_the_devices_is_named_before_any_work(t
     assert f'{field} does not split over the 2 data-parallel devices' in result.stderr, \
         result.stderr[-3000:]
   assert not (tmp_path / 'run' / 'checkpoints').exists()
+  # The command started again with huge pages for XLA's buffers where that helps.
+  restarted = huge_pages.environment_with_huge_pages(
+      run_main.env(2), huge_pages.glibc_version(), huge_pages.thp_mode())
+  if restarted is not None:
+    assert f"GLIBC_TUNABLES={restarted['GLIBC_TUNABLES']} (huge_pages.py)" in result.stderr
 
 
 @pytest.mark.slow(40)
