@@ -9,7 +9,9 @@ constant rate), loss (cross-entropy on the logits resized to the labels, plus 0.
 auxiliary head's where the model has one) and dtype on both sides. References: Hugging Face
 transformers' `SegformerForSemanticSegmentation` (SegFormer), and mmsegmentation's
 DeepLabV3+ R50-D8 written out in plain PyTorch (`tools/torch_deeplabv3plus.py`). Prints
-images/s and ours / reference for each, and writes them to --output as JSON.
+images/s and ours / reference for each, and writes them to --output as JSON. Run as a command,
+it starts again with huge pages for both sides' buffers where that helps (`huge_pages.py`), as
+`main.py` does.
 
 Needs PyTorch and transformers: `pip install -e ".[torch]"`.
 """
