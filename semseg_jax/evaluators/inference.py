@@ -39,10 +39,12 @@ def _bilinear_taps(valid: jax.Array, scale: jax.Array, size: int
 
 
 def resize_to_label(logits: jax.Array, image_hw: jax.Array, label_hw: jax.Array,
-                    out_hw: tuple[int, int]) -> jax.Array:
+                    out_hw: tuple[int, int], mirrored: bool = False) -> jax.Array:
   """Crops one example's logits [Hc, Wc, C] to image_hw and resizes them bilinearly
   (align_corners=False) to label_hw, placed in an [out_h, out_w, C] canvas (beyond label_hw:
-  the edge repeated).
+  the edge repeated). mirrored: the logits are of the horizontally flipped image, and are
+  flipped back by the same gather (the same values as flip_valid first, without its pass over
+  the canvas).
 
   Sizes are traced values, so one compiled step serves images of any size in a canvas. Each
   output pixel gathers the class vectors of its four source pixels and blends them, in one
@@ -54,6 +56,8 @@ def resize_to_label(logits: jax.Array, image_hw: jax.Array, label_hw: jax.Array,
   scale = label_hw.astype(jnp.float32) / image_hw.astype(jnp.float32)
   top, bottom, below = _bilinear_taps(image_hw[0], scale[0], out_hw[0])
   left, right, beside = _bilinear_taps(image_hw[1], scale[1], out_hw[1])
+  if mirrored:
+    left, right = image_hw[1] - 1 - left, image_hw[1] - 1 - right
   below, beside = below[:, None, None], beside[None, :, None]
 
   def at(rows, columns):  # [out_h, out_w, C]
@@ -205,9 +209,7 @@ def predict_with_uncertainty(model: Any, variables: Any, batch: dict[str, Any],
     else:
       logits = infer_slide(model, variables, images, image_hw, tuple(eval_config.crop_size),
                            tuple(eval_config.stride), eval_config.windows_per_step)
-    if flip:
-      logits = flip_valid(logits, image_hw[:, 1])
-    at_label = jax.vmap(lambda l, i, t: resize_to_label(l, i, t, out_hw))(
+    at_label = jax.vmap(lambda l, i, t: resize_to_label(l, i, t, out_hw, flip))(
         logits, image_hw, batch['label_hw'])
     uncertainty = None
     if with_uncertainty:

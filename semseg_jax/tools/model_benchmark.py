@@ -4,12 +4,15 @@ after warm-up; then the evaluation step (config.eval: whole or slide, scales, fl
 of config.benchmark.eval_image_hw per device: its compile time, XLA's memory plan for it (peak
 bytes per device: arguments + outputs + temporaries), seconds per image, and the bare model's
 seconds for the same views (each scale's canvas or windows, flipped too) with what the
-evaluation costs beyond them in percent (eval_overhead_percent).
+evaluation costs beyond them in percent (eval_overhead_percent). The two alternate
+config.benchmark.eval_rounds times and each reports its fastest round: one pass of each read
+anywhere from 22% to 110% overhead on a busy 2-core machine for the same code.
 
 Inputs are random arrays already on the devices, so the figures measure the model and the
 step, not the input pipeline.
 """
 
+import functools
 import json
 import os
 import time
@@ -43,7 +46,7 @@ def _time_steps(fn: Callable, args: tuple, warmup: int, steps: int,
     return (out[0], *args[1:]) if carry_first else args, out
   for _ in range(warmup):
     args, out = call(args)
-  jax.block_until_ready(out)
+    jax.block_until_ready(out)
   start = time.perf_counter()
   for _ in range(steps):
     args, out = call(args)
@@ -74,14 +77,20 @@ def eval_batch(config: ml_collections.ConfigDict, image_hw: tuple[int, int], n: 
           'label_hw': np.tile(label_hw, (n, 1))}
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _inference_logits(model: Any, variables: Any, images: jax.Array) -> jax.Array:
+  return model.apply(variables, images, train=False)['logits']
+
+
 def bare_model_seconds(config: ml_collections.ConfigDict, model: Any, variables: Any,
-                       image_hw: tuple[int, int]) -> float:
+                       image_hw: tuple[int, int], warmup: int = 1) -> float:
   """Seconds the model alone (a jitted inference forward, on one device) takes for what the
   evaluation of one image of image_hw feeds it: at each test scale, the padded canvas (whole
   mode) or its windows in batches of config.eval.windows_per_step (slide mode); twice with
-  flip. The evaluation step's own cost is what it takes beyond this."""
+  flip. The evaluation step's own cost is what it takes beyond this. `warmup` untimed calls of
+  each shape first (the forward compiles once per model and shape, on the first)."""
   eval_config = config.eval
-  forward = jax.jit(lambda v, x: model.apply(v, x, train=False)['logits'])
+  forward = functools.partial(_inference_logits, model)
   single = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   on_one_device = jax.device_put(variables, single)
   total = 0.0
@@ -94,7 +103,7 @@ def bare_model_seconds(config: ml_collections.ConfigDict, model: Any, variables:
           eval_config.windows_per_step)
       shape = (per_step, *window, 3)
     images = jax.device_put(np.zeros(shape, np.float32), single)
-    total += calls * _time_steps(forward, (on_one_device, images), 1, 1, carry_first=False)
+    total += calls * _time_steps(forward, (on_one_device, images), warmup, 1, carry_first=False)
   return total * (2 if eval_config.flip else 1)
 
 
@@ -102,7 +111,8 @@ def eval_figures(config: ml_collections.ConfigDict, model: Any, variables: Any, 
                  num_classes: int) -> dict:
   """Compile time, XLA's per-device memory plan and seconds per image of the evaluation step
   on one config.benchmark.eval_image_hw image per device, and what that costs beyond the bare
-  model's time for the same views (`bare_model_seconds`), in percent."""
+  model's time for the same views (`bare_model_seconds`), in percent: the fastest of
+  config.benchmark.eval_rounds alternating passes of each."""
   n = jax.device_count()
   image_hw = tuple(config.benchmark.eval_image_hw)
   batch_sharding = sharding.batch_sharding(mesh, tuple(config.mesh.data_axes))
@@ -114,8 +124,12 @@ def eval_figures(config: ml_collections.ConfigDict, model: Any, variables: Any, 
   compiled = eval_step.lower(variables, batch).compile()
   compile_s = time.perf_counter() - start
   peak = planned_peak_bytes(compiled)
-  step_s = _time_steps(compiled, (variables, batch), 1, 1, carry_first=False)
-  model_s = bare_model_seconds(config, model, variables, image_hw)
+  step_s, model_s = [], []
+  for round_ in range(config.benchmark.eval_rounds):
+    warmup = 1 if round_ == 0 else 0
+    step_s.append(_time_steps(compiled, (variables, batch), warmup, 1, carry_first=False))
+    model_s.append(bare_model_seconds(config, model, variables, image_hw, warmup))
+  step_s, model_s = min(step_s), min(model_s)
   views = len(pipeline.eval_scales(config.eval)) * (2 if config.eval.flip else 1)
   return {
       'eval_mode': (f'{config.eval.mode} {views} view(s)' + (
@@ -132,6 +146,9 @@ def eval_figures(config: ml_collections.ConfigDict, model: Any, variables: Any, 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Measures and prints the figures; also writes them to <workdir>/benchmark.json."""
+  for field in ('batch_size', 'steps', 'eval_rounds'):
+    if config.benchmark[field] < 1:
+      raise ValueError(f'config.benchmark.{field}={config.benchmark[field]}; expected >= 1.')
   num_classes = len(datasets.class_names_and_palette(config.data)[0])
   mesh = sharding.make_mesh(config.mesh)
   model, tx, schedule = train_state.build_model_and_optimizer(config, num_classes)

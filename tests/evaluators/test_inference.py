@@ -291,6 +291,17 @@ def test_resize_to_label_matches_crop_then_bilinear(image_hw, label_hw):
   np.testing.assert_allclose(np.asarray(out)[:label_hw[0], :label_hw[1]], expected, atol=1e-5)
 
 
+def test_a_mirrored_resize_equals_flipping_the_valid_columns_first():
+  """The flipped view's logits are flipped back inside the resize's gather: the same values,
+  bit for bit, as flip_valid over the canvas and then the resize."""
+  canvas = jnp.asarray(np.random.default_rng(2).normal(size=(16, 16, 3)), jnp.float32)
+  image_hw, label_hw = jnp.array([7, 9]), jnp.array([15, 20])
+  expected = inference.resize_to_label(inference.flip_valid(canvas[None], image_hw[1:])[0],
+                                       image_hw, label_hw, (24, 24))
+  out = inference.resize_to_label(canvas, image_hw, label_hw, (24, 24), mirrored=True)
+  np.testing.assert_array_equal(np.asarray(out), np.asarray(expected))
+
+
 def test_one_compiled_function_serves_any_size():
   fn = jax.jit(lambda l, i, t: inference.resize_to_label(l, i, t, (10, 10)))
   logits = jnp.asarray(np.random.default_rng(1).normal(size=(8, 8, 2)), jnp.float32)
@@ -328,3 +339,41 @@ def test_the_bare_model_time_counts_every_view_and_window_the_evaluation_feeds(
   seconds = model_benchmark.bare_model_seconds(config, model, variables, (48, 80))
   assert timed == [shape for shape, _ in views]
   assert seconds == sum(calls for _, calls in views) * (2 if flip else 1)
+
+
+def test_the_eval_figures_are_the_fastest_of_alternating_rounds(monkeypatch):
+  """The evaluation step and the bare model alternate config.benchmark.eval_rounds times; each
+  figure is its own fastest round (a single pass of each is at the mercy of a busy machine)."""
+  config = default.get_config()
+  config.benchmark.eval_image_hw, config.benchmark.eval_rounds = (16, 16), 3
+  config.eval.resize_scale = ()
+  order, steps, bare = [], iter([3.0, 2.5, 4.0]), iter([2.0, 1.0, 1.5])
+
+  def time_steps(fn, args, warmup, steps_, carry_first):
+    del fn, args, steps_, carry_first
+    order.append(('step', warmup))
+    return next(steps)
+
+  def bare_model(config, model, variables, image_hw, warmup=1):
+    del config, model, variables, image_hw
+    order.append(('model', warmup))
+    return next(bare)
+  monkeypatch.setattr(model_benchmark, '_time_steps', time_steps)
+  monkeypatch.setattr(model_benchmark, 'bare_model_seconds', bare_model)
+  model = PixelModel()
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+  mesh = sharding.make_mesh(config.mesh)
+  figures = model_benchmark.eval_figures(config, model, variables, mesh, NUM_CLASSES)
+  assert order == [('step', 1), ('model', 1), ('step', 0), ('model', 0), ('step', 0),
+                   ('model', 0)]
+  assert (figures['eval_s_per_image'], figures['eval_model_s_per_image']) == (2.5, 1.0)
+  assert figures['eval_overhead_percent'] == pytest.approx(150.0)
+
+
+@pytest.mark.parametrize('field', ['batch_size', 'steps', 'eval_rounds'])
+def test_a_benchmark_count_below_one_is_named_before_any_work(field, tmp_path):
+  config = default.get_config()
+  config.benchmark[field] = 0
+  with pytest.raises(ValueError, match=rf'config\.benchmark\.{field}=0; expected >= 1'):
+    model_benchmark.run(config, str(tmp_path))
+  assert not list(tmp_path.iterdir())
