@@ -8,6 +8,7 @@ import sys
 import wave
 
 import numpy as np
+import pytest
 from PIL import Image
 from tensorboard.plugins.text import metadata as text_metadata
 from tensorboard.util import tensor_util
@@ -88,3 +89,20 @@ writer.close()
   subprocess.run([sys.executable, '-c', script], check=True, cwd=run_main.REPO,
                  env=run_main.env(1), timeout=120)
   assert [(e.step, e.value) for e in tensorboard_events.read(tmp_path).Scalars('x')] == [(1, 2.0)]
+
+
+def test_the_writer_leaves_torch_unimported_and_importable():
+  """tensorboardX imports PyTorch where it is installed (seconds of every command's start);
+  the writer's import keeps it out, and torch still imports afterwards."""
+  pytest.importorskip('torch')
+  script = """
+import sys
+from semseg_jax import tensorboard_writer
+assert 'torch' not in sys.modules, 'importing the writer imported torch'
+import torch
+print(torch.zeros(2).sum().item())
+"""
+  result = subprocess.run([sys.executable, '-c', script], cwd=run_main.REPO, env=run_main.env(1),
+                          capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip() == '0.0'
