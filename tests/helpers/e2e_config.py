@@ -20,8 +20,7 @@ TINY = {
     # A two-level U-Net (BatchNorm, dropout) 8 channels wide: e2e tests are about the machinery
     # around the model (input, sharded steps, checkpoints, evaluators, signals), and a 4-step run
     # of it compiles in a fifth of the narrow SegFormer-B0's time (SEGFORMER: 1.9 s against
-    # 9.5 s). The zoo tests train every model; test_main's ADE20K smoke run trains SegFormer
-    # through main.run.
+    # 9.5 s). The zoo tests train every model.
     'model.name': 'unet',
     'model.variant': 'bn',
     'model.drop_path_rate': 0.0,
