@@ -6,7 +6,7 @@ bytes per device: arguments + outputs + temporaries), seconds per image, and the
 seconds for the same views (each scale's canvas or windows, flipped too) with what the
 evaluation costs beyond them in percent (eval_overhead_percent). The two alternate
 config.benchmark.eval_rounds times and each reports its fastest round: one pass of each read
-anywhere from 22% to 110% overhead on a busy 2-core machine for the same code.
+anywhere from 14% to 110% overhead on a busy 2-core machine for the same code.
 
 Inputs are random arrays already on the devices, so the figures measure the model and the
 step, not the input pipeline.
