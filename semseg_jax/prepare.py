@@ -24,9 +24,12 @@ from semseg_jax.evaluators import common
 
 CLASS_WEIGHTINGS = ('', 'median_frequency', 'enet')
 # Step counts and periods: (field, smallest value that works). A period of 0 would divide by
-# zero mid-run; keeping 0 checkpoints would leave nothing to resume or evaluate.
+# zero mid-run; keeping 0 checkpoints would leave nothing to resume or evaluate; a benchmark
+# with no batch, steps or rounds has nothing to time.
 POSITIVE_FIELDS = (('train.num_steps', 0), ('train.log_every', 1), ('train.eval_every', 1),
-                   ('checkpoint.every_steps', 1), ('checkpoint.max_to_keep', 1))
+                   ('checkpoint.every_steps', 1), ('checkpoint.max_to_keep', 1),
+                   ('benchmark.batch_size', 1), ('benchmark.steps', 1),
+                   ('benchmark.eval_rounds', 1))
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from configs import default
 from semseg_jax import losses
+from semseg_jax import main
 from semseg_jax import models
 from semseg_jax import sharding
 from semseg_jax.data import pipeline
@@ -384,6 +385,7 @@ def test_the_eval_figures_are_the_fastest_of_alternating_rounds(monkeypatch):
 def test_a_benchmark_count_below_one_is_named_before_any_work(field, tmp_path):
   config = default.get_config()
   config.benchmark[field] = 0
-  with pytest.raises(ValueError, match=rf'config\.benchmark\.{field}=0; expected >= 1'):
-    model_benchmark.run(config, str(tmp_path))
+  with pytest.raises(ValueError,
+                     match=rf'config\.benchmark\.{field}=0; expected an integer >= 1'):
+    main.run('benchmark', config, str(tmp_path))
   assert not list(tmp_path.iterdir())
