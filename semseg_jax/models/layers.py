@@ -129,6 +129,11 @@ def _out_size(padded: int, taps: int, stride: int, dilation: int) -> int:
   return (padded - dilation * (taps - 1) - 1) // stride + 1
 
 
+# A depthwise kernel gradient takes all its taps' sums in one variadic reduction up to this many
+# channels, and one reduction per tap above it (`_depthwise_backward`; jax 0.12.1 on 2 cores).
+VARIADIC_TAP_SUMS_MAX_CHANNELS = 1024
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _depthwise_by_shifts(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
                          pads: tuple[tuple[int, int], tuple[int, int]],
@@ -166,15 +171,25 @@ def _depthwise_backward(strides, pads, dilation, residuals, grad):
   grad_x = grad_x[:, pads[0][0]:pads[0][0] + x.shape[1], pads[1][0]:pads[1][0] + x.shape[2]]
   padded = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
   accumulate = jnp.promote_types(x.dtype, jnp.float32)
-  # One reduction over pixels for all taps, of a gradient materialised once: without the
-  # barrier XLA fused the gradient's producers (normalisation and activation backward) into the
-  # reduction and ran them once per tap (DeepLabV3+ R50's ASPP: 1.1-1.6 s per convolution); a
-  # matrix product per tap avoided that but doubled the kernels to compile (SegNeXt-T's step
-  # 72.6 -> 108.4 s; with this form 72.6 s, DeepLabV3+ R50's step 28.3 vs 27.0 s, jax 0.12.1).
+  # Each tap's products are summed by the reduction that computes them, over a gradient
+  # materialised once (without the barrier XLA fused its producers, the normalisation and
+  # activation backward, into the reductions and ran them once per tap: DeepLabV3+ R50's ASPP
+  # 1.1-1.6 s per convolution). Up to VARIADIC_TAP_SUMS_MAX_CHANNELS channels one variadic
+  # reduction takes every tap's sum in one pass over the input; wider, a reduction per tap.
+  # Summing the stacked products stored them all, each the size of the input, and concatenated
+  # them (a 1x21 strip on [16, 128, 128, 64]: 1.4 GB twice; a step of that convolution, a
+  # normalisation and a GELU 2.4 s, against 0.7 s variadic and 1.4 s per tap); DeepLabV3+ R50's
+  # step with the variadic form on its 2048-channel dilated ASPP taps took 35 s against 30 s; a
+  # matrix product per tap doubled the kernels to compile (SegNeXt-T's step 72.6 -> 108.4 s).
   grad = jax.lax.optimization_barrier(grad)
-  products = jnp.stack([(_tap_window(padded, i, j, strides, dilation, out_hw) * grad
-                         ).astype(accumulate) for i in range(kh) for j in range(kw)])
-  grad_kernel = jnp.sum(products, axis=(1, 2, 3)).reshape(kernel.shape).astype(kernel.dtype)
+  products = [(_tap_window(padded, i, j, strides, dilation, out_hw) * grad).astype(accumulate)
+              for i in range(kh) for j in range(kw)]
+  if x.shape[3] <= VARIADIC_TAP_SUMS_MAX_CHANNELS:
+    sums = jax.lax.reduce(products, [jnp.zeros((), accumulate)] * len(products),
+                          lambda totals, terms: [a + b for a, b in zip(totals, terms)], (0, 1, 2))
+  else:
+    sums = [jnp.sum(product, axis=(0, 1, 2)) for product in products]
+  grad_kernel = jnp.stack(sums).reshape(kernel.shape).astype(kernel.dtype)
   return grad_x, grad_kernel
 
 

@@ -3,6 +3,7 @@ PyTorch: resizes, pools, unpooling, the transposed convolutions, batch and layer
 (against flax's), stochastic depth."""
 
 import math
+import re
 
 import flax.linen as nn
 import jax
@@ -288,6 +289,31 @@ def test_depthwise_conv_on_cpu_equals_xla_grouped_conv(kernel, stride, dilation,
   assert grouped_xla and not grouped_cpu
   for want, got in zip(jax.tree.leaves(reference), jax.tree.leaves(lowered)):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want))))
+
+
+def test_depthwise_kernel_gradient_sums_its_taps_without_storing_them():
+  """The kernel gradient of a 1x7 depthwise convolution under conv_lowering('cpu') sums each
+  tap's products in the reduction that computes them: the compiled program holds no array much
+  larger than the input. Summing the stacked products instead stored all 7 of them, each the
+  size of the input, and concatenated them (a 1x21 strip on [16, 128, 128, 64]: 1.4 GB twice;
+  layers.py gives the times)."""
+  x = jnp.zeros((2, 8, 16, 4))
+  kernel = jnp.zeros((1, 7, 1, 4))
+
+  def loss(x, kernel):
+    with layers.conv_lowering('cpu'):
+      y = layers.grouped_conv(x, kernel, (1, 1), ((0, 0), (3, 3)), feature_group_count=4,
+                              dimension_numbers=jax.lax.conv_dimension_numbers(
+                                  x.shape, kernel.shape, ('NHWC', 'HWIO', 'NHWC')))
+    return jnp.sum(jnp.tanh(y))  # The gradient has a producer (tanh's derivative).
+
+  gradients = jax.grad(loss, (0, 1))
+  assert 'conv_general_dilated' not in str(jax.make_jaxpr(gradients)(x, kernel))
+  program = jax.jit(gradients).lower(x, kernel).compile().as_text()
+  entry = program[program.index('\nENTRY'):]
+  sizes = [int(np.prod([int(d) for d in dims.split(',') if d]))
+           for dims in re.findall(r'f32\[([0-9,]*)\]', entry)]
+  assert max(sizes) <= 2 * x.size, sorted(sizes)[-3:]
 
 
 @pytest.mark.parametrize('stride', [1, 2])
