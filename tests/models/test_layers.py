@@ -291,17 +291,22 @@ def test_depthwise_conv_on_cpu_equals_xla_grouped_conv(kernel, stride, dilation,
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want))))
 
 
-def test_depthwise_kernel_gradient_sums_its_taps_without_storing_them():
+@pytest.mark.parametrize('variadic', [True, False])
+def test_depthwise_kernel_gradient_sums_its_taps_without_storing_them(variadic, monkeypatch):
   """The kernel gradient of a 1x7 depthwise convolution under conv_lowering('cpu') sums each
-  tap's products in the reduction that computes them: the compiled program holds no array much
-  larger than the input. Summing the stacked products instead stored all 7 of them, each the
-  size of the input, and concatenated them (a 1x21 strip on [16, 128, 128, 64]: 1.4 GB twice;
-  layers.py gives the times)."""
-  x = jnp.zeros((2, 8, 16, 4))
-  kernel = jnp.zeros((1, 7, 1, 4))
+  tap's products in the reduction that computes them (one variadic reduction, or one per tap
+  above VARIADIC_TAP_SUMS_MAX_CHANNELS): the compiled program holds no array much larger than
+  the input, and the gradient equals XLA's. Summing the stacked products instead stored all 7
+  of them, each the size of the input, and concatenated them (a 1x21 strip on
+  [16, 128, 128, 64]: 1.4 GB twice; layers.py gives the times)."""
+  if not variadic:
+    monkeypatch.setattr(layers, 'VARIADIC_TAP_SUMS_MAX_CHANNELS', 3)
+  x = jnp.asarray(np.random.RandomState(0).randn(2, 8, 16, 4).astype(np.float32))
+  kernel = jnp.asarray(np.random.RandomState(1).randn(1, 7, 1, 4).astype(np.float32))
+  lowering = 'cpu'
 
   def loss(x, kernel):
-    with layers.conv_lowering('cpu'):
+    with layers.conv_lowering(lowering):
       y = layers.grouped_conv(x, kernel, (1, 1), ((0, 0), (3, 3)), feature_group_count=4,
                               dimension_numbers=jax.lax.conv_dimension_numbers(
                                   x.shape, kernel.shape, ('NHWC', 'HWIO', 'NHWC')))
@@ -314,6 +319,11 @@ def test_depthwise_kernel_gradient_sums_its_taps_without_storing_them():
   sizes = [int(np.prod([int(d) for d in dims.split(',') if d]))
            for dims in re.findall(r'f32\[([0-9,]*)\]', entry)]
   assert max(sizes) <= 2 * x.size, sorted(sizes)[-3:]
+  assert ('reduce[' in str(jax.make_jaxpr(gradients)(x, kernel))) == variadic  # Variadic.
+  ours = jax.jit(gradients)(x, kernel)
+  lowering = 'xla'
+  for got, want in zip(ours, jax.jit(gradients)(x, kernel)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want))))
 
 
 @pytest.mark.parametrize('stride', [1, 2])
