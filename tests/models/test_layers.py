@@ -303,26 +303,26 @@ def test_depthwise_kernel_gradient_sums_its_taps_without_storing_them(variadic, 
     monkeypatch.setattr(layers, 'VARIADIC_TAP_SUMS_MAX_CHANNELS', 3)
   x = jnp.asarray(np.random.RandomState(0).randn(2, 8, 16, 4).astype(np.float32))
   kernel = jnp.asarray(np.random.RandomState(1).randn(1, 7, 1, 4).astype(np.float32))
-  lowering = 'cpu'
 
-  def loss(x, kernel):
-    with layers.conv_lowering(lowering):
-      y = layers.grouped_conv(x, kernel, (1, 1), ((0, 0), (3, 3)), feature_group_count=4,
-                              dimension_numbers=jax.lax.conv_dimension_numbers(
-                                  x.shape, kernel.shape, ('NHWC', 'HWIO', 'NHWC')))
-    return jnp.sum(jnp.tanh(y))  # The gradient has a producer (tanh's derivative).
+  def gradients(kind):  # A new function per lowering: jit caches its trace by function.
+    def loss(x, kernel):
+      with layers.conv_lowering(kind):
+        y = layers.grouped_conv(x, kernel, (1, 1), ((0, 0), (3, 3)), feature_group_count=4,
+                                dimension_numbers=jax.lax.conv_dimension_numbers(
+                                    x.shape, kernel.shape, ('NHWC', 'HWIO', 'NHWC')))
+      return jnp.sum(jnp.tanh(y))  # The gradient has a producer (tanh's derivative).
+    return jax.jit(jax.grad(loss, (0, 1)))
 
-  gradients = jax.grad(loss, (0, 1))
-  assert 'conv_general_dilated' not in str(jax.make_jaxpr(gradients)(x, kernel))
-  program = jax.jit(gradients).lower(x, kernel).compile().as_text()
+  ours = gradients('cpu')
+  jaxpr = str(jax.make_jaxpr(ours)(x, kernel))
+  assert 'conv_general_dilated' not in jaxpr
+  assert ('reduce[' in jaxpr) == variadic  # The variadic reduction.
+  program = ours.lower(x, kernel).compile().as_text()
   entry = program[program.index('\nENTRY'):]
   sizes = [int(np.prod([int(d) for d in dims.split(',') if d]))
            for dims in re.findall(r'f32\[([0-9,]*)\]', entry)]
   assert max(sizes) <= 2 * x.size, sorted(sizes)[-3:]
-  assert ('reduce[' in str(jax.make_jaxpr(gradients)(x, kernel))) == variadic  # Variadic.
-  ours = jax.jit(gradients)(x, kernel)
-  lowering = 'xla'
-  for got, want in zip(ours, jax.jit(gradients)(x, kernel)):
+  for got, want in zip(ours(x, kernel), gradients('xla')(x, kernel)):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want))))
 
 
