@@ -96,19 +96,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.loss.aux = (('cross_entropy', 0.4, {}),)  # Terms on each auxiliary head's logits (models with aux heads).
   config.loss.detail = (('detail_bce', 1.0, {}), ('detail_dice', 1.0, {}))  # Terms on each detail head's boundary logits (STDC's detail branch).
   config.loss.class_weights = ()  # Per-class weights for every term (() = all equal).
-  config.loss.class_weighting = ''  # Per-class weights computed from the training split's labels at start: 'median_frequency' (SegNet) | 'enet' (ENet's 1 / ln(1.02 + p)) | '' (use class_weights).
+  config.loss.class_weighting = ''  # Per-class weights computed from the training split's labels at start: 'median_frequency' (SegNet) | 'enet' (ENet's 1 / ln(1.02 + p)) | 'linknet' (1 / ln(1.02 + pixels / the top class's)) | '' (use class_weights).
   config.loss.distance_max_classes = 0  # Distance losses: classes per crop with a map (0 = all; lower it for many-class datasets).
 
   # Optimizer (optax); per-parameter multipliers are regexes on the '/'-joined parameter path.
   config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = 'adamw'  # adamw | sgd.
+  config.optimizer.name = 'adamw'  # adamw | sgd | rmsprop (PyTorch's).
   config.optimizer.lr = 6e-5  # Base learning rate.
   config.optimizer.b1 = 0.9  # AdamW beta1.
   config.optimizer.b2 = 0.999  # AdamW beta2.
-  config.optimizer.eps = 1e-8  # AdamW epsilon.
-  config.optimizer.momentum = 0.9  # SGD momentum.
+  config.optimizer.eps = 1e-8  # AdamW / RMSProp epsilon.
+  config.optimizer.rms_decay = 0.99  # RMSProp's decay of the mean squared gradient (PyTorch's alpha).
+  config.optimizer.momentum = 0.9  # SGD / RMSProp momentum.
   config.optimizer.nesterov = False  # SGD Nesterov momentum.
-  config.optimizer.weight_decay = 0.01  # Decoupled (AdamW) or L2-gradient (SGD) weight decay.
+  config.optimizer.weight_decay = 0.01  # Decoupled (AdamW) or L2-gradient (SGD, RMSProp) weight decay.
   config.optimizer.no_decay_patterns = ('norm', 'dwconv')  # Params matching get no weight decay.
   config.optimizer.lr_multipliers = (('^decode_head/', 10.0),)  # (regex, lr multiplier) pairs.
   config.optimizer.grad_clip_norm = 0.0  # Clip the global gradient norm to this (0 = off).

@@ -120,7 +120,18 @@ def make_optimizer(config: ml_collections.ConfigDict
     chain.append(optax.add_decayed_weights(opt.weight_decay, mask))
     if opt.momentum > 0:  # Without momentum, like PyTorch's SGD, no buffer in the state.
       chain.append(optax.trace(decay=opt.momentum, nesterov=opt.nesterov))
+  elif opt.name == 'rmsprop':
+    # PyTorch's RMSprop (Torch7's optim.rmsprop without momentum): the L2 term added to the
+    # gradient, which is divided by sqrt(mean square) + eps, then momentum on that.
+    if opt.momentum < 0 or not 0 <= opt.rms_decay < 1:
+      raise ValueError(
+          f'config.optimizer.momentum={opt.momentum}, rms_decay={opt.rms_decay}; expected '
+          'momentum >= 0 and 0 <= rms_decay < 1.')
+    chain += [optax.add_decayed_weights(opt.weight_decay, mask),
+              optax.scale_by_rms(decay=opt.rms_decay, eps=opt.eps, eps_in_sqrt=False)]
+    if opt.momentum > 0:
+      chain.append(optax.trace(decay=opt.momentum))
   else:
-    raise ValueError(f'config.optimizer.name={opt.name!r}; expected adamw or sgd.')
+    raise ValueError(f'config.optimizer.name={opt.name!r}; expected adamw, sgd or rmsprop.')
   chain += [scale_by_schedule_at_step(schedule), scale_by_path_multipliers(rules)]
   return optax.chain(*chain), schedule

@@ -1,5 +1,5 @@
 """Schedules and per-parameter rules against direct formulas (mmsegmentation's LinearLR +
-PolyLR, PyTorch AdamW / SGD parameter groups)."""
+PolyLR, PyTorch AdamW / SGD / RMSprop, parameter groups)."""
 
 import jax
 import jax.numpy as jnp
@@ -101,6 +101,32 @@ def test_sgd_without_momentum_keeps_no_buffer_and_steps_on_the_gradient():
     config.optimizer.momentum, config.optimizer.nesterov = momentum, nesterov
     with pytest.raises(ValueError, match=r'config\.optimizer\.momentum'):
       optimizers.make_optimizer(config)
+
+
+@pytest.mark.parametrize('momentum', [0.0, 0.5])
+def test_rmsprop_is_pytorch_s(momentum):
+  """torch.optim.RMSprop: d = g + wd * p; v = alpha v + (1 - alpha) d^2; u = d / (sqrt(v) + eps);
+  buf = momentum buf + u (with momentum); p -= lr * (buf or u)."""
+  config = _config(warmup_steps=0, name='constant')
+  config.optimizer.name, config.optimizer.momentum = 'rmsprop', momentum
+  config.optimizer.weight_decay, config.optimizer.eps = 0.01, 1e-3
+  config.optimizer.lr_multipliers = config.optimizer.no_decay_patterns = ()
+  params = {'w': jnp.array([2.0, -1.0])}
+  tx, _ = optimizers.make_optimizer(config)
+  state = tx.init(params)
+  p, v, buf = np.array([2.0, -1.0]), np.zeros(2), np.zeros(2)
+  for step, g in enumerate(([3.0, 4.0], [0.1, -0.2], [0.0, 1e-4])):
+    updates, state = tx.update({'w': jnp.array(g)}, state, params, step=step)
+    params = {'w': params['w'] + updates['w']}
+    d = np.array(g) + 0.01 * p
+    v = 0.99 * v + 0.01 * d * d
+    u = d / (np.sqrt(v) + 1e-3)
+    buf = momentum * buf + u
+    p = p - 0.1 * (buf if momentum else u)
+    np.testing.assert_allclose(params['w'], p, rtol=1e-5)
+  config.optimizer.rms_decay = 1.0
+  with pytest.raises(ValueError, match=r'config\.optimizer\.momentum=.*rms_decay=1\.0'):
+    optimizers.make_optimizer(config)
 
 
 def test_unknown_names_fail_naming_the_field():

@@ -3,10 +3,12 @@ bad settings named, the example tree of a smoke run written once."""
 
 import math
 
+import numpy as np
 import pytest
 
 from configs import camvid_enet
 from semseg_jax import prepare
+from semseg_jax.data import check
 from tests.helpers import e2e_config
 
 
@@ -21,8 +23,33 @@ def test_class_weighting_is_computed_from_the_training_labels():
   assert all(1 / math.log(2.02) <= w <= 1 / math.log(1.02) for w in weights)
 
 
+def test_class_weights_follow_their_papers_formulas():
+  """Median frequency balancing (SegNet: median of freq_c / freq_c, freq_c = pixels of c over
+  the pixels of the images holding c), ENet's 1 / ln(1.02 + share_c), LinkNet's Torch7 code's
+  1 / ln(1.02 + pixels_c / pixels of the most frequent class); absent classes weigh 0."""
+  rng = np.random.default_rng(0)
+  pixels = rng.integers(1, 10_000, 7).astype(np.int64)
+  pixels[3] = 0
+  image_pixels = pixels + rng.integers(0, 50_000, 7)
+  image_pixels[3] = 0
+  weights = check.class_weights(pixels, image_pixels)
+  present = [c for c in range(7) if c != 3]
+  freq = {c: pixels[c] / image_pixels[c] for c in present}
+  median = float(np.median(list(freq.values())))
+  expected = {
+      'median_frequency': [median / freq[c] if c in freq else 0.0 for c in range(7)],
+      'enet': [1 / math.log(1.02 + pixels[c] / pixels.sum()) if c in freq else 0.0
+               for c in range(7)],
+      'linknet': [1 / math.log(1.02 + pixels[c] / pixels.max()) if c in freq else 0.0
+                  for c in range(7)],
+  }
+  assert weights.keys() == expected.keys()
+  for kind, values in expected.items():
+    np.testing.assert_allclose(weights[kind], values, atol=5e-5, err_msg=kind)
+
+
 @pytest.mark.parametrize('field, value, message', [
-    ('class_weighting', 'inverse', 'expected median_frequency, enet'),
+    ('class_weighting', 'inverse', 'expected median_frequency, enet, linknet'),
     ('class_weights', (1.0, 2.0), 'both set'),
 ])
 def test_bad_class_weighting_settings_name_the_field(field, value, message):

@@ -47,8 +47,9 @@ def _check_one(index: int) -> tuple[int, np.ndarray | None, str | None]:
 def class_weights(pixels: np.ndarray, image_pixels: np.ndarray) -> dict[str, list[float]]:
   """Weights from per-class pixel counts and the pixel counts of the images containing each
   class: median frequency balancing (freq_c = pixels_c / image_pixels_c, weight = median /
-  freq_c) and ENet's 1 / ln(1.02 + p_c) with p_c = pixels_c / all labelled pixels. Classes
-  that never occur get weight 0."""
+  freq_c), ENet's 1 / ln(1.02 + p_c) with p_c = pixels_c / all labelled pixels, and LinkNet's
+  (its Torch7 code) 1 / ln(1.02 + pixels_c / the most frequent class's pixels). Classes that
+  never occur get weight 0."""
   pixels = np.asarray(pixels, np.float64)
   present = pixels > 0
   freq = np.where(image_pixels > 0, pixels / np.maximum(image_pixels, 1), 0.0)
@@ -56,8 +57,9 @@ def class_weights(pixels: np.ndarray, image_pixels: np.ndarray) -> dict[str, lis
   median_frequency = np.where(present, median / np.where(present, freq, 1.0), 0.0)
   share = pixels / max(pixels.sum(), 1.0)
   enet = np.where(present, 1.0 / np.log(1.02 + share), 0.0)
+  linknet = np.where(present, 1.0 / np.log(1.02 + pixels / max(pixels.max(), 1.0)), 0.0)
   return {'median_frequency': median_frequency.round(4).tolist(),
-          'enet': enet.round(4).tolist()}
+          'enet': enet.round(4).tolist(), 'linknet': linknet.round(4).tolist()}
 
 
 def check_split(config: ml_collections.ConfigDict, split: str, workers: int = 0) -> dict:
@@ -109,12 +111,13 @@ def format_report(report: dict) -> str:
   lines += [f'  problem: {p}' for p in report['problems']]
   weights = report['class_weights']
   lines.append(f'  {"class":<24}{"pixels":>14}{"freq":>10}{"images":>8}{"medfreq w":>11}'
-               f'{"enet w":>9}')
+               f'{"enet w":>9}{"linknet w":>11}')
   for k, name in enumerate(report['class_names']):
     lines.append(f'  {name[:23]:<24}{report["class_pixels"][k]:>14}'
                  f'{report["class_frequency"][k]:>10.4f}{report["images_with_class"][k]:>8}'
-                 f'{weights["median_frequency"][k]:>11.4f}{weights["enet"][k]:>9.4f}')
-  for kind in ('median_frequency', 'enet'):
+                 f'{weights["median_frequency"][k]:>11.4f}{weights["enet"][k]:>9.4f}'
+                 f'{weights["linknet"][k]:>11.4f}')
+  for kind in ('median_frequency', 'enet', 'linknet'):
     lines.append(f'  {kind} weights: --config.loss.class_weights="'
                  f'{tuple(round(w, 4) for w in weights[kind])}"')
   return '\n'.join(lines)

@@ -26,6 +26,7 @@ from semseg_jax.models import duc_hdc
 from semseg_jax.models import enet
 from semseg_jax.models import fcn
 from semseg_jax.models import gcn
+from semseg_jax.models import linknet
 from semseg_jax.models import pspnet
 from semseg_jax.models import regseg
 from semseg_jax.models import segformer
@@ -57,6 +58,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     'segnext': segnext.segnext,
     'stdc': stdc.stdc,
     'topformer': topformer.topformer,
+    'linknet': linknet.linknet,
 }
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}

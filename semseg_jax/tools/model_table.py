@@ -21,6 +21,9 @@ BY_FORMULA = ('none published: torchvision ResNet trunk (+19,232 for the deep st
 HF_SEGFORMER = 'HF transformers 5.23 SegformerForSemanticSegmentation at this size'
 ENET_SOURCE = ('the Torch7 layer list counted by hand; the paper rounds to 0.37M (-1.7%: no layer '
                'is missing; the PyTorch port, 350,508, has no biases)')
+LINKNET_SOURCE = ('e-lab/LinkNet (Torch7) models/model.lua counted by formula in '
+                  'tests/models/test_linknet.py; paper 11.5M and 21.2 GFLOPs at 360x640 (ours: '
+                  '9.7 GMACs there); the PyTorch port has no decoder biases (-992)')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +117,9 @@ ROWS: tuple[Row, ...] = (
         'as SegNet (dropout adds none)'),
     Row('ENet', 'camvid_enet', '', 11, 363_791, 363_791,
         ENET_SOURCE),
+    Row('LinkNet', 'camvid_linknet', '', 11, 11_535_659, 11_535_659, LINKNET_SOURCE),
+    Row('LinkNet R-34', 'camvid_linknet', 'r34', 11, 21_643_819, None,
+        "none (the paper's network on torchvision's ResNet-34)"),
     Row('U-Net', 'camvid_unet', 'paper', 11, 31_032_395, 31_032_395,
         'paper Fig. 1 counted at 3 input channels; ~31.0M usually quoted'),
     Row('U-Net + BN', 'camvid_unet', '', 11, 31_038_283, None,

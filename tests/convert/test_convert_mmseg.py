@@ -328,9 +328,11 @@ def test_paths_outside_the_models_have_no_key():
     assert mmseg.model_key(path) is None, path
 
 
-def torchvision_resnet50_shapes(timm_deep_stem: bool = False) -> dict[str, tuple[int, ...]]:
-  """Keys and shapes of torchvision's resnet50 (or timm's resnet50c) state dict, from their
-  structure: stem, Bottlenecks (3, 4, 6, 3) of widths 64..512 (x4 out), fc to 1000 classes."""
+def torchvision_resnet_shapes(depth: int = 50,
+                              timm_deep_stem: bool = False) -> dict[str, tuple[int, ...]]:
+  """Keys and shapes of torchvision's resnet18/50 (or timm's resnet50c) state dict, from their
+  structure: stem, then basic blocks (2, 2, 2, 2) of widths 64..512 (ResNet-18) or
+  Bottlenecks (3, 4, 6, 3) of widths 64..512, x4 out (ResNet-50), fc to 1000 classes."""
   shapes: dict[str, tuple[int, ...]] = {}
 
   def conv(name, out, inp, k):
@@ -347,18 +349,24 @@ def torchvision_resnet50_shapes(timm_deep_stem: bool = False) -> dict[str, tuple
   else:
     conv('conv1', 64, 3, 7)
   bn('bn1', 64)
+  bottleneck, depths = {18: (False, (2, 2, 2, 2)), 50: (True, (3, 4, 6, 3))}[depth]
+  expansion = 4 if bottleneck else 1
   inplanes = 64
-  for stage, (blocks, width) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512)), start=1):
+  for stage, (blocks, width) in enumerate(zip(depths, (64, 128, 256, 512)), start=1):
     for j in range(blocks):
       block = f'layer{stage}.{j}'
-      conv(f'{block}.conv1', width, inplanes, 1), bn(f'{block}.bn1', width)
-      conv(f'{block}.conv2', width, width, 3), bn(f'{block}.bn2', width)
-      conv(f'{block}.conv3', 4 * width, width, 1), bn(f'{block}.bn3', 4 * width)
-      if j == 0:
-        conv(f'{block}.downsample.0', 4 * width, inplanes, 1)
-        bn(f'{block}.downsample.1', 4 * width)
-      inplanes = 4 * width
-  shapes.update({'fc.weight': (1000, 2048), 'fc.bias': (1000,)})
+      if bottleneck:
+        conv(f'{block}.conv1', width, inplanes, 1), bn(f'{block}.bn1', width)
+        conv(f'{block}.conv2', width, width, 3), bn(f'{block}.bn2', width)
+        conv(f'{block}.conv3', 4 * width, width, 1), bn(f'{block}.bn3', 4 * width)
+      else:
+        conv(f'{block}.conv1', width, inplanes, 3), bn(f'{block}.bn1', width)
+        conv(f'{block}.conv2', width, width, 3), bn(f'{block}.bn2', width)
+      if j == 0 and (stage > 1 or bottleneck):
+        conv(f'{block}.downsample.0', expansion * width, inplanes, 1)
+        bn(f'{block}.downsample.1', expansion * width)
+      inplanes = expansion * width
+  shapes.update({'fc.weight': (1000, 512 * expansion), 'fc.bias': (1000,)})
   return shapes
 
 
@@ -372,7 +380,7 @@ RESNET_CASES = {  # name -> (deep stem?, naming)
 @pytest.mark.parametrize('case', sorted(RESNET_CASES))
 def test_torchvision_and_timm_resnet50(case):
   deep_stem, naming = RESNET_CASES[case]
-  state_dict = filled(torchvision_resnet50_shapes(timm_deep_stem=deep_stem))
+  state_dict = filled(torchvision_resnet_shapes(timm_deep_stem=deep_stem))
   variables = abstract_variables(ResNet(50, deep_stem=deep_stem, output_stride=32))
   conversion = torch_layout.convert_state_dict(state_dict, variables, naming)
   assert_exact(conversion, state_dict, variables, unused=('fc.bias', 'fc.weight'))
@@ -386,9 +394,25 @@ def test_torchvision_and_timm_resnet50(case):
   assert {key: leaf for leaf, key in conversion.assigned.items() if key in spot} == spot
 
 
+def test_torchvision_resnet18_is_linknet_s_encoder():
+  """The ImageNet weights configs/camvid_linknet.py asks for: torchvision's resnet18 file fills
+  LinkNet's whole `backbone` (its initial block and four encoder blocks)."""
+  state_dict = filled(torchvision_resnet_shapes(18))
+  model = models.MODELS['linknet']('r18', NUM_CLASSES)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x),
+                             jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+  backbone = {kind: tree['backbone'] for kind, tree in variables.items()}
+  conversion = torch_layout.convert_state_dict(state_dict, backbone,
+                                               torchvision_resnet.backbone_key)
+  assert_exact(conversion, state_dict, backbone, unused=('fc.bias', 'fc.weight'))
+  spot = {'layer1.1.conv2.weight': 'params/layer1_block1/conv2/kernel',
+          'layer4.0.downsample.1.running_var': 'batch_stats/layer4_block0/downsample_bn/var'}
+  assert {key: leaf for leaf, key in conversion.assigned.items() if key in spot} == spot
+
+
 def test_resnet_detection():
-  torchvision_keys = set(torchvision_resnet50_shapes())
-  timm_c_keys = set(torchvision_resnet50_shapes(timm_deep_stem=True))
+  torchvision_keys = set(torchvision_resnet_shapes())
+  timm_c_keys = set(torchvision_resnet_shapes(timm_deep_stem=True))
   assert torchvision_resnet.detect(torchvision_keys)
   assert not torchvision_resnet.detect_timm(torchvision_keys)
   assert torchvision_resnet.detect_timm(timm_c_keys)

@@ -1,5 +1,6 @@
-"""NumPy transcriptions of PyTorch's resizes, loop by loop: the brute-force references that the
-layer tests (tests/models/test_layers.py) and the STDC detail-loss tests compare against."""
+"""NumPy transcriptions of PyTorch's resizes and transposed convolution, loop by loop: the
+brute-force references that the layer tests (tests/models/test_layers.py), the STDC detail-loss
+tests and LinkNet's forward test compare against."""
 
 import math
 
@@ -34,3 +35,20 @@ def np_align_corners(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
       out[:, i, j] = ((1 - fy) * ((1 - fx) * x[:, y0, x0] + fx * x[:, y0, x1])
                       + fy * ((1 - fx) * x[:, y1, x0] + fx * x[:, y1, x1]))
   return out
+
+
+def np_conv_transpose(x: np.ndarray, weight: np.ndarray, stride: int, padding: int,
+                      output_padding: int) -> np.ndarray:
+  """PyTorch's ConvTranspose2d by definition: out[i*s + a - p] += x[i] * W[c, o, a]; NHWC x,
+  weight (C_in, C_out, kh, kw)."""
+  n, h, w, _ = x.shape
+  _, c_out, kh, kw = weight.shape
+  oh = (h - 1) * stride - 2 * padding + kh + output_padding
+  ow = (w - 1) * stride - 2 * padding + kw + output_padding
+  full = np.zeros((n, (h - 1) * stride + kh + output_padding,
+                   (w - 1) * stride + kw + output_padding, c_out))
+  for i in range(h):
+    for j in range(w):
+      full[:, i * stride:i * stride + kh, j * stride:j * stride + kw] += np.einsum(
+          'nc,coab->nabo', x[:, i, j], weight)
+  return full[:, padding:padding + oh, padding:padding + ow]

@@ -53,13 +53,14 @@ TINY = {
                                                 (3, 3, 32, 2), (5, 3, 40, 2)),
                                      'token_indices': (1, 2, 3, 4)}, (64, 64), (8, 8), 0),
     'sfnet': ('sfnet', 'r18', {'fpn_dim': 16, 'aux_head': True}, (37, 53), (10, 14), 3),
+    'linknet': ('linknet', 'r18', {}, (37, 53), (37, 53), 0),
 }
 
 # The tiny models whose training forward draws from the 'dropout' rng (dropout, drop path,
 # SegNeXt's random NMF bases): the zoo test checks that another key changes their train step
-# and leaves every other model's (GCN, DUC-HDC, RegSeg: no dropout in their references)
-# unchanged.
-RANDOM = frozenset(TINY) - {'gcn', 'duc_hdc', 'regseg'}
+# and leaves every other model's (GCN, DUC-HDC, RegSeg, LinkNet: no dropout in their
+# references) unchanged.
+RANDOM = frozenset(TINY) - {'gcn', 'duc_hdc', 'regseg', 'linknet'}
 
 
 def build(key: str) -> nn.Module:

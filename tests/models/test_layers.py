@@ -14,7 +14,7 @@ import pytest
 from semseg_jax.models import layers
 from tests.helpers.param_trees import expand
 from tests.helpers.tiny_apply import outputs_and_gradients
-from tests.helpers.torch_reference import np_align_corners, np_nearest
+from tests.helpers.torch_reference import np_align_corners, np_conv_transpose, np_nearest
 
 
 def test_brace_expansion_of_the_param_tree_tests():
@@ -384,22 +384,6 @@ def test_conv_lowering_is_chosen_for_the_backend_and_checked():
       pass
 
 
-def _torch_conv_transpose(x, weight, stride, padding, output_padding):
-  """PyTorch's ConvTranspose2d by definition: out[i*s + a - p] += x[i] * W[c, o, a]; NHWC x,
-  weight (C_in, C_out, kh, kw)."""
-  n, h, w, _ = x.shape
-  _, c_out, kh, kw = weight.shape
-  oh = (h - 1) * stride - 2 * padding + kh + output_padding
-  ow = (w - 1) * stride - 2 * padding + kw + output_padding
-  full = np.zeros((n, (h - 1) * stride + kh + output_padding,
-                   (w - 1) * stride + kw + output_padding, c_out))
-  for i in range(h):
-    for j in range(w):
-      full[:, i * stride:i * stride + kh, j * stride:j * stride + kw] += np.einsum(
-          'nc,coab->nabo', x[:, i, j], weight)
-  return full[:, padding:padding + oh, padding:padding + ow]
-
-
 @pytest.mark.parametrize('kernel, padding, output_padding', [(3, 1, 1), (2, 0, 0)])
 def test_conv_transpose2d_is_pytorch(kernel, padding, output_padding):
   """ENet's 3x3 and 2x2 and U-Net's 2x2 stride-2 transposed convs."""
@@ -411,7 +395,7 @@ def test_conv_transpose2d_is_pytorch(kernel, padding, output_padding):
   kernel_, bias = variables['params']['kernel'], variables['params']['bias']
   assert kernel_.shape == (kernel, kernel, 5, 6)  # (kh, kw, out, in)
   weight = np.asarray(kernel_).transpose(3, 2, 0, 1)
-  expected = _torch_conv_transpose(x, weight, 2, padding, output_padding) + np.asarray(bias)
+  expected = np_conv_transpose(x, weight, 2, padding, output_padding) + np.asarray(bias)
   assert expected.shape[1:3] == (6, 8)
   with jax.default_matmul_precision('highest'):  # no TF32 on GPUs
     out = module.apply(variables, x)
@@ -462,7 +446,7 @@ def test_bilinear_conv_transpose_is_pytorch_conv_transpose_for_any_kernel(factor
   c, k = 2, 2 * factor
   x = rng.normal(size=(1, *in_hw, c)).astype(np.float32)
   torch_weight = rng.normal(size=(c, c, k, k)).astype(np.float32)
-  expected = _torch_conv_transpose(x, torch_weight, factor, factor // 2, 0)
+  expected = np_conv_transpose(x, torch_weight, factor, factor // 2, 0)
   expected = expected[:, :out_hw[0], :out_hw[1]]
   params = {'params': {'kernel': jnp.asarray(torch_weight.transpose(2, 3, 0, 1))}}
   y = layers.BilinearConvTranspose(factor).apply(params, x, out_hw)

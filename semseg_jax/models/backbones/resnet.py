@@ -108,11 +108,13 @@ def stem(x: jax.Array, deep_stem: bool, train: bool, dtype: Any) -> jax.Array:
 
 
 class ResNet(nn.Module):
-  """Returns the outputs of the four stages (strides 4, 8, 16|8, 32|16|8)."""
+  """Returns the outputs of the four stages (strides 4, 8, 16|8, 32|16|8), preceded by the
+  stem's (stride 4) with `stem_feature` (LinkNet links it to its last decoder)."""
   depth: int = 50
   deep_stem: bool = True
   output_stride: int = 8
   multi_grid: Sequence[int] = ()
+  stem_feature: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -131,7 +133,7 @@ class ResNet(nn.Module):
 
     x = stem(x, self.deep_stem, train, self.dtype)
 
-    features = []
+    features = [x] if self.stem_feature else []
     for s, (num_blocks, stride, dilation) in enumerate(zip(blocks, strides, dilations)):
       for j in range(num_blocks):
         if s == len(blocks) - 1 and self.multi_grid:
