@@ -5,9 +5,10 @@ paper) or `:r34`.
 11 classes, frames at 768x576, no augmentation; RMSProp (alpha 0.99, eps 1e-8) at lr 5e-4,
 mini-batches of 8, no weight decay (the code's 2e-4 reaches neither the optimizer nor the
 gradient), cross-entropy weighted by 1 / ln(1.02 + pixels_c / the most frequent class's pixels)
-from the training labels. The code multiplies the rate by 1e-7 every 100 epochs, so it trains
-for 100 epochs: 4,600 steps of 8 of the 367 training frames here, at a constant rate. The
-encoder starts from ImageNet ResNet-18 in the paper: give torchvision's resnet18 file as
+from the training labels and averaged as Torch7 does (divided by the labelled pixels'
+weights). The code multiplies the rate by 1e-7 every 100 epochs, so it trains for 100 epochs:
+4,600 steps of 8 of the 367 training frames here, at a constant rate. The encoder starts from
+ImageNet ResNet-18 in the paper: give torchvision's resnet18 file as
 `--config.model.backbone_pretrained=...` (nothing is downloaded).
 
 Differences: the public CamVid release (SegNet's, configs/datasets.py) has 360x480 frames; the
@@ -44,6 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.dropout_rate = 0.0
   config.model.drop_path_rate = 0.0
   config.loss.class_weighting = 'linknet'
+  config.loss.logits = (('cross_entropy', 1.0, {'average': 'weight'}),)  # Torch7's mean.
   config.optimizer.name = 'rmsprop'
   config.optimizer.lr = 5e-4
   config.optimizer.rms_decay = 0.99

@@ -101,15 +101,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Optimizer (optax); per-parameter multipliers are regexes on the '/'-joined parameter path.
   config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = 'adamw'  # adamw | sgd | rmsprop (PyTorch's).
+  config.optimizer.name = 'adamw'  # adamw | adam (L2 in the gradient) | sgd | rmsprop (PyTorch's).
   config.optimizer.lr = 6e-5  # Base learning rate.
-  config.optimizer.b1 = 0.9  # AdamW beta1.
-  config.optimizer.b2 = 0.999  # AdamW beta2.
-  config.optimizer.eps = 1e-8  # AdamW / RMSProp epsilon.
+  config.optimizer.b1 = 0.9  # Adam(W) beta1.
+  config.optimizer.b2 = 0.999  # Adam(W) beta2.
+  config.optimizer.eps = 1e-8  # Adam(W) / RMSProp epsilon.
   config.optimizer.rms_decay = 0.99  # RMSProp's decay of the mean squared gradient (PyTorch's alpha).
   config.optimizer.momentum = 0.9  # SGD / RMSProp momentum.
   config.optimizer.nesterov = False  # SGD Nesterov momentum.
-  config.optimizer.weight_decay = 0.01  # Decoupled (AdamW) or L2-gradient (SGD, RMSProp) weight decay.
+  config.optimizer.weight_decay = 0.01  # Decoupled (AdamW) or L2-gradient (Adam, SGD, RMSProp) weight decay.
   config.optimizer.no_decay_patterns = ('norm', 'dwconv')  # Params matching get no weight decay.
   config.optimizer.lr_multipliers = (('^decode_head/', 10.0),)  # (regex, lr multiplier) pairs.
   config.optimizer.grad_clip_norm = 0.0  # Clip the global gradient norm to this (0 = off).

@@ -113,6 +113,9 @@ def make_optimizer(config: ml_collections.ConfigDict
   if opt.name == 'adamw':
     chain += [optax.scale_by_adam(b1=opt.b1, b2=opt.b2, eps=opt.eps),
               optax.add_decayed_weights(opt.weight_decay, mask)]
+  elif opt.name == 'adam':  # PyTorch's Adam: the L2 term added to the gradient, not decoupled.
+    chain += [optax.add_decayed_weights(opt.weight_decay, mask),
+              optax.scale_by_adam(b1=opt.b1, b2=opt.b2, eps=opt.eps)]
   elif opt.name == 'sgd':  # PyTorch SGD: L2 term added to the gradient before momentum.
     if opt.momentum < 0 or (opt.nesterov and opt.momentum == 0):
       raise ValueError(f'config.optimizer.momentum={opt.momentum} (nesterov={opt.nesterov}); '
@@ -132,6 +135,7 @@ def make_optimizer(config: ml_collections.ConfigDict
     if opt.momentum > 0:
       chain.append(optax.trace(decay=opt.momentum))
   else:
-    raise ValueError(f'config.optimizer.name={opt.name!r}; expected adamw, sgd or rmsprop.')
+    raise ValueError(f'config.optimizer.name={opt.name!r}; expected adamw, adam, sgd or '
+                     'rmsprop.')
   chain += [scale_by_schedule_at_step(schedule), scale_by_path_multipliers(rules)]
   return optax.chain(*chain), schedule

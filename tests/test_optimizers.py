@@ -1,5 +1,5 @@
 """Schedules and per-parameter rules against direct formulas (mmsegmentation's LinearLR +
-PolyLR, PyTorch AdamW / SGD / RMSprop, parameter groups)."""
+PolyLR, PyTorch AdamW / Adam / SGD / RMSprop, parameter groups)."""
 
 import jax
 import jax.numpy as jnp
@@ -101,6 +101,26 @@ def test_sgd_without_momentum_keeps_no_buffer_and_steps_on_the_gradient():
     config.optimizer.momentum, config.optimizer.nesterov = momentum, nesterov
     with pytest.raises(ValueError, match=r'config\.optimizer\.momentum'):
       optimizers.make_optimizer(config)
+
+
+def test_adam_is_pytorch_s_with_its_l2_weight_decay():
+  """torch.optim.Adam(weight_decay=wd): d = g + wd * p, then Adam's bias-corrected moments of
+  d (AdamW instead decays the parameters apart from the moments)."""
+  config = _config(warmup_steps=0, name='constant')
+  config.optimizer.name, config.optimizer.weight_decay = 'adam', 0.1
+  config.optimizer.lr_multipliers = config.optimizer.no_decay_patterns = ()
+  params = {'w': jnp.array([2.0, -1.0])}
+  tx, _ = optimizers.make_optimizer(config)
+  state = tx.init(params)
+  p, m, v = np.array([2.0, -1.0]), np.zeros(2), np.zeros(2)
+  for step, g in enumerate(([3.0, 4.0], [0.1, -0.2], [0.0, 1e-4])):
+    updates, state = tx.update({'w': jnp.array(g)}, state, params, step=step)
+    params = {'w': params['w'] + updates['w']}
+    d = np.array(g) + 0.1 * p
+    m, v = 0.9 * m + 0.1 * d, 0.999 * v + 0.001 * d * d
+    m_hat, v_hat = m / (1 - 0.9 ** (step + 1)), v / (1 - 0.999 ** (step + 1))
+    p = p - 0.1 * m_hat / (np.sqrt(v_hat) + 1e-8)
+    np.testing.assert_allclose(params['w'], p, rtol=1e-5)
 
 
 @pytest.mark.parametrize('momentum', [0.0, 0.5])

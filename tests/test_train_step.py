@@ -231,7 +231,8 @@ def test_micro_batches_keep_loss_groups_whole_and_spread():
 
 
 @pytest.mark.parametrize('term', [('dice', 1.0, {}), ('lovasz_softmax', 1.0, {}),
-                                  ('ohem_cross_entropy', 1.0, {}), ('exp_log', 1.0, {})])
+                                  ('ohem_cross_entropy', 1.0, {}), ('exp_log', 1.0, {}),
+                                  ('cross_entropy', 1.0, {'average': 'weight'})])
 def test_accumulating_a_batch_level_term_is_refused_unless_accepted(term):
   config = _config(batch_size=4)
   config.loss.aux = (term,)

@@ -1,5 +1,6 @@
 """mmsegmentation names (1.x and 0.x share them) for our FCN, PSPNet, DeepLabV3, DeepLabV3+,
-UPerNet, SegNeXt, STDC and BiSeNet V1/V2, and for their backbones as open-mmlab ImageNet files.
+UPerNet, SegNeXt, STDC, BiSeNet V1/V2 and ERFNet, and for their backbones as open-mmlab ImageNet
+files.
 
 A naming maps one of our module paths to the key prefix of the same module in a state dict
 (torch_layout.py does the rest):
@@ -21,6 +22,9 @@ classifiers have no counterpart):
   MSCAN       stage1/patch_embed/{conv1,bn1,conv2,bn2} -> patch_embed1.proj.{0,1,3,4};
               stage{i}/patch_embed/{proj,norm} -> patch_embed{i}.{proj,norm};
               stage{i}/block{j}/... -> block{i}.{j}....; stage{i}/norm -> norm{i}
+  ERFNet      layer{i} (Table 1's numbers) -> encoder.{i-1} for i <= 16, else decoder.{i-17};
+              down/upsamplers' conv, bn -> conv, bn; a non-bt-1D's conv3x1_1, conv1x3_1, bn1,
+              conv3x1_2, conv1x3_2, bn2 -> convs_layers.{0, 2, 3, 5, 7, 8}
 
 STDC (STDCContextPathNet) and BiSeNet V1/V2 backbones keep mmseg's module names; lists
 'name_{i}' become 'name.{i}', and where mmseg puts a module after a pooling layer (or alone) in an
@@ -65,6 +69,11 @@ _RESNET_STEM = {'stem_conv1': 'stem.0', 'stem_bn1': 'stem.1', 'stem_conv2': 'ste
 _RESNET_SHORTCUT = {'downsample_conv': 'downsample.0', 'downsample_bn': 'downsample.1'}
 _MSCAN_STEM = {'conv1': 'proj.0', 'bn1': 'proj.1', 'conv2': 'proj.3', 'bn2': 'proj.4'}
 _MOBILENET_UNITS = ('expand_conv', 'depthwise_conv', 'linear_conv')
+_ERFNET_UNITS = {'conv': 'conv', 'bn': 'bn', 'conv3x1_1': 'convs_layers.0',
+                 'conv1x3_1': 'convs_layers.2', 'bn1': 'convs_layers.3',
+                 'conv3x1_2': 'convs_layers.5', 'conv1x3_2': 'convs_layers.7',
+                 'bn2': 'convs_layers.8'}
+_ERFNET_ENCODER_LAYERS = 16  # mmseg's ERFNet at its default depths (all its configs').
 
 # Head modules whose names are mmseg's, and lists whose '_{i}' suffix is mmseg's '.{i}'.
 _HEAD_MODULES = ('bottleneck', 'c1_bottleneck', 'conv_cat', 'fpn_bottleneck', 'squeeze',
@@ -79,7 +88,7 @@ _DETECT = re.compile(r'decode_head\..*|(backbone\.)?(stem\.0|conv1\.conv|patch_e
 
 # What this naming covers, for messages.
 SUPPORTED = ('FCN, PSPNet, DeepLabV3/V3+, UPerNet and SegNeXt with ResNetV1c, MobileNetV2 or MSCAN '
-             'backbones, STDC1/2 and BiSeNet V1 (ResNet-18/50/101) and V2')
+             "backbones, STDC1/2, BiSeNet V1 (ResNet-18/50/101) and V2, and ERFNet ('mmseg')")
 # mmseg's own MixVisionTransformer (SegFormer) names its stages 'backbone.layers.{i}.{j}'.
 _MIT_KEY = re.compile(r'backbone\.layers\.\d+\.0\.projection\.weight')
 # SegNeXt's NMF rank in a recorded mmseg config: ham_kwargs=dict(MD_R=16, ...).
@@ -177,6 +186,17 @@ def mscan_key(path: str) -> str | None:
   return f'block{stage}.{index}' + (inner or '').replace('/', '.')
 
 
+def erfnet_key(path: str) -> str | None:
+  """Our ERFNet layers (models/erfnet.py, variant 'mmseg') -> mmseg's ERFNet."""
+  match = re.fullmatch(r'layer(\d+)/(\w+)', path)
+  if match is None or match.group(2) not in _ERFNET_UNITS:
+    return None
+  layer = int(match.group(1))
+  part = (f'encoder.{layer - 1}' if layer <= _ERFNET_ENCODER_LAYERS
+          else f'decoder.{layer - _ERFNET_ENCODER_LAYERS - 1}')
+  return f'{part}.{_ERFNET_UNITS[match.group(2)]}'
+
+
 def _dotted(path: str) -> str:
   """'stages_2/blocks_0/layers_1/conv' -> 'stages.2.blocks.0.layers.1.conv'."""
   return re.sub(r'_(\d+)(?=/|$)', r'.\1', path).replace('/', '.')
@@ -217,8 +237,9 @@ def realtime_key(path: str) -> str | None:
 
 def backbone_key(path: str) -> str | None:
   """A path under our `backbone` -> the key prefix under mmseg's 'backbone.' (ResNet,
-  MobileNetV2, MSCAN, STDC and BiSeNet paths do not overlap)."""
-  return resnet_key(path) or mobilenet_v2_key(path) or mscan_key(path) or realtime_key(path)
+  MobileNetV2, MSCAN, STDC, BiSeNet and ERFNet paths do not overlap)."""
+  return (resnet_key(path) or mobilenet_v2_key(path) or mscan_key(path) or realtime_key(path)
+          or erfnet_key(path))
 
 
 def head_key(path: str) -> str | None:

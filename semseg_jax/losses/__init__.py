@@ -65,9 +65,11 @@ def _per_image_or_batch(options: dict, micro_batch: int) -> str | None:
   return EQUAL_SHARE if options.get('per_image', False) else None
 
 
-def _cross_entropy_split(options: dict, micro_batch: int) -> str:
+def _cross_entropy_split(options: dict, micro_batch: int) -> str | None:
+  """By pixels for the two pixel averages; a weighted mean's denominator is a sum of class
+  weights, which no share of the batch gives (None)."""
   del micro_batch
-  return EQUAL_SHARE if options.get('average', 'valid') == 'all' else LABELLED_SHARE
+  return {'all': EQUAL_SHARE, 'valid': LABELLED_SHARE}.get(options.get('average', 'valid'))
 
 
 def _ohem_split(options: dict, micro_batch: int) -> str | None:

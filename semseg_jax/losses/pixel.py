@@ -21,11 +21,13 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int = 255,
 
   Per pixel, as PyTorch's `F.cross_entropy(weight=w, label_smoothing=eps)`:
   (1 - eps) * w_y * (-log p_y) + eps / C * sum_c w_c * (-log p_c). The sum over pixels is divided
-  by the number of non-ignored pixels (`average='valid'`, mmsegmentation's avg_non_ignore) or by
-  all pixels (`average='all'`, mmsegmentation's default). Returns 0 when every pixel is ignored.
+  by the number of non-ignored pixels (`average='valid'`, mmsegmentation's avg_non_ignore), by
+  all pixels (`average='all'`, mmsegmentation's default), or by the sum of the non-ignored
+  pixels' w_y (`average='weight'`: PyTorch's and Torch7's weighted mean, the class-weighted
+  references' form). Returns 0 when every pixel is ignored.
   """
-  if average not in ('valid', 'all'):
-    raise ValueError(f"loss option average={average!r}; expected 'valid' or 'all'.")
+  if average not in ('valid', 'all', 'weight'):
+    raise ValueError(f"loss option average={average!r}; expected 'valid', 'all' or 'weight'.")
   prepared = common.prepare(logits, labels, ignore_index)
   log_probs, valid, safe = prepared.log_probs, prepared.valid, prepared.safe_labels
   num_classes = log_probs.shape[-1]
@@ -36,6 +38,11 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int = 255,
     per_pixel = (1 - label_smoothing) * per_pixel + label_smoothing * uniform
   if average == 'all':
     return jnp.sum(jnp.where(valid, per_pixel, 0.0)) / per_pixel.size
+  if average == 'weight':
+    total_weight = jnp.sum(jnp.where(valid, _true_class_weight(class_weights, safe, num_classes),
+                                     0.0))
+    return jnp.where(total_weight > 0, jnp.sum(jnp.where(valid, per_pixel, 0.0))
+                     / jnp.maximum(total_weight, 1e-12), 0.0)
   return common.masked_mean(per_pixel, valid)
 
 

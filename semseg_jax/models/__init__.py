@@ -24,6 +24,7 @@ from semseg_jax.models import deeplabv3_mobilenet
 from semseg_jax.models import deeplabv3plus
 from semseg_jax.models import duc_hdc
 from semseg_jax.models import enet
+from semseg_jax.models import erfnet
 from semseg_jax.models import fcn
 from semseg_jax.models import gcn
 from semseg_jax.models import linknet
@@ -59,6 +60,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     'stdc': stdc.stdc,
     'topformer': topformer.topformer,
     'linknet': linknet.linknet,
+    'erfnet': erfnet.erfnet,
 }
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}

@@ -120,6 +120,13 @@ ROWS: tuple[Row, ...] = (
     Row('LinkNet', 'camvid_linknet', '', 11, 11_535_659, 11_535_659, LINKNET_SOURCE),
     Row('LinkNet R-34', 'camvid_linknet', 'r34', 11, 21_643_819, None,
         "none (the paper's network on torchvision's ResNet-34)"),
+    Row('ERFNet', 'cityscapes_erfnet', '', 19, 2_064_191, 2_066_836,
+        'Eromera/erfnet_pytorch Net(20) counted by formula in tests/models/test_erfnet.py',
+        explanation="-2,645: not built, the encoder's 1x1 classifier of the code's first "
+        'training stage (2,580) and the output for its void class (65)'),
+    Row('ERFNet (mmseg)', 'cityscapes_erfnet', 'mmseg', 19, 2_084_095, 2_084_095,
+        'mmseg erfnet_fcn (backbone + FCN head) counted by formula in '
+        'tests/models/test_erfnet.py'),
     Row('U-Net', 'camvid_unet', 'paper', 11, 31_032_395, 31_032_395,
         'paper Fig. 1 counted at 3 input channels; ~31.0M usually quoted'),
     Row('U-Net + BN', 'camvid_unet', '', 11, 31_038_283, None,

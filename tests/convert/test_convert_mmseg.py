@@ -410,6 +410,68 @@ def test_torchvision_resnet18_is_linknet_s_encoder():
   assert {key: leaf for leaf, key in conversion.assigned.items() if key in spot} == spot
 
 
+def mmseg_erfnet_shapes(num_classes: int = 19) -> dict[str, tuple[int, ...]]:
+  """Keys and shapes of mmseg's erfnet_fcn state dict, from mmseg/models/backbones/erfnet.py
+  and its FCNHead config (in 16, channels 128, one conv): downsamplers `conv` + `bn` (the
+  pooling has none), non-bt-1Ds `convs_layers.{0, 2, 5, 7}` (3x1 / 1x3 convs with bias) and
+  `{3, 8}` (BNs), upsamplers' ConvTranspose2d `conv` ([in, out, 3, 3]) + `bn`."""
+  shapes: dict[str, tuple[int, ...]] = {}
+
+  def bn(name, channels):
+    for leaf in ('weight', 'bias', 'running_mean', 'running_var'):
+      shapes[f'{name}.{leaf}'] = (channels,)
+    shapes[f'{name}.num_batches_tracked'] = ()
+
+  def down(name, c_in, c_out):
+    shapes[f'{name}.conv.weight'], shapes[f'{name}.conv.bias'] = (c_out - c_in, c_in, 3, 3), (
+        c_out - c_in,)
+    bn(f'{name}.bn', c_out)
+
+  def non_bt(name, c):
+    for index, kernel in ((0, (3, 1)), (2, (1, 3)), (5, (3, 1)), (7, (1, 3))):
+      shapes[f'{name}.convs_layers.{index}.weight'] = (c, c, *kernel)
+      shapes[f'{name}.convs_layers.{index}.bias'] = (c,)
+    bn(f'{name}.convs_layers.3', c), bn(f'{name}.convs_layers.8', c)
+
+  def up(name, c_in, c_out):
+    shapes[f'{name}.conv.weight'], shapes[f'{name}.conv.bias'] = (c_in, c_out, 3, 3), (c_out,)
+    bn(f'{name}.bn', c_out)
+
+  encoder = [(down, 16), (down, 64)] + [(non_bt, 64)] * 5 + [(down, 128)] + [(non_bt, 128)] * 8
+  decoder = [(up, 64), (non_bt, 64), (non_bt, 64), (up, 16), (non_bt, 16), (non_bt, 16)]
+  c_in = 3
+  for part, blocks in (('encoder', encoder), ('decoder', decoder)):
+    for i, (block, c) in enumerate(blocks):
+      if block is non_bt:
+        non_bt(f'backbone.{part}.{i}', c)
+      else:
+        block(f'backbone.{part}.{i}', c_in, c)
+      c_in = c
+  shapes['decode_head.convs.0.conv.weight'] = (128, 16, 3, 3)
+  bn('decode_head.convs.0.bn', 128)
+  shapes['decode_head.conv_seg.weight'] = (num_classes, 128, 1, 1)
+  shapes['decode_head.conv_seg.bias'] = (num_classes,)
+  return shapes
+
+
+def test_mmseg_erfnet_converts_exactly():
+  """mmseg's ERFNet + FCN head (erfnet_fcn_4xb4-160k_cityscapes-512x1024's structure) fills our
+  'mmseg' ERFNet tensor by tensor; the transposed convs' [in, out, kh, kw] weights too."""
+  state_dict = filled(mmseg_erfnet_shapes())
+  assert mmseg.detect(set(state_dict))
+  variables = abstract_variables(models.MODELS['erfnet']('mmseg', 19))
+  conversion = torch_layout.convert_state_dict(state_dict, variables,
+                                               mmseg.model_naming(set(state_dict)))
+  assert_exact(conversion, state_dict, variables)
+  spot = {'backbone.encoder.2.convs_layers.5.weight': 'params/backbone/layer3/conv3x1_2/kernel',
+          'backbone.encoder.15.convs_layers.8.running_var': 'batch_stats/backbone/layer16/bn2/var',
+          'backbone.decoder.0.conv.weight': 'params/backbone/layer17/conv/kernel',
+          'backbone.decoder.5.convs_layers.7.bias': 'params/backbone/layer22/conv1x3_2/bias',
+          'decode_head.convs.0.bn.weight': 'params/decode_head/convs_0/bn/scale',
+          'decode_head.conv_seg.weight': 'params/decode_head/classifier/conv_seg/kernel'}
+  assert {key: leaf for leaf, key in conversion.assigned.items() if key in spot} == spot
+
+
 def test_resnet_detection():
   torchvision_keys = set(torchvision_resnet_shapes())
   timm_c_keys = set(torchvision_resnet_shapes(timm_deep_stem=True))

@@ -57,3 +57,19 @@ def fresh_train_state(model: nn.Module, tx: Any, input_hw: tuple[int, int], mesh
   state = host_train_state(variables(model, input_hw, seed), tx)
   shardings = sharding.state_shardings(jax.eval_shape(lambda: state), mesh)
   return jax.device_put(state, shardings), shardings
+
+
+def with_random_vectors(variables: Any, seed: int = 0) -> Any:
+  """`variables` with every vector drawn too (biases, norm scales and offsets, running means
+  and variances in [0.5, 2]), so that no layer of a forward-pass transcription test is an
+  identity and no residual branch is zero."""
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    if leaf.ndim > 1:
+      return leaf
+    name = str(getattr(path[-1], 'key', path[-1]))
+    if name == 'var':
+      return rng.uniform(0.5, 2.0, leaf.shape).astype(leaf.dtype)
+    return (rng.normal(size=leaf.shape) * 0.2 + (name == 'scale')).astype(leaf.dtype)
+  return jax.tree_util.tree_map_with_path(draw, variables)

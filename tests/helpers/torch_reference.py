@@ -1,6 +1,6 @@
-"""NumPy transcriptions of PyTorch's resizes and transposed convolution, loop by loop: the
+"""NumPy transcriptions of PyTorch's resizes, convolutions and max pooling, loop by loop: the
 brute-force references that the layer tests (tests/models/test_layers.py), the STDC detail-loss
-tests and LinkNet's forward test compare against."""
+tests and the LinkNet and ERFNet forward tests compare against."""
 
 import math
 
@@ -52,3 +52,79 @@ def np_conv_transpose(x: np.ndarray, weight: np.ndarray, stride: int, padding: i
       full[:, i * stride:i * stride + kh, j * stride:j * stride + kw] += np.einsum(
           'nc,coab->nabo', x[:, i, j], weight)
   return full[:, padding:padding + oh, padding:padding + ow]
+
+
+def np_conv2d(x: np.ndarray, kernel: np.ndarray, stride: int = 1,
+              padding: tuple[int, int] = (0, 0), dilation: tuple[int, int] = (1, 1),
+              bias: np.ndarray | None = None) -> np.ndarray:
+  """PyTorch's Conv2d on NHWC `x` with kernel [kh, kw, C_in, C_out], zero padding (ph, pw) on
+  both sides of each axis, tap by tap."""
+  kh, kw = kernel.shape[:2]
+  (ph, pw), (dh, dw) = padding, dilation
+  x = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+  oh = (x.shape[1] - dh * (kh - 1) - 1) // stride + 1
+  ow = (x.shape[2] - dw * (kw - 1) - 1) // stride + 1
+  out = np.zeros((x.shape[0], oh, ow, kernel.shape[-1]))
+  for i in range(kh):
+    for j in range(kw):
+      window = x[:, i * dh:i * dh + stride * (oh - 1) + 1:stride,
+                 j * dw:j * dw + stride * (ow - 1) + 1:stride]
+      out += np.einsum('nhwc,co->nhwo', window, kernel[i, j])
+  return out if bias is None else out + bias
+
+
+def np_max_pool(x: np.ndarray, window: int, stride: int, padding: int = 0,
+                ceil_mode: bool = False) -> np.ndarray:
+  """PyTorch's MaxPool2d on NHWC `x`: -inf padding; ceil_mode keeps a last window that starts
+  inside the input (or its left padding)."""
+  n, h, w, c = x.shape
+
+  def size(length):
+    span = length + 2 * padding - window
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    return out - 1 if ceil_mode and (out - 1) * stride >= length + padding else out
+
+  oh, ow = size(h), size(w)
+  extra_h = max(0, (oh - 1) * stride + window - h - 2 * padding)
+  extra_w = max(0, (ow - 1) * stride + window - w - 2 * padding)
+  x = np.pad(x, ((0, 0), (padding, padding + extra_h), (padding, padding + extra_w), (0, 0)),
+             constant_values=-np.inf)
+  return np.max([x[:, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
+                 for i in range(window) for j in range(window)], axis=0)
+
+
+def np_batch_norm(x: np.ndarray, params: dict, stats: dict, eps: float = 1e-5) -> np.ndarray:
+  """BatchNorm2d in eval mode, from our BatchNorm's `params` (scale, bias) and `stats` (mean,
+  var)."""
+  return ((x - stats['mean']) / np.sqrt(stats['var'] + eps) * params['scale']
+          + params['bias'])
+
+
+def np_conv_transpose_of(x: np.ndarray, params: dict, stride: int, padding: int,
+                         output_padding: int) -> np.ndarray:
+  """`np_conv_transpose` with our layers.conv_transpose2d's params: its kernel is stored
+  (kh, kw, out, in), torch's [in, out, kh, kw] transposed; plus its bias if it has one."""
+  weight = np.asarray(params['kernel']).transpose(3, 2, 0, 1)
+  out = np_conv_transpose(x, weight, stride, padding, output_padding)
+  return out + params['bias'] if 'bias' in params else out
+
+
+def np_bilinear(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+  """PyTorch's bilinear resize of NHWC `x` with align_corners=False (no antialiasing): source
+  coordinate (dst + 0.5) * in / out - 0.5, clamped at 0; float64 loops."""
+  n, h, w, c = x.shape
+
+  def taps(out_size, in_size):
+    result = []
+    for i in range(out_size):
+      src = max((i + 0.5) * in_size / out_size - 0.5, 0.0)
+      i0 = min(int(math.floor(src)), in_size - 1)
+      result.append((i0, min(i0 + 1, in_size - 1), src - i0))
+    return result
+
+  out = np.zeros((n, out_h, out_w, c))
+  for i, (y0, y1, fy) in enumerate(taps(out_h, h)):
+    for j, (x0, x1, fx) in enumerate(taps(out_w, w)):
+      out[:, i, j] = ((1 - fy) * ((1 - fx) * x[:, y0, x0] + fx * x[:, y0, x1])
+                      + fy * ((1 - fx) * x[:, y1, x0] + fx * x[:, y1, x1]))
+  return out

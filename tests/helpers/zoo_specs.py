@@ -54,6 +54,8 @@ TINY = {
                                      'token_indices': (1, 2, 3, 4)}, (64, 64), (8, 8), 0),
     'sfnet': ('sfnet', 'r18', {'fpn_dim': 16, 'aux_head': True}, (37, 53), (10, 14), 3),
     'linknet': ('linknet', 'r18', {}, (37, 53), (37, 53), 0),
+    'erfnet': ('erfnet', 'paper', {'stage1_blocks': 1, 'dilated_sequences': 1}, (37, 53),
+               (37, 53), 0),
 }
 
 # The tiny models whose training forward draws from the 'dropout' rng (dropout, drop path,

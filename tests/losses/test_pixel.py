@@ -31,7 +31,7 @@ def _numpy_ce(logits, labels, weights=None, smoothing=0.0, average='valid'):
   log_p = _log_softmax(logits.astype(np.float64))
   num_classes = logits.shape[-1]
   weights = np.ones(num_classes) if weights is None else np.asarray(weights, np.float64)
-  total, count = 0.0, 0
+  total, count, total_weight = 0.0, 0, 0.0
   for idx in np.ndindex(labels.shape):
     y = labels[idx]
     if y == 255:
@@ -41,13 +41,17 @@ def _numpy_ce(logits, labels, weights=None, smoothing=0.0, average='valid'):
                                           for c in range(num_classes))
     total += term
     count += 1
+    total_weight += weights[y]
+  if average == 'weight':
+    return total / total_weight
   return total / (labels.size if average == 'all' else max(count, 1))
 
 
 @pytest.mark.parametrize('seed', range(3))
 @pytest.mark.parametrize('weights,smoothing,average', [
     (None, 0.0, 'valid'), ((1.0, 2.0, 0.5, 3.0, 1.5), 0.0, 'valid'), (None, 0.1, 'valid'),
-    ((1.0, 2.0, 0.5, 3.0, 1.5), 0.2, 'all')])
+    ((1.0, 2.0, 0.5, 3.0, 1.5), 0.2, 'all'), ((1.0, 2.0, 0.5, 3.0, 1.5), 0.0, 'weight'),
+    ((1.0, 2.0, 0.5, 3.0, 1.5), 0.1, 'weight')])
 def test_cross_entropy_matches_numpy(seed, weights, smoothing, average):
   logits, labels = _inputs(seed)
   got = float(pixel.cross_entropy(logits, labels, 255, weights, label_smoothing=smoothing,
@@ -57,7 +61,9 @@ def test_cross_entropy_matches_numpy(seed, weights, smoothing, average):
 
 def test_cross_entropy_all_ignored_is_zero():
   logits = np.zeros((1, 2, 2, 3), np.float32)
-  assert float(pixel.cross_entropy(logits, np.full((1, 2, 2), 255), 255)) == 0.0
+  for average in ('valid', 'all', 'weight'):
+    assert float(pixel.cross_entropy(logits, np.full((1, 2, 2), 255), 255,
+                                     average=average)) == 0.0
 
 
 def test_logits_are_resized_to_labels():

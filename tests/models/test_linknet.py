@@ -12,41 +12,14 @@ import pytest
 
 from semseg_jax.models.linknet import linknet
 from tests.helpers import host_init
-from tests.helpers.torch_reference import np_conv_transpose
+from tests.helpers.torch_reference import (np_batch_norm, np_conv2d, np_conv_transpose_of,
+                                           np_max_pool)
 
 NUM_CLASSES = 5
 
 
 def _np_conv(x, kernel, stride=1, padding=0, bias=None):
-  """PyTorch's Conv2d on NHWC `x`, kernel [kh, kw, C_in, C_out], tap by tap."""
-  kh, kw = kernel.shape[:2]
-  x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-  oh, ow = (x.shape[1] - kh) // stride + 1, (x.shape[2] - kw) // stride + 1
-  out = np.zeros((x.shape[0], oh, ow, kernel.shape[-1]))
-  for i in range(kh):
-    for j in range(kw):
-      window = x[:, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
-      out += np.einsum('nhwc,co->nhwo', window, kernel[i, j])
-  return out if bias is None else out + bias
-
-
-def _np_bn(x, params, stats, eps=1e-5):  # BatchNorm in eval mode.
-  return ((x - stats['mean']) / np.sqrt(stats['var'] + eps) * params['scale']
-          + params['bias'])
-
-
-def _np_max_pool_3x3_s2_p1(x):
-  x = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
-  oh, ow = (x.shape[1] - 3) // 2 + 1, (x.shape[2] - 3) // 2 + 1
-  return np.max([x[:, i:i + 2 * oh - 1:2, j:j + 2 * ow - 1:2]
-                 for i in range(3) for j in range(3)], axis=0)
-
-
-def _np_full_conv(x, params, stride, padding, output_padding):
-  """Our stored kernel is (kh, kw, out, in): torch's [in, out, kh, kw] transposed."""
-  weight = np.asarray(params['kernel']).transpose(3, 2, 0, 1)
-  out = np_conv_transpose(x, weight, stride, padding, output_padding)
-  return out + params['bias'] if 'bias' in params else out
+  return np_conv2d(x, kernel, stride, (padding, padding), bias=bias)
 
 
 def _np_linknet(x, p, s):
@@ -54,18 +27,18 @@ def _np_linknet(x, p, s):
   code: encoder block i's input is added to decoder i's output (cropped to it), then a ReLU."""
   relu = lambda v: np.maximum(v, 0)
   b, bs = p['backbone'], s['backbone']
-  x = relu(_np_bn(_np_conv(x, b['conv1']['kernel'], 2, 3), b['bn1'], bs['bn1']))
-  links = [_np_max_pool_3x3_s2_p1(x)]
+  x = relu(np_batch_norm(_np_conv(x, b['conv1']['kernel'], 2, 3), b['bn1'], bs['bn1']))
+  links = [np_max_pool(x, 3, 2, 1)]
   x = links[0]
   for stage in range(1, 5):
     for block in range(2):
       name = f'layer{stage}_block{block}'
       p_, s_ = b[name], bs[name]
       stride = 2 if stage > 1 and block == 0 else 1
-      y = relu(_np_bn(_np_conv(x, p_['conv1']['kernel'], stride, 1), p_['bn1'], s_['bn1']))
-      y = _np_bn(_np_conv(y, p_['conv2']['kernel'], 1, 1), p_['bn2'], s_['bn2'])
+      y = relu(np_batch_norm(_np_conv(x, p_['conv1']['kernel'], stride, 1), p_['bn1'], s_['bn1']))
+      y = np_batch_norm(_np_conv(y, p_['conv2']['kernel'], 1, 1), p_['bn2'], s_['bn2'])
       if 'downsample_conv' in p_:
-        x = _np_bn(_np_conv(x, p_['downsample_conv']['kernel'], stride),
+        x = np_batch_norm(_np_conv(x, p_['downsample_conv']['kernel'], stride),
                    p_['downsample_bn'], s_['downsample_bn'])
       x = relu(x + y)
     links.append(x)
@@ -74,40 +47,25 @@ def _np_linknet(x, p, s):
     d, ds = p[f'decoder{i}'], s[f'decoder{i}']
     stride = 1 if i == 1 else 2
     x = _np_conv(x, d['conv1']['kernel'], bias=d['conv1']['bias'])
-    x = relu(_np_bn(x, d['bn1'], ds['bn1'], 1e-3))
-    x = _np_full_conv(x, d['full_conv'], stride, 1, stride - 1)
-    x = relu(_np_bn(x, d['bn2'], ds['bn2'], 1e-3))
+    x = relu(np_batch_norm(x, d['bn1'], ds['bn1'], 1e-3))
+    x = np_conv_transpose_of(x, d['full_conv'], stride, 1, stride - 1)
+    x = relu(np_batch_norm(x, d['bn2'], ds['bn2'], 1e-3))
     x = _np_conv(x, d['conv2']['kernel'], bias=d['conv2']['bias'])
-    x = relu(_np_bn(x, d['bn3'], ds['bn3'], 1e-3))
+    x = relu(np_batch_norm(x, d['bn3'], ds['bn3'], 1e-3))
     link = links[i - 1]
     x = relu(link + x[:, :link.shape[1], :link.shape[2]])
-  x = relu(_np_bn(_np_full_conv(x, p['final_full_conv1'], 2, 1, 1), p['final_bn1'],
+  x = relu(np_batch_norm(np_conv_transpose_of(x, p['final_full_conv1'], 2, 1, 1), p['final_bn1'],
                   s['final_bn1']))
   x = _np_conv(x, p['final_conv']['kernel'], 1, 1, p['final_conv']['bias'])
-  x = relu(_np_bn(x, p['final_bn2'], s['final_bn2'], 1e-3))
-  return _np_full_conv(x, p['classifier'], 2, 0, 0)
-
-
-def _randomised(variables, seed=0):
-  """Every vector drawn too (BatchNorm's statistics and affine maps), so no layer is an
-  identity and no residual branch is zero."""
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    if leaf.ndim > 1:
-      return leaf
-    name = str(getattr(path[-1], 'key', path[-1]))
-    if name == 'var':
-      return rng.uniform(0.5, 2.0, leaf.shape).astype(leaf.dtype)
-    return (rng.normal(size=leaf.shape) * 0.2 + (name == 'scale')).astype(leaf.dtype)
-  return jax.tree_util.tree_map_with_path(draw, variables)
+  x = relu(np_batch_norm(x, p['final_bn2'], s['final_bn2'], 1e-3))
+  return np_conv_transpose_of(x, p['classifier'], 2, 0, 0)
 
 
 def test_forward_equals_a_numpy_transcription_of_the_paper_s_network():
   """At 40 x 56 (not multiples of 32: encoder 3 and 4 round up, so decoders 4 and 3 are
   cropped before their links and the logits to the input)."""
   model = linknet('r18', NUM_CLASSES)
-  variables = _randomised(host_init.variables(model, (40, 56)))
+  variables = host_init.with_random_vectors(host_init.variables(model, (40, 56)))
   x = np.random.default_rng(1).normal(size=(1, 40, 56, 3)).astype(np.float32)
   with jax.default_matmul_precision('highest'):
     logits = jax.jit(lambda v, x: model.apply(v, x)['logits'])(variables, x)
