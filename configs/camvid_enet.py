@@ -1,11 +1,12 @@
 """ENet (Paszke et al. 2016) on CamVid, the paper's setting: `--config=configs/camvid_enet.py`.
 
 11 classes on full 360x480 frames (flip and photometric distortion), Adam with lr 5e-4 and
-weight decay 2e-4, mini-batches of 10, cross-entropy weighted by ENet's 1 / ln(1.02 + p_class)
-computed from the training labels. Differences: the paper trains the encoder first on
-downsampled labels and then the whole network; this trains the whole network at once, for 30k
-steps (about 820 epochs of the 367 training frames). Weight decay here is AdamW's decoupled
-form (the paper's Torch Adam added it to the gradient).
+weight decay 2e-4 added to the gradient (Torch7's optim.adam), mini-batches of 10,
+cross-entropy weighted by ENet's 1 / ln(1.02 + p_class) computed from the training labels and
+averaged as the Torch7 code's cudnn.SpatialCrossEntropyCriterion does (divided by the labelled
+pixels' weights). Differences: the paper trains the encoder first on downsampled labels and
+then the whole network; this trains the whole network at once, for 30k steps (about 820 epochs
+of the 367 training frames).
 """
 
 import ml_collections
@@ -25,7 +26,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.dropout_rate = 0.1  # Stages 2+; stage 1 uses a tenth of it (0.01), as the paper.
   config.model.drop_path_rate = 0.0
   config.loss.class_weighting = 'enet'
-  config.optimizer.name = 'adamw'
+  config.loss.logits = (('cross_entropy', 1.0, {'average': 'weight'}),)
+  config.optimizer.name = 'adam'
   config.optimizer.lr = 5e-4
   config.optimizer.weight_decay = 2e-4
   config.optimizer.no_decay_patterns = ()
