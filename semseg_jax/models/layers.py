@@ -341,21 +341,21 @@ def attention(query: jax.Array, key: jax.Array, value: jax.Array, scale: float,
 
 
 def conv2d(features: int, kernel_size: int | tuple[int, int], stride: int = 1,
-           dilation: int = 1, padding: Padding = None, groups: int = 1, use_bias: bool = False,
-           kernel_init: Initializer | None = None,
+           dilation: int | tuple[int, int] = 1, padding: Padding = None, groups: int = 1,
+           use_bias: bool = False, kernel_init: Initializer | None = None,
            bias_init: Initializer = nn.initializers.zeros, dtype: Any = jnp.float32,
            name: str | None = None) -> nn.Conv:
   """A PyTorch `nn.Conv2d`, the one convolution factory of the models.
 
-  padding: None (default) pads dilation * (k - 1) // 2 zeros per side, which keeps the size at
-  stride 1; an int or (ph, pw) pads symmetrically; ((top, bottom), (left, right)) explicitly;
-  'SAME' is TensorFlow's (asymmetric where the total is odd). No bias by default (a norm
-  follows); weights He normal (fan_out, `kaiming_normal_fan_out`) unless `kernel_init`; biases
-  zero unless `bias_init`.
+  padding: None (default) pads dilation * (k - 1) // 2 zeros per side (per axis for a (dh, dw)
+  dilation), which keeps the size at stride 1; an int or (ph, pw) pads symmetrically;
+  ((top, bottom), (left, right)) explicitly; 'SAME' is TensorFlow's (asymmetric where the
+  total is odd). No bias by default (a norm follows); weights He normal (fan_out,
+  `kaiming_normal_fan_out`) unless `kernel_init`; biases zero unless `bias_init`.
   """
-  kh, kw = _pair(kernel_size)
+  (kh, kw), (dh, dw) = _pair(kernel_size), _pair(dilation)
   if padding is None:
-    padding = (dilation * (kh - 1) // 2, dilation * (kw - 1) // 2)
+    padding = (dh * (kh - 1) // 2, dw * (kw - 1) // 2)
   if not isinstance(padding, str):
     padding = tuple((p, p) if isinstance(p, int) else tuple(p) for p in _pair(padding))
   return nn.Conv(features, (kh, kw), strides=stride, padding=padding, kernel_dilation=dilation,
@@ -365,8 +365,8 @@ def conv2d(features: int, kernel_size: int | tuple[int, int], stride: int = 1,
 
 
 def torch_conv(features: int, in_features: int, kernel_size: int | tuple[int, int] = 1,
-               stride: int = 1, dilation: int = 1, groups: int = 1, use_bias: bool = False,
-               padding: Padding = None, dtype: Any = jnp.float32,
+               stride: int = 1, dilation: int | tuple[int, int] = 1, groups: int = 1,
+               use_bias: bool = False, padding: Padding = None, dtype: Any = jnp.float32,
                name: str | None = None) -> nn.Conv:
   """`conv2d` left at PyTorch's (and Torch7's) default init: weights and biases
   U(+-1/sqrt(fan_in)), `torch_default_init`."""

@@ -247,6 +247,8 @@ def test_conv2d_padding_forms():
   assert out_hw(kernel_size=3) == (9, 10)  # dilation * (k - 1) // 2 per side
   assert out_hw(kernel_size=3, dilation=3) == (9, 10)
   assert out_hw(kernel_size=(1, 5)) == (9, 10)
+  assert out_hw(kernel_size=(3, 1), dilation=(4, 1)) == (9, 10)  # ERFNet's factorised convs.
+  assert out_hw(kernel_size=(1, 3), dilation=(1, 4)) == (9, 10)
   assert out_hw(kernel_size=3, stride=2, padding=0) == (4, 4)
   assert out_hw(kernel_size=2, stride=2, padding=((0, 1), (0, 0))) == (5, 5)
   assert out_hw(kernel_size=3, stride=2, padding='SAME') == (5, 5)  # TensorFlow's ceil(n / 2)
