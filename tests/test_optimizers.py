@@ -66,6 +66,21 @@ def test_adamw_matches_pytorch_param_groups():
   check(new['stage1']['block0']['mlp']['fc1']['kernel'], expected(1, True))
 
 
+def _assert_steps_follow(config, gradients, reference_step) -> None:
+  """Steps the optimizer of `config` from w = [2, -1] with `gradients`, checking each new w
+  against `reference_step(p, g, step)`, the reference's update written out (its own state kept
+  by the caller)."""
+  params = {'w': jnp.array([2.0, -1.0])}
+  tx, _ = optimizers.make_optimizer(config)
+  state = tx.init(params)
+  p = np.array([2.0, -1.0])
+  for step, g in enumerate(gradients):
+    updates, state = tx.update({'w': jnp.array(g)}, state, params, step=step)
+    params = {'w': params['w'] + updates['w']}
+    p = reference_step(p, np.array(g), step)
+    np.testing.assert_allclose(params['w'], p, rtol=1e-5)
+
+
 def test_sgd_momentum_weight_decay_and_clipping():
   config = _config(warmup_steps=0, name='constant')
   config.optimizer.name = 'sgd'
@@ -73,18 +88,14 @@ def test_sgd_momentum_weight_decay_and_clipping():
   config.optimizer.lr_multipliers = ()
   config.optimizer.no_decay_patterns = ()
   config.optimizer.grad_clip_norm = 1.0
-  params = {'w': jnp.array([2.0, -1.0])}
-  tx, _ = optimizers.make_optimizer(config)
-  state = tx.init(params)
-  p, buf = np.array([2.0, -1.0]), np.zeros(2)
-  for step, g in enumerate(([3.0, 4.0], [0.1, 0.2])):
-    updates, state = tx.update({'w': jnp.array(g)}, state, params, step=step)
-    params = {'w': params['w'] + updates['w']}
-    g = np.array(g) / max(1.0, np.linalg.norm(g))  # clip_grad_norm_, then PyTorch SGD:
-    d = g + 0.01 * p
-    buf = 0.9 * buf + d
-    p = p - 0.1 * buf
-    np.testing.assert_allclose(params['w'], p, rtol=1e-5)
+  buf = [np.zeros(2)]
+
+  def torch_sgd(p, g, step):
+    del step
+    g = g / max(1.0, np.linalg.norm(g))  # clip_grad_norm_, then PyTorch SGD:
+    buf[0] = 0.9 * buf[0] + g + 0.01 * p
+    return p - 0.1 * buf[0]
+  _assert_steps_follow(config, ([3.0, 4.0], [0.1, 0.2]), torch_sgd)
 
 
 def test_sgd_without_momentum_keeps_no_buffer_and_steps_on_the_gradient():
@@ -109,18 +120,16 @@ def test_adam_is_pytorch_s_with_its_l2_weight_decay():
   config = _config(warmup_steps=0, name='constant')
   config.optimizer.name, config.optimizer.weight_decay = 'adam', 0.1
   config.optimizer.lr_multipliers = config.optimizer.no_decay_patterns = ()
-  params = {'w': jnp.array([2.0, -1.0])}
-  tx, _ = optimizers.make_optimizer(config)
-  state = tx.init(params)
-  p, m, v = np.array([2.0, -1.0]), np.zeros(2), np.zeros(2)
-  for step, g in enumerate(([3.0, 4.0], [0.1, -0.2], [0.0, 1e-4])):
-    updates, state = tx.update({'w': jnp.array(g)}, state, params, step=step)
-    params = {'w': params['w'] + updates['w']}
-    d = np.array(g) + 0.1 * p
-    m, v = 0.9 * m + 0.1 * d, 0.999 * v + 0.001 * d * d
-    m_hat, v_hat = m / (1 - 0.9 ** (step + 1)), v / (1 - 0.999 ** (step + 1))
-    p = p - 0.1 * m_hat / (np.sqrt(v_hat) + 1e-8)
-    np.testing.assert_allclose(params['w'], p, rtol=1e-5)
+  moments = {'m': np.zeros(2), 'v': np.zeros(2)}
+
+  def torch_adam(p, g, step):
+    d = g + 0.1 * p
+    moments['m'] = 0.9 * moments['m'] + 0.1 * d
+    moments['v'] = 0.999 * moments['v'] + 0.001 * d * d
+    m_hat = moments['m'] / (1 - 0.9 ** (step + 1))
+    v_hat = moments['v'] / (1 - 0.999 ** (step + 1))
+    return p - 0.1 * m_hat / (np.sqrt(v_hat) + 1e-8)
+  _assert_steps_follow(config, ([3.0, 4.0], [0.1, -0.2], [0.0, 1e-4]), torch_adam)
 
 
 @pytest.mark.parametrize('momentum', [0.0, 0.5])
@@ -131,19 +140,16 @@ def test_rmsprop_is_pytorch_s(momentum):
   config.optimizer.name, config.optimizer.momentum = 'rmsprop', momentum
   config.optimizer.weight_decay, config.optimizer.eps = 0.01, 1e-3
   config.optimizer.lr_multipliers = config.optimizer.no_decay_patterns = ()
-  params = {'w': jnp.array([2.0, -1.0])}
-  tx, _ = optimizers.make_optimizer(config)
-  state = tx.init(params)
-  p, v, buf = np.array([2.0, -1.0]), np.zeros(2), np.zeros(2)
-  for step, g in enumerate(([3.0, 4.0], [0.1, -0.2], [0.0, 1e-4])):
-    updates, state = tx.update({'w': jnp.array(g)}, state, params, step=step)
-    params = {'w': params['w'] + updates['w']}
-    d = np.array(g) + 0.01 * p
-    v = 0.99 * v + 0.01 * d * d
-    u = d / (np.sqrt(v) + 1e-3)
-    buf = momentum * buf + u
-    p = p - 0.1 * (buf if momentum else u)
-    np.testing.assert_allclose(params['w'], p, rtol=1e-5)
+  averages = {'v': np.zeros(2), 'buf': np.zeros(2)}
+
+  def torch_rmsprop(p, g, step):
+    del step
+    d = g + 0.01 * p
+    averages['v'] = 0.99 * averages['v'] + 0.01 * d * d
+    u = d / (np.sqrt(averages['v']) + 1e-3)
+    averages['buf'] = momentum * averages['buf'] + u
+    return p - 0.1 * (averages['buf'] if momentum else u)
+  _assert_steps_follow(config, ([3.0, 4.0], [0.1, -0.2], [0.0, 1e-4]), torch_rmsprop)
   config.optimizer.rms_decay = 1.0
   with pytest.raises(ValueError, match=r'config\.optimizer\.momentum=.*rms_decay=1\.0'):
     optimizers.make_optimizer(config)

@@ -20,21 +20,38 @@ def np_nearest(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
   return out
 
 
-def np_align_corners(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-  """Bilinear resize of NHWC with align_corners=True, in float64 loops."""
+def _np_linear_resize(x: np.ndarray, out_h: int, out_w: int, source) -> np.ndarray:
+  """Bilinear resize of NHWC in float64 loops; `source(dst, in_size, out_size)` is the source
+  coordinate of output pixel `dst` along an axis."""
   n, h, w, c = x.shape
+
+  def taps(out_size, in_size):
+    result = []
+    for i in range(out_size):
+      src = source(i, in_size, out_size)
+      i0 = min(int(math.floor(src)), in_size - 1)
+      result.append((i0, min(i0 + 1, in_size - 1), src - i0))
+    return result
+
   out = np.zeros((n, out_h, out_w, c))
-  for i in range(out_h):
-    y = i * (h - 1) / (out_h - 1) if out_h > 1 else 0.0
-    y0 = min(int(math.floor(y)), h - 1)
-    y1, fy = min(y0 + 1, h - 1), y - y0
-    for j in range(out_w):
-      x_ = j * (w - 1) / (out_w - 1) if out_w > 1 else 0.0
-      x0 = min(int(math.floor(x_)), w - 1)
-      x1, fx = min(x0 + 1, w - 1), x_ - x0
+  for i, (y0, y1, fy) in enumerate(taps(out_h, h)):
+    for j, (x0, x1, fx) in enumerate(taps(out_w, w)):
       out[:, i, j] = ((1 - fy) * ((1 - fx) * x[:, y0, x0] + fx * x[:, y0, x1])
                       + fy * ((1 - fx) * x[:, y1, x0] + fx * x[:, y1, x1]))
   return out
+
+
+def np_align_corners(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+  """Bilinear resize of NHWC with align_corners=True, in float64 loops."""
+  return _np_linear_resize(x, out_h, out_w, lambda i, in_size, out_size: (
+      i * (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0))
+
+
+def np_bilinear(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+  """PyTorch's upsample_bilinear2d of NHWC `x` with align_corners=False (explicit size, no
+  antialiasing): source coordinate (dst + 0.5) * in / out - 0.5, clamped at 0."""
+  return _np_linear_resize(x, out_h, out_w, lambda i, in_size, out_size: max(
+      (i + 0.5) * in_size / out_size - 0.5, 0.0))
 
 
 def np_conv_transpose(x: np.ndarray, weight: np.ndarray, stride: int, padding: int,
@@ -106,25 +123,5 @@ def np_conv_transpose_of(x: np.ndarray, params: dict, stride: int, padding: int,
   (kh, kw, out, in), torch's [in, out, kh, kw] transposed; plus its bias if it has one."""
   weight = np.asarray(params['kernel']).transpose(3, 2, 0, 1)
   out = np_conv_transpose(x, weight, stride, padding, output_padding)
-  return out + params['bias'] if 'bias' in params else out
+  return out + np.asarray(params['bias']) if 'bias' in params else out
 
-
-def np_bilinear(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-  """PyTorch's bilinear resize of NHWC `x` with align_corners=False (no antialiasing): source
-  coordinate (dst + 0.5) * in / out - 0.5, clamped at 0; float64 loops."""
-  n, h, w, c = x.shape
-
-  def taps(out_size, in_size):
-    result = []
-    for i in range(out_size):
-      src = max((i + 0.5) * in_size / out_size - 0.5, 0.0)
-      i0 = min(int(math.floor(src)), in_size - 1)
-      result.append((i0, min(i0 + 1, in_size - 1), src - i0))
-    return result
-
-  out = np.zeros((n, out_h, out_w, c))
-  for i, (y0, y1, fy) in enumerate(taps(out_h, h)):
-    for j, (x0, x1, fx) in enumerate(taps(out_w, w)):
-      out[:, i, j] = ((1 - fy) * ((1 - fx) * x[:, y0, x0] + fx * x[:, y0, x1])
-                      + fy * ((1 - fx) * x[:, y1, x0] + fx * x[:, y1, x1]))
-  return out

@@ -14,7 +14,9 @@ import pytest
 from semseg_jax.models import layers
 from tests.helpers.param_trees import expand
 from tests.helpers.tiny_apply import outputs_and_gradients
-from tests.helpers.torch_reference import np_align_corners, np_conv_transpose, np_nearest
+from tests.helpers.torch_reference import (np_align_corners, np_bilinear,
+                                           np_conv_transpose, np_conv_transpose_of,
+                                           np_nearest)
 
 
 def test_brace_expansion_of_the_param_tree_tests():
@@ -24,28 +26,6 @@ def test_brace_expansion_of_the_param_tree_tests():
 
 
 # --- Resizes ------------------------------------------------------------------------------------
-
-def _torch_bilinear_numpy(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-  """PyTorch's upsample_bilinear2d (align_corners=False, explicit size), pixel by pixel."""
-  n, h, w, c = x.shape
-  out_h, out_w = size
-
-  def taps(i, in_size, out_size):
-    src = max((i + 0.5) * in_size / out_size - 0.5, 0.0)
-    i0 = int(math.floor(src))
-    i1 = i0 + 1 if i0 < in_size - 1 else i0
-    frac = src - i0
-    return i0, i1, 1.0 - frac, frac
-
-  out = np.zeros((n, out_h, out_w, c), np.float64)
-  for oy in range(out_h):
-    y0, y1, wy0, wy1 = taps(oy, h, out_h)
-    for ox in range(out_w):
-      x0, x1, wx0, wx1 = taps(ox, w, out_w)
-      out[:, oy, ox] = (wy0 * (wx0 * x[:, y0, x0] + wx1 * x[:, y0, x1]) +
-                        wy1 * (wx0 * x[:, y1, x0] + wx1 * x[:, y1, x1]))
-  return out
-
 
 # Integer factors up (2, 3, 4, 8) and down (2, 3, 4) take the slice path; others the matrix.
 RESIZES = [((5, 7), (13, 9)), ((13, 11), (4, 6)), ((7, 7), (10, 3)), ((3, 4), (3, 4)),
@@ -57,7 +37,7 @@ RESIZES = [((5, 7), (13, 9)), ((13, 11), (4, 6)), ((7, 7), (10, 3)), ((3, 4), (3
 def test_bilinear_resize_matches_pytorch(in_hw, out_hw):
   x = np.random.RandomState(0).randn(2, *in_hw, 3).astype(np.float32)
   got = np.asarray(layers.bilinear_resize(jnp.asarray(x), out_hw))
-  np.testing.assert_allclose(got, _torch_bilinear_numpy(x, out_hw), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(got, np_bilinear(x, *out_hw), rtol=1e-5, atol=1e-5)
 
 
 def test_integer_upsampling_interleaves_its_phases_without_a_concatenate():
@@ -87,7 +67,7 @@ def test_bilinear_resize_gradient_is_the_transposed_interpolation(in_hw, out_hw)
     for j in range(in_hw[1]):
       basis = np.zeros((1, *in_hw, 1))
       basis[0, i, j] = 1
-      column = _torch_bilinear_numpy(basis, out_hw)[0, ..., 0]
+      column = np_bilinear(basis, *out_hw)[0, ..., 0]
       for c in range(2):
         np.testing.assert_allclose(np.asarray(grad)[0, i, j, c],
                                    np.sum(column * weights[0, ..., c]), rtol=1e-5, atol=1e-5)
@@ -394,10 +374,9 @@ def test_conv_transpose2d_is_pytorch(kernel, padding, output_padding):
                                    kernel_init=layers.torch_default_init(kernel * kernel * 6),
                                    bias_init=layers.torch_default_init(kernel * kernel * 6))
   variables = module.init(jax.random.key(0), x)
-  kernel_, bias = variables['params']['kernel'], variables['params']['bias']
+  kernel_ = variables['params']['kernel']
   assert kernel_.shape == (kernel, kernel, 5, 6)  # (kh, kw, out, in)
-  weight = np.asarray(kernel_).transpose(3, 2, 0, 1)
-  expected = np_conv_transpose(x, weight, 2, padding, output_padding) + np.asarray(bias)
+  expected = np_conv_transpose_of(x, variables['params'], 2, padding, output_padding)
   assert expected.shape[1:3] == (6, 8)
   with jax.default_matmul_precision('highest'):  # no TF32 on GPUs
     out = module.apply(variables, x)
