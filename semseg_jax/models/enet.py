@@ -50,8 +50,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from semseg_jax.models.layers import (batch_norm, conv_transpose2d, max_pool_2x2_with_indices,
-                                      max_unpool_2x2, torch_conv, torch_default_init)
+from semseg_jax.models.layers import (batch_norm, conv_beside_max_pool, conv_transpose2d,
+                                      max_pool_2x2_with_indices, max_unpool_2x2, torch_conv,
+                                      torch_default_init)
 
 ENET_VARIANTS = ('enet',)
 BN_EPS = 1e-3  # Torch7 code: nn.SpatialBatchNormalization(n, 1e-3).
@@ -88,12 +89,7 @@ class InitialBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    c_in = x.shape[-1]
-    y = torch_conv(INITIAL_WIDTH - c_in, c_in, 3, stride=2, use_bias=True, dtype=self.dtype,
-                   name='conv')(x)
-    pooled, _ = max_pool_2x2_with_indices(x)
-    y = jnp.concatenate([y, pooled.astype(y.dtype)], axis=-1)
-    y = batch_norm(train, self.dtype, epsilon=BN_EPS, name='bn')(y)
+    y = conv_beside_max_pool(x, INITIAL_WIDTH, train, self.dtype, BN_EPS)
     return PReLU(self.dtype, name='prelu')(y)
 
 

@@ -41,8 +41,8 @@ import jax
 import jax.numpy as jnp
 
 from semseg_jax.models.heads.fcn_head import FCNHead
-from semseg_jax.models.layers import (EncoderDecoder, batch_norm, bilinear_resize,
-                                      conv_transpose2d, max_pool, torch_conv, torch_default_init)
+from semseg_jax.models.layers import (EncoderDecoder, batch_norm, conv_beside_max_pool,
+                                      conv_transpose2d, torch_conv, torch_default_init)
 
 ERFNET_VARIANTS = ('paper', 'mmseg')
 BN_EPS = 1e-3
@@ -61,18 +61,8 @@ class Downsampler(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    c_in = x.shape[-1]
-    conv = torch_conv(self.features - c_in, c_in, 3, stride=2, use_bias=True, dtype=self.dtype,
-                      name='conv')(x)
-    if self.resize_pooled:
-      pooled = max_pool(x, 2, 2)
-      if pooled.shape[1:3] != conv.shape[1:3]:
-        pooled = bilinear_resize(pooled, conv.shape[1:3])
-    else:
-      pooled = max_pool(x, 2, 2, ceil_mode=True)
-    pooled = pooled.astype(conv.dtype)
-    x = jnp.concatenate([conv, pooled], axis=-1)
-    return nn.relu(batch_norm(train, self.dtype, epsilon=BN_EPS, name='bn')(x))
+    return nn.relu(conv_beside_max_pool(x, self.features, train, self.dtype, BN_EPS,
+                                        self.resize_pooled))
 
 
 class NonBottleneck1D(nn.Module):
