@@ -27,11 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.drop_path_rate = 0.0
   config.loss.class_weighting = 'enet'
   config.loss.logits = (('cross_entropy', 1.0, {'average': 'weight'}),)
-  config.optimizer.name = 'adam'
-  config.optimizer.lr = 5e-4
-  config.optimizer.weight_decay = 2e-4
-  config.optimizer.no_decay_patterns = ()
-  config.optimizer.lr_multipliers = ()
+  cnn_recipes.adam(config, lr=5e-4, weight_decay=2e-4)
   cnn_recipes.constant_lr(config)
   cnn_recipes.training_length(config, 10, 30_000, 3_000, num_workers=4)
   return common.maybe_smoke(config, arg)

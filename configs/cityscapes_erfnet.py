@@ -61,12 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.drop_path_rate = 0.0
   config.loss.class_weights = CLASS_WEIGHTS
   config.loss.logits = (('cross_entropy', 1.0, {'average': 'weight'}),)  # NLLLoss2d's mean.
-  config.optimizer.name = 'adam'
-  config.optimizer.lr = 5e-4
-  config.optimizer.b1, config.optimizer.b2, config.optimizer.eps = 0.9, 0.999, 1e-8
-  config.optimizer.weight_decay = 1e-4
-  config.optimizer.no_decay_patterns = ()
-  config.optimizer.lr_multipliers = ()
+  cnn_recipes.adam(config, lr=5e-4, weight_decay=1e-4)
   cnn_recipes.poly(config, power=0.9, min_lr=0.0)
   cnn_recipes.training_length(config, 6, 74_400, 4_960, num_workers=8)
   return common.maybe_smoke(config, arg)

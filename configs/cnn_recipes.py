@@ -1,5 +1,5 @@
 """The recipes of the classic CNN benchmarks, and the optimizer, schedule and loss pieces (sgd,
-adamw, poly, linear_warmup, transformer_schedule, ohem) that every zoo config composes.
+adam, adamw, poly, linear_warmup, transformer_schedule, ohem) that every zoo config composes.
 
 `mmseg_cnn(dataset, model, variant)` is mmsegmentation's schedule for its CNN results (PSPNet,
 DeepLabV3/V3+, FCN, UPerNet... on ResNet-D8): SGD lr 0.01, momentum 0.9, weight decay 5e-4 on
@@ -106,6 +106,17 @@ def adamw(config: ml_collections.ConfigDict, lr: float, weight_decay: float,
   config.optimizer.weight_decay = weight_decay
   config.optimizer.no_decay_patterns = no_decay_patterns
   config.optimizer.lr_multipliers = lr_multipliers
+
+
+def adam(config: ml_collections.ConfigDict, lr: float, weight_decay: float) -> None:
+  """PyTorch's (and Torch7's) Adam: betas (0.9, 0.999), eps 1e-8, L2 weight decay added to the
+  gradient of every parameter, no per-part learning rates."""
+  config.optimizer.name = 'adam'
+  config.optimizer.lr = lr
+  config.optimizer.b1, config.optimizer.b2, config.optimizer.eps = 0.9, 0.999, 1e-8
+  config.optimizer.weight_decay = weight_decay
+  config.optimizer.no_decay_patterns = ()
+  config.optimizer.lr_multipliers = ()
 
 
 def ohem(definition: str, min_kept: int, images_per_gpu: int, thresh: float = 0.7) -> tuple:

@@ -57,6 +57,7 @@ CONFIG_ARGUMENTS = {
     'ade20k_upernet': ('r50', 'r101'), 'ade20k_segformer': ('b0', 'b5'),
     'camvid_enet': ('',), 'camvid_segnet': ('segnet', 'bayesian'), 'camvid_unet': ('bn', 'paper'),
     'camvid_linknet': ('r18', 'r34'), 'cityscapes_erfnet': ('paper', 'mmseg'),
+    'cityscapes_cgnet': ('paper', 'mmseg', 'mmseg_512x1024'),
     'cityscapes_deeplabv3': ('r50', 'r101'), 'cityscapes_deeplabv3plus': ('r50', 'r101', 'mv2'),
     'cityscapes_duc_hdc': ('r50', 'r101'), 'cityscapes_fcn': ('r50', 'r101'),
     'cityscapes_gcn': ('r50', 'r101', 'r152v1'), 'cityscapes_pspnet': ('r50', 'r101', 'mv2'),

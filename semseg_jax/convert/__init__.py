@@ -48,6 +48,8 @@ class Family:
   model_naming: Callable[[set[str]], Callable[[str], str | None]] | None = None
   canonical: Callable[[str], str] = lambda key: key  # Renames of newer library versions.
   preprocessing: dict = dataclasses.field(default_factory=lambda: dict(IMAGENET))
+  # (source keys) -> the preprocessing of models whose convention is not the family's, or None.
+  preprocessing_by_keys: Callable[[set[str]], dict | None] | None = None
   ignored: tuple[str, ...] = ()  # Regexes of source keys with no counterpart (ImageNet heads).
   # (config.json, our model or None, part) -> warnings; raises ValueError for HF configs that
   # no model here matches. It compares what the tensors' shapes cannot show.
@@ -78,15 +80,17 @@ FAMILIES: dict[str, Family] = {
         model_key=hf_mobilenet_v2.model_key, preprocessing=hf_mobilenet_v2.PREPROCESSING,
         ignored=hf_mobilenet_v2.IGNORED, check_config=hf_mobilenet_v2.check_config),
     'mmseg': Family(
-        'mmsegmentation (FCN, PSPNet, DeepLabV3/V3+, UPerNet, SegNeXt, STDC, BiSeNet V1/V2; '
-        'ResNetV1c, MobileNetV2 and MSCAN backbones, also as open-mmlab ImageNet files)',
+        'mmsegmentation (FCN, PSPNet, DeepLabV3/V3+, UPerNet, SegNeXt, STDC, BiSeNet V1/V2, '
+        'ERFNet, CGNet; ResNetV1c, MobileNetV2 and MSCAN backbones, also as open-mmlab ImageNet '
+        'files)',
         mmseg.detect, mmseg.backbone_key, ('backbone.', ''), model_key=mmseg.model_key,
         model_naming=mmseg.model_naming,
         # ImageNet files: classifiers, and mmcls MobileNetV2's last 1x1 conv (mmseg drops it);
         # the fixed kernels of STDC's detail head (constants here).
         ignored=(r'^fc\.', r'^head\.', r'^(backbone\.)?conv2\.',
                  r'^auxiliary_head\.\d+\.(laplacian|fusion)_kernel$'),
-        refusal=mmseg.refusal, check_recorded=mmseg.recorded_rank_warnings),
+        refusal=mmseg.refusal, check_recorded=mmseg.recorded_rank_warnings,
+        preprocessing_by_keys=mmseg.preprocessing_by_keys),
     'timm_resnet': Family(
         'timm ResNet (resnet18..152, and the resnet*c deep-stem variants)',
         torchvision_resnet.detect_timm, torchvision_resnet.timm_backbone_key, ('',),
@@ -190,7 +194,13 @@ def load(source: str, variables: dict, part: str, field: str, model: Any = None)
   missing = {path: f'{path}: {key} is not in the source'
              for path, key in conversion.missing_leaves.items()}
   return _fit(found, mismatched, unused, variables, part, field, read.origin, family_name,
-              read.preprocessing or family.preprocessing, missing)
+              read.preprocessing or family_preprocessing(family, set(state_dict)), missing)
+
+
+def family_preprocessing(family: Family, keys: set[str]) -> dict:
+  """The preprocessing that a family's weights with these (canonical) keys expect."""
+  by_keys = family.preprocessing_by_keys(keys) if family.preprocessing_by_keys else None
+  return dict(by_keys or family.preprocessing)
 
 
 def _naming(state_dict: dict, variables: dict, family: Family, part: str, field: str,
@@ -295,4 +305,5 @@ def preprocessing_of(source: str, field: str) -> dict | None:
   read = sources.read(source, field, tensors=False)
   if read.preprocessing is not None or read.orbax_path is not None:
     return read.preprocessing
-  return dict(FAMILIES[detect_family(set(read.state_dict), read.origin)].preprocessing)
+  family = FAMILIES[detect_family(set(read.state_dict), read.origin)]
+  return family_preprocessing(family, {family.canonical(k) for k in read.state_dict})

@@ -1,6 +1,6 @@
 """mmsegmentation names (1.x and 0.x share them) for our FCN, PSPNet, DeepLabV3, DeepLabV3+,
-UPerNet, SegNeXt, STDC, BiSeNet V1/V2 and ERFNet, and for their backbones as open-mmlab ImageNet
-files.
+UPerNet, SegNeXt, STDC, BiSeNet V1/V2, ERFNet and CGNet, and for their backbones as open-mmlab
+ImageNet files.
 
 A naming maps one of our module paths to the key prefix of the same module in a state dict
 (torch_layout.py does the rest):
@@ -25,6 +25,9 @@ classifiers have no counterpart):
   ERFNet      layer{i} (Table 1's numbers) -> encoder.{i-1} for i <= 16, else decoder.{i-17};
               down/upsamplers' conv, bn -> conv, bn; a non-bt-1D's conv3x1_1, conv1x3_1, bn1,
               conv3x1_2, conv1x3_2, bn2 -> convs_layers.{0, 2, 3, 5, 7, 8}
+  CGNet       stem_{i}/{conv,bn,activate} -> stem.{i}.{...}; norm_prelu_{i}/{bn,prelu} ->
+              norm_prelu_{i}.{0,1}; level{s}_{j}/... -> level{s}.{j}....; a CG block's
+              f_glo/fc_{k} -> f_glo.fc.{k}; PReLU slopes -> their `weight`
 
 STDC (STDCContextPathNet) and BiSeNet V1/V2 backbones keep mmseg's module names; lists
 'name_{i}' become 'name.{i}', and where mmseg puts a module after a pooling layer (or alone) in an
@@ -88,7 +91,7 @@ _DETECT = re.compile(r'decode_head\..*|(backbone\.)?(stem\.0|conv1\.conv|patch_e
 
 # What this naming covers, for messages.
 SUPPORTED = ('FCN, PSPNet, DeepLabV3/V3+, UPerNet and SegNeXt with ResNetV1c, MobileNetV2 or MSCAN '
-             "backbones, STDC1/2, BiSeNet V1 (ResNet-18/50/101) and V2, and ERFNet ('mmseg')")
+             "backbones, STDC1/2, BiSeNet V1 (ResNet-18/50/101) and V2, ERFNet and CGNet ('mmseg')")
 # mmseg's own MixVisionTransformer (SegFormer) names its stages 'backbone.layers.{i}.{j}'.
 _MIT_KEY = re.compile(r'backbone\.layers\.\d+\.0\.projection\.weight')
 # SegNeXt's NMF rank in a recorded mmseg config: ham_kwargs=dict(MD_R=16, ...).
@@ -129,6 +132,20 @@ def recorded_rank_warnings(recorded_config: str | None, model) -> list[str]:
             "mmsegmentation 1.x's B and L configs (and checkpoints) use 16; for those, "
             f'{fix.format(16)}.']
   return []
+
+
+# mmseg's CGNet configs (after the authors' code): the mean of Cityscapes' images subtracted,
+# no scaling (std 1), RGB.
+CGNET_PREPROCESSING = dict(mean=(72.39239876, 82.90891754, 73.15835921), std=(1.0, 1.0, 1.0),
+                           channel_order='rgb')
+
+
+def preprocessing_by_keys(keys: set[str]) -> dict | None:
+  """The preprocessing of mmseg models whose configs do not use ImageNet's mean and std (CGNet),
+  recognised by their keys; None for the others."""
+  if {'backbone.norm_prelu_0.0.weight', 'norm_prelu_0.0.weight'} & keys:
+    return dict(CGNET_PREPROCESSING)
+  return None
 
 
 def detect(keys: set[str]) -> bool:
@@ -197,6 +214,22 @@ def erfnet_key(path: str) -> str | None:
   return f'{part}.{_ERFNET_UNITS[match.group(2)]}'
 
 
+def cgnet_key(path: str) -> str | None:
+  """Our CGNet backbone (models/cgnet.py) -> mmseg's CGNet."""
+  stem = re.fullmatch(r'stem_(\d)/(conv|bn|activate)', path)
+  if stem is not None:
+    return f'stem.{stem.group(1)}.{stem.group(2)}'
+  norm = re.fullmatch(r'norm_prelu_(\d)/(bn|prelu)', path)
+  if norm is not None:
+    return f'norm_prelu_{norm.group(1)}.{0 if norm.group(2) == "bn" else 1}'
+  block = re.fullmatch(r'level([12])_(\d+)/(conv1x1/(?:conv|bn|activate)|f_loc|f_sur|bn'
+                       r'|activate|bottleneck|f_glo/fc_[02])', path)
+  if block is None:
+    return None
+  inner = block.group(3).replace('fc_', 'fc/').replace('/', '.')
+  return f'level{block.group(1)}.{block.group(2)}.{inner}'
+
+
 def _dotted(path: str) -> str:
   """'stages_2/blocks_0/layers_1/conv' -> 'stages.2.blocks.0.layers.1.conv'."""
   return re.sub(r'_(\d+)(?=/|$)', r'.\1', path).replace('/', '.')
@@ -237,9 +270,9 @@ def realtime_key(path: str) -> str | None:
 
 def backbone_key(path: str) -> str | None:
   """A path under our `backbone` -> the key prefix under mmseg's 'backbone.' (ResNet,
-  MobileNetV2, MSCAN, STDC, BiSeNet and ERFNet paths do not overlap)."""
+  MobileNetV2, MSCAN, STDC, BiSeNet, ERFNet and CGNet paths do not overlap)."""
   return (resnet_key(path) or mobilenet_v2_key(path) or mscan_key(path) or realtime_key(path)
-          or erfnet_key(path))
+          or erfnet_key(path) or cgnet_key(path))
 
 
 def head_key(path: str) -> str | None:

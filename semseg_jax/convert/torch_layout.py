@@ -10,6 +10,7 @@ found under the path:
   params {kernel 2-D, [bias]}         Linear: weight [O, I] -> kernel [I, O]
   params {scale, bias} + batch_stats  BatchNorm: weight, bias, running_mean, running_var
   params {scale, bias}                LayerNorm / GroupNorm: weight, bias
+  params {slope}                      PReLU: weight [C]
   any other leaf X                    '<prefix>.X', as it is
 
 A Linear weight feeding a 1x1 conv kernel (or a 1x1 conv weight feeding a Dense kernel) is
@@ -75,7 +76,7 @@ def _leaf_sources(leaves: dict[str, dict[str, Any]], prefix: str) -> dict[tuple[
   params, stats = leaves.get('params', {}), leaves.get('batch_stats', {})
   sources = {}
   for name in params:
-    torch_name = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias'}.get(name, name)
+    torch_name = {'kernel': 'weight', 'scale': 'weight', 'slope': 'weight'}.get(name, name)
     sources[('params', name)] = f'{prefix}.{torch_name}'
   for name in stats:
     sources[('batch_stats', name)] = f'{prefix}.{_BN_STATS.get(name, name)}'

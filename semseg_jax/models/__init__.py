@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from semseg_jax.models import bisenet
+from semseg_jax.models import cgnet
 from semseg_jax.models import deeplabv3
 from semseg_jax.models import deeplabv3_mobilenet
 from semseg_jax.models import deeplabv3plus
@@ -61,6 +62,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     'topformer': topformer.topformer,
     'linknet': linknet.linknet,
     'erfnet': erfnet.erfnet,
+    'cgnet': cgnet.cgnet,
 }
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}

@@ -50,7 +50,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from semseg_jax.models.layers import (batch_norm, conv_beside_max_pool, conv_transpose2d,
+from semseg_jax.models.layers import (PReLU, batch_norm, conv_beside_max_pool, conv_transpose2d,
                                       max_pool_2x2_with_indices, max_unpool_2x2, torch_conv,
                                       torch_default_init)
 
@@ -63,19 +63,9 @@ DILATED_STAGE: tuple[tuple[int, int], ...] = (
     (1, 0), (2, 0), (1, 5), (4, 0), (1, 0), (8, 0), (1, 5), (16, 0))
 
 
-class PReLU(nn.Module):
-  """Torch7's nn.PReLU(C): max(x, 0) + a_c * min(x, 0), one slope a_c per channel, init 0.25."""
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    slope = self.param('slope', nn.initializers.constant(0.25), (x.shape[-1],), jnp.float32)
-    return jnp.where(x >= 0, x, x * slope.astype(x.dtype))
-
-
 def activation(prelu: bool, dtype: Any, name: str) -> Callable[[jax.Array], jax.Array]:
   """A PReLU module (encoder) or ReLU (decoder)."""
-  return PReLU(dtype, name=name) if prelu else nn.relu
+  return PReLU(dtype=dtype, name=name) if prelu else nn.relu
 
 
 def spatial_dropout(x: jax.Array, rate: float, train: bool) -> jax.Array:
@@ -90,7 +80,7 @@ class InitialBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     y = conv_beside_max_pool(x, INITIAL_WIDTH, train, self.dtype, BN_EPS)
-    return PReLU(self.dtype, name='prelu')(y)
+    return PReLU(dtype=self.dtype, name='prelu')(y)
 
 
 class Bottleneck(nn.Module):
@@ -141,15 +131,15 @@ class DownsamplingBottleneck(nn.Module):
     y = torch_conv(internal, c_in, 2, stride=2, padding=((0, h % 2), (0, w % 2)),
                    dtype=self.dtype, name='projection')(x)
     y = batch_norm(train, self.dtype, epsilon=BN_EPS, name='projection_bn')(y)
-    y = PReLU(self.dtype, name='projection_prelu')(y)
+    y = PReLU(dtype=self.dtype, name='projection_prelu')(y)
     y = torch_conv(internal, internal, 3, use_bias=True, dtype=self.dtype, name='conv')(y)
     y = batch_norm(train, self.dtype, epsilon=BN_EPS, name='conv_bn')(y)
-    y = PReLU(self.dtype, name='conv_prelu')(y)
+    y = PReLU(dtype=self.dtype, name='conv_prelu')(y)
     y = torch_conv(self.features, internal, dtype=self.dtype, name='expansion')(y)
     y = batch_norm(train, self.dtype, epsilon=BN_EPS, name='expansion_bn')(y)
     if self.dropout_rate:
       y = spatial_dropout(y, self.dropout_rate, train)
-    return PReLU(self.dtype, name='output_prelu')(main.astype(y.dtype) + y), indices
+    return PReLU(dtype=self.dtype, name='output_prelu')(main.astype(y.dtype) + y), indices
 
 
 class UpsamplingBottleneck(nn.Module):

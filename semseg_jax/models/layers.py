@@ -621,6 +621,19 @@ def conv_beside_max_pool(x: jax.Array, features: int, train: bool, dtype: Any,
   return batch_norm(train, dtype, epsilon=bn_epsilon, name='bn')(x)
 
 
+class PReLU(nn.Module):
+  """PyTorch's / Torch7's nn.PReLU(C): max(x, 0) + a_c * min(x, 0), one slope a_c per channel
+  (PyTorch's `weight`), starting at `initial_slope` (the frameworks' 0.25 by default)."""
+  initial_slope: float = 0.25
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    slope = self.param('slope', nn.initializers.constant(self.initial_slope), (x.shape[-1],),
+                       jnp.float32)
+    return jnp.where(x >= 0, x, x * slope.astype(x.dtype))
+
+
 class ConvBNAct(nn.Module):
   """mmcv's ConvModule: conv (no bias) -> BatchNorm -> activation (None: linear)."""
   features: int

@@ -127,6 +127,12 @@ ROWS: tuple[Row, ...] = (
     Row('ERFNet (mmseg)', 'cityscapes_erfnet', 'mmseg', 19, 2_084_095, 2_084_095,
         'mmseg erfnet_fcn (backbone + FCN head) counted by formula in '
         'tests/models/test_erfnet.py'),
+    Row('CGNet M3N21', 'cityscapes_cgnet', '', 19, 496_306, 496_306,
+        'wutianyiRosun/CGNet Context_Guided_Network(19, M=3, N=21) counted by formula in '
+        'tests/models/test_cgnet.py; paper "0.5M"'),
+    Row('CGNet M3N21 (mmseg)', 'cityscapes_cgnet', 'mmseg', 19, 496_325, 496_325,
+        'mmseg cgnet (backbone + FCN head without convs: the classifier with its 19 biases) '
+        'counted by formula in tests/models/test_cgnet.py'),
     Row('U-Net', 'camvid_unet', 'paper', 11, 31_032_395, 31_032_395,
         'paper Fig. 1 counted at 3 input channels; ~31.0M usually quoted'),
     Row('U-Net + BN', 'camvid_unet', '', 11, 31_038_283, None,

@@ -472,6 +472,90 @@ def test_mmseg_erfnet_converts_exactly():
   assert {key: leaf for leaf, key in conversion.assigned.items() if key in spot} == spot
 
 
+def mmseg_cgnet_shapes(num_classes: int = 19) -> dict[str, tuple[int, ...]]:
+  """Keys and shapes of mmseg's cgnet state dict (configs/_base_/models/cgnet.py), from
+  mmseg/models/backbones/cgnet.py and its FCNHead(num_convs=0): ConvModules `conv` (no bias),
+  `bn`, `activate` (PReLU `weight` [C]); norm_prelu_{i} Sequential(BN, PReLU); CG blocks
+  `conv1x1`, depthwise `f_loc` / `f_sur` ([C, 1, 3, 3]), `bn`, `activate`, the downsampling
+  block's `bottleneck` and `f_glo.fc.{0,2}` (Linear, with bias)."""
+  shapes: dict[str, tuple[int, ...]] = {}
+
+  def bn(name, channels):
+    for leaf in ('weight', 'bias', 'running_mean', 'running_var'):
+      shapes[f'{name}.{leaf}'] = (channels,)
+    shapes[f'{name}.num_batches_tracked'] = ()
+
+  def conv_module(name, c_in, c_out, k):
+    shapes[f'{name}.conv.weight'] = (c_out, c_in, k, k)
+    bn(f'{name}.bn', c_out)
+    shapes[f'{name}.activate.weight'] = (c_out,)
+
+  def cg_block(name, c_in, c_out, reduction, downsample):
+    c = c_out if downsample else c_out // 2
+    conv_module(f'{name}.conv1x1', c_in, c, 3 if downsample else 1)
+    shapes[f'{name}.f_loc.weight'] = shapes[f'{name}.f_sur.weight'] = (c, 1, 3, 3)
+    bn(f'{name}.bn', 2 * c)
+    shapes[f'{name}.activate.weight'] = (2 * c,)
+    if downsample:
+      shapes[f'{name}.bottleneck.weight'] = (c_out, 2 * c, 1, 1)
+    shapes[f'{name}.f_glo.fc.0.weight'] = (c_out // reduction, c_out)
+    shapes[f'{name}.f_glo.fc.0.bias'] = (c_out // reduction,)
+    shapes[f'{name}.f_glo.fc.2.weight'] = (c_out, c_out // reduction)
+    shapes[f'{name}.f_glo.fc.2.bias'] = (c_out,)
+
+  for i in range(3):
+    conv_module(f'backbone.stem.{i}', 3 if i == 0 else 32, 32, 3)
+  for i, (c_in, blocks, width, reduction) in enumerate(((35, 3, 64, 8), (131, 21, 128, 16))):
+    bn(f'backbone.norm_prelu_{i}.0', c_in)
+    shapes[f'backbone.norm_prelu_{i}.1.weight'] = (c_in,)
+    for j in range(blocks):
+      cg_block(f'backbone.level{i + 1}.{j}', c_in if j == 0 else width, width, reduction, j == 0)
+  bn('backbone.norm_prelu_2.0', 256)
+  shapes['backbone.norm_prelu_2.1.weight'] = (256,)
+  shapes['decode_head.conv_seg.weight'] = (num_classes, 256, 1, 1)
+  shapes['decode_head.conv_seg.bias'] = (num_classes,)
+  return shapes
+
+
+def test_mmseg_cgnet_converts_exactly():
+  """mmseg's CGNet + FCN head (cgnet_fcn_4xb8-60k_cityscapes-512x1024's structure) fills our
+  'mmseg' CGNet tensor by tensor: PReLU slopes, depthwise kernels and the global context's
+  Linear weights included."""
+  state_dict = filled(mmseg_cgnet_shapes())
+  assert mmseg.detect(set(state_dict))
+  variables = abstract_variables(models.MODELS['cgnet']('mmseg', 19))
+  conversion = torch_layout.convert_state_dict(state_dict, variables,
+                                               mmseg.model_naming(set(state_dict)))
+  assert_exact(conversion, state_dict, variables)
+  spot = {'backbone.stem.2.activate.weight': 'params/backbone/stem_2/activate/slope',
+          'backbone.norm_prelu_1.0.running_mean': 'batch_stats/backbone/norm_prelu_1/bn/mean',
+          'backbone.norm_prelu_2.1.weight': 'params/backbone/norm_prelu_2/prelu/slope',
+          'backbone.level1.0.bottleneck.weight': 'params/backbone/level1_0/bottleneck/kernel',
+          'backbone.level2.20.f_sur.weight': 'params/backbone/level2_20/f_sur/kernel',
+          'backbone.level2.7.f_glo.fc.2.weight': 'params/backbone/level2_7/f_glo/fc_2/kernel',
+          'backbone.level2.3.conv1x1.activate.weight':
+              'params/backbone/level2_3/conv1x1/activate/slope',
+          'decode_head.conv_seg.bias': 'params/decode_head/classifier/conv_seg/bias'}
+  assert {key: leaf for leaf, key in conversion.assigned.items() if key in spot} == spot
+
+
+def test_mmseg_cgnet_weights_load_with_cgnet_s_preprocessing(tmp_path):
+  """Through the entry point that config.model.pretrained uses: every array filled, and the
+  mean and std that mmseg's CGNet configs train with (Cityscapes' mean, std 1) come with the
+  weights instead of mmseg's usual ImageNet ones; ERFNet's stay ImageNet's."""
+  cgnet_path, erfnet_path = tmp_path / 'cgnet.safetensors', tmp_path / 'erfnet.safetensors'
+  safetensors.numpy.save_file(filled(mmseg_cgnet_shapes()), str(cgnet_path))
+  safetensors.numpy.save_file(filled(mmseg_erfnet_shapes()), str(erfnet_path))
+  variables = abstract_variables(models.MODELS['cgnet']('mmseg', 19))
+  loaded = convert.load(str(cgnet_path), variables, 'model', 'config.model.pretrained')
+  assert loaded.family == 'mmseg' and len(loaded.arrays) == len(flat(variables))
+  expected = dict(mean=(72.39239876, 82.90891754, 73.15835921), std=(1.0, 1.0, 1.0),
+                  channel_order='rgb')
+  assert loaded.preprocessing == expected
+  assert convert.preprocessing_of(str(cgnet_path), 'config.model.pretrained') == expected
+  assert convert.preprocessing_of(str(erfnet_path), 'config.model.pretrained') == convert.IMAGENET
+
+
 def test_resnet_detection():
   torchvision_keys = set(torchvision_resnet_shapes())
   timm_c_keys = set(torchvision_resnet_shapes(timm_deep_stem=True))

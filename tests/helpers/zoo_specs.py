@@ -56,6 +56,8 @@ TINY = {
     'linknet': ('linknet', 'r18', {}, (37, 53), (37, 53), 0),
     'erfnet': ('erfnet', 'paper', {'stage1_blocks': 1, 'dilated_sequences': 1}, (37, 53),
                (37, 53), 0),
+    'cgnet': ('cgnet', 'paper', {'num_blocks': (2, 2), 'dropout_rate': 0.1}, (37, 53),
+              (37, 53), 0),
 }
 
 # The tiny models whose training forward draws from the 'dropout' rng (dropout, drop path,

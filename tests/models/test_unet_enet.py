@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from semseg_jax.models.enet import PReLU, enet
+from semseg_jax.models.enet import enet
+from semseg_jax.models.layers import PReLU
 from semseg_jax.models.unet import unet
 from tests.helpers.param_trees import expand, modules
 
