@@ -1,6 +1,6 @@
 """mmsegmentation names (1.x and 0.x share them) for our FCN, PSPNet, DeepLabV3, DeepLabV3+,
-UPerNet, SegNeXt, STDC, BiSeNet V1/V2, ERFNet and CGNet, and for their backbones as open-mmlab
-ImageNet files.
+UPerNet, SegNeXt, STDC, BiSeNet V1/V2, ERFNet, CGNet and ICNet, and for their backbones as
+open-mmlab ImageNet files.
 
 A naming maps one of our module paths to the key prefix of the same module in a state dict
 (torch_layout.py does the rest):
@@ -44,6 +44,11 @@ nn.Sequential, its index joins the name:
               semantic.stage4_CEBlock (gap_bn -> gap.1); bga/{detail_dwconv, detail_down,
               semantic_conv, semantic_dwconv} -> bga.{...}.0 (their pointwise convs, which
               have no norm, -> pointwise_conv.conv)
+ICNet (mmseg's ICNet backbone wraps a ResNetV1c, ICNeck holds the fusions): backbone/<ResNet>
+-> backbone.backbone.<ResNet>; conv_sub1_{i} -> backbone.conv_sub1.{i}; conv_sub2, conv_sub4,
+psp_bottleneck -> backbone.<same>; psp_modules_{i} -> backbone.psp_modules.{i}.1; cff_24,
+cff_12 -> neck.<same>. `model_naming` picks this form where the keys have ICNet's light branch.
+
 STDC's detail head is mmseg's third auxiliary head (auxiliary_head.2, after the two FCN heads);
 its classifier has one output where mmseg's STDCHead has two, so that one layer keeps its
 initialisation (the classifier rule), and its fixed Laplacian and fusion kernels have no
@@ -91,7 +96,8 @@ _DETECT = re.compile(r'decode_head\..*|(backbone\.)?(stem\.0|conv1\.conv|patch_e
 
 # What this naming covers, for messages.
 SUPPORTED = ('FCN, PSPNet, DeepLabV3/V3+, UPerNet and SegNeXt with ResNetV1c, MobileNetV2 or MSCAN '
-             "backbones, STDC1/2, BiSeNet V1 (ResNet-18/50/101) and V2, ERFNet and CGNet ('mmseg')")
+             "backbones, STDC1/2, BiSeNet V1 (ResNet-18/50/101) and V2, ERFNet and CGNet "
+             "('mmseg'), and ICNet")
 # mmseg's own MixVisionTransformer (SegFormer) names its stages 'backbone.layers.{i}.{j}'.
 _MIT_KEY = re.compile(r'backbone\.layers\.\d+\.0\.projection\.weight')
 # SegNeXt's NMF rank in a recorded mmseg config: ham_kwargs=dict(MD_R=16, ...).
@@ -321,7 +327,30 @@ def model_key(path: str, aux_list: bool = False) -> str | None:
   return None if inner is None else f'{head}.{inner}'
 
 
+def icnet_key(path: str, aux_list: bool = True) -> str | None:
+  """Our ICNet (models/icnet.py) -> mmseg's ICNet backbone, ICNeck and heads."""
+  first, _, rest = path.partition('/')
+  tail = '.' + rest.replace('/', '.') if rest else ''
+  if first == 'backbone':
+    inner = resnet_key(rest)
+    return None if inner is None else f'backbone.backbone.{inner}'
+  if first in ('conv_sub2', 'conv_sub4', 'psp_bottleneck'):
+    return f'backbone.{first}{tail}'
+  light = re.fullmatch(r'conv_sub1_(\d)', first)
+  if light is not None:
+    return f'backbone.conv_sub1.{light.group(1)}{tail}'
+  pyramid = re.fullmatch(r'psp_modules_(\d)', first)
+  if pyramid is not None:
+    return f'backbone.psp_modules.{pyramid.group(1)}.1{tail}'
+  if first in ('cff_24', 'cff_12'):
+    return f'neck.{first}{tail}'
+  return model_key(path, aux_list)
+
+
 def model_naming(keys: set[str]) -> Callable[[str], str | None]:
-  """`model_key` in the auxiliary-head form the state dict with `keys` uses."""
-  return functools.partial(model_key, aux_list=any(k.startswith('auxiliary_head.0.')
-                                                   for k in keys))
+  """`model_key` in the auxiliary-head form the state dict with `keys` uses (`icnet_key` for
+  ICNet's)."""
+  aux_list = any(k.startswith('auxiliary_head.0.') for k in keys)
+  if 'backbone.conv_sub1.0.conv.weight' in keys:  # ICNet's light branch.
+    return functools.partial(icnet_key, aux_list=aux_list)
+  return functools.partial(model_key, aux_list=aux_list)

@@ -28,6 +28,7 @@ from semseg_jax.models import enet
 from semseg_jax.models import erfnet
 from semseg_jax.models import fcn
 from semseg_jax.models import gcn
+from semseg_jax.models import icnet
 from semseg_jax.models import linknet
 from semseg_jax.models import pspnet
 from semseg_jax.models import regseg
@@ -63,6 +64,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     'linknet': linknet.linknet,
     'erfnet': erfnet.erfnet,
     'cgnet': cgnet.cgnet,
+    'icnet': icnet.icnet,
 }
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}

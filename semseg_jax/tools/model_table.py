@@ -133,6 +133,15 @@ ROWS: tuple[Row, ...] = (
     Row('CGNet M3N21 (mmseg)', 'cityscapes_cgnet', 'mmseg', 19, 496_325, 496_325,
         'mmseg cgnet (backbone + FCN head without convs: the classifier with its 19 biases) '
         'counted by formula in tests/models/test_cgnet.py'),
+    Row('ICNet R-18-D8', 'cityscapes_icnet', 'r18', 19, 25_174_393, 25_174_393,
+        'mmseg icnet_r18-d8 with its 2 label-guidance heads, counted by formula in '
+        'tests/models/test_icnet.py'),
+    Row('ICNet R-50-D8', 'cityscapes_icnet', 'r50', 19, 47_827_833, 47_827_833,
+        'mmseg icnet_r50-d8 with its 2 label-guidance heads, counted by formula in '
+        'tests/models/test_icnet.py'),
+    Row('ICNet R-101-D8', 'cityscapes_icnet', 'r101', 19, 66_819_961, 66_819_961,
+        'mmseg icnet_r101-d8 with its 2 label-guidance heads, counted by formula in '
+        'tests/models/test_icnet.py'),
     Row('U-Net', 'camvid_unet', 'paper', 11, 31_032_395, 31_032_395,
         'paper Fig. 1 counted at 3 input channels; ~31.0M usually quoted'),
     Row('U-Net + BN', 'camvid_unet', '', 11, 31_038_283, None,

@@ -539,6 +539,71 @@ def test_mmseg_cgnet_converts_exactly():
   assert {key: leaf for leaf, key in conversion.assigned.items() if key in spot} == spot
 
 
+def mmseg_icnet_r18_shapes(num_classes: int = 19) -> dict[str, tuple[int, ...]]:
+  """Keys and shapes of mmseg's icnet_r18-d8 state dict: its ResNetV1c-18 is the recorded one
+  of fcn_r18-d8 (the fixture), under 'backbone.backbone.'; the rest from mmseg's
+  backbones/icnet.py (conv_sub1 a Sequential of three ConvModules, the PPM's ConvModules after
+  their pooling at index 1), necks/ic_neck.py and the config's three FCN heads (128 channels,
+  one conv; the auxiliary heads a list)."""
+  shapes = {f'backbone.{key}': shape for key, shape in reference_shapes()['fcn_r18-d8'].items()
+            if key.startswith('backbone.')}
+
+  def conv_module(name, c_in, c_out, k):
+    shapes[f'{name}.conv.weight'] = (c_out, c_in, k, k)
+    for leaf in ('weight', 'bias', 'running_mean', 'running_var'):
+      shapes[f'{name}.bn.{leaf}'] = (c_out,)
+    shapes[f'{name}.bn.num_batches_tracked'] = ()
+
+  for i, (c_in, c_out) in enumerate(((3, 32), (32, 32), (32, 64))):
+    conv_module(f'backbone.conv_sub1.{i}', c_in, c_out, 3)
+  conv_module('backbone.conv_sub2', 128, 256, 1)
+  for i in range(4):
+    conv_module(f'backbone.psp_modules.{i}.1', 512, 512, 1)
+  conv_module('backbone.psp_bottleneck', 512 + 4 * 512, 512, 3)
+  conv_module('backbone.conv_sub4', 512, 256, 1)
+  for name, low, high in (('neck.cff_24', 256, 256), ('neck.cff_12', 128, 64)):
+    conv_module(f'{name}.conv_low', low, 128, 3)
+    conv_module(f'{name}.conv_high', high, 128, 1)
+  for head in ('decode_head', 'auxiliary_head.0', 'auxiliary_head.1'):
+    conv_module(f'{head}.convs.0', 128, 128, 3)
+    shapes[f'{head}.conv_seg.weight'] = (num_classes, 128, 1, 1)
+    shapes[f'{head}.conv_seg.bias'] = (num_classes,)
+  return shapes
+
+
+def test_mmseg_icnet_converts_exactly():
+  """mmseg's ICNet (icnet_r18-d8_4xb2-80k_cityscapes-832x832's structure) fills our ICNet tensor
+  by tensor: the ResNet nested in mmseg's ICNet backbone, the branches, ICNeck's fusions, the
+  decode head and both label-guidance heads."""
+  state_dict = filled(mmseg_icnet_r18_shapes())
+  assert mmseg.detect(set(state_dict))
+  variables = abstract_variables(models.MODELS['icnet']('r18-d8', 19))
+  conversion = torch_layout.convert_state_dict(state_dict, variables,
+                                               mmseg.model_naming(set(state_dict)))
+  assert_exact(conversion, state_dict, variables)
+  spot = {'backbone.backbone.stem.3.weight': 'params/backbone/stem_conv2/kernel',
+          'backbone.backbone.layer3.1.conv1.weight': 'params/backbone/layer3_block1/conv1/kernel',
+          'backbone.conv_sub1.2.bn.running_var': 'batch_stats/conv_sub1_2/bn/var',
+          'backbone.psp_modules.3.1.conv.weight': 'params/psp_modules_3/conv/kernel',
+          'backbone.psp_bottleneck.conv.weight': 'params/psp_bottleneck/conv/kernel',
+          'neck.cff_12.conv_high.conv.weight': 'params/cff_12/conv_high/conv/kernel',
+          'auxiliary_head.1.conv_seg.bias': 'params/auxiliary_heads_1/classifier/conv_seg/bias',
+          'decode_head.convs.0.bn.weight': 'params/decode_head/convs_0/bn/scale'}
+  assert {key: leaf for leaf, key in conversion.assigned.items() if key in spot} == spot
+
+
+def test_imagenet_resnet_fills_icnet_s_trunk(tmp_path):
+  """mmseg's in1k-pre ICNet configs start the trunk from open-mmlab's resnet*_v1c files:
+  `backbone_pretrained` fills our ICNet's `backbone` (the ResNet alone) from such a file."""
+  resnet = {key[len('backbone.'):]: shape for key, shape in
+            reference_shapes()['fcn_r18-d8'].items() if key.startswith('backbone.')}
+  path = tmp_path / 'resnet18_v1c.safetensors'
+  safetensors.numpy.save_file(filled(resnet), str(path))
+  variables = abstract_variables(models.MODELS['icnet']('r18-d8', 19))
+  loaded = convert.load(str(path), variables, 'backbone', 'config.model.backbone_pretrained')
+  assert len(loaded.arrays) == len(flat(subtree(variables, 'backbone')))
+
+
 def test_mmseg_cgnet_weights_load_with_cgnet_s_preprocessing(tmp_path):
   """Through the entry point that config.model.pretrained uses: every array filled, and the
   mean and std that mmseg's CGNet configs train with (Cityscapes' mean, std 1) come with the

@@ -58,6 +58,9 @@ TINY = {
                (37, 53), 0),
     'cgnet': ('cgnet', 'paper', {'num_blocks': (2, 2), 'dropout_rate': 0.1}, (37, 53),
               (37, 53), 0),
+    'icnet': ('icnet', 'r18-d8', {'light_channels': 8, 'branch_channels': (8, 16, 16),
+                                  'psp_channels': 16, 'fusion_channels': 16}, (37, 53), (5, 7),
+              2),
 }
 
 # The tiny models whose training forward draws from the 'dropout' rng (dropout, drop path,

@@ -28,7 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from semseg_jax.models.layers import batch_norm, conv2d, max_pool
+from semseg_jax.models.layers import avg_pool, batch_norm, conv2d, max_pool
 
 # depth -> (bottleneck?, blocks per stage)
 RESNET_DEPTHS: dict[int, tuple[bool, tuple[int, ...]]] = {
@@ -94,9 +94,10 @@ def _shortcut(x: jax.Array, features: int, stride: int, train: bool, dtype: Any)
   return batch_norm(train, dtype, name='downsample_bn')(x)
 
 
-def stem(x: jax.Array, deep_stem: bool, train: bool, dtype: Any) -> jax.Array:
+def stem(x: jax.Array, deep_stem: bool, train: bool, dtype: Any,
+         ceil_mode: bool = False) -> jax.Array:
   """The stem (stride 4), called inside a backbone's compact scope: v1c's three 3x3 convs or
-  v1's 7x7 conv, then 3x3 stride-2 max pooling."""
+  v1's 7x7 conv, then 3x3 stride-2 max pooling (rounding up with `ceil_mode`)."""
   if deep_stem:
     for i, width in enumerate((32, 32, 64)):
       x = conv2d(width, 3, 2 if i == 0 else 1, dtype=dtype, name=f'stem_conv{i + 1}')(x)
@@ -104,17 +105,29 @@ def stem(x: jax.Array, deep_stem: bool, train: bool, dtype: Any) -> jax.Array:
   else:
     x = conv2d(64, 7, 2, dtype=dtype, name='conv1')(x)
     x = nn.relu(batch_norm(train, dtype, name='bn1')(x))
-  return max_pool(x, 3, 2, padding=1)
+  return max_pool(x, 3, 2, padding=1, ceil_mode=ceil_mode)
+
+
+def halve(x: jax.Array) -> jax.Array:
+  """PyTorch's bilinear F.interpolate(scale_factor=0.5) (align_corners False): it samples at
+  2 i + 0.5, the mean of each 2x2 block, so 2x2 average pooling (an odd last row or column is
+  dropped: the size rounds down)."""
+  return avg_pool(x, 2, 2)
 
 
 class ResNet(nn.Module):
   """Returns the outputs of the four stages (strides 4, 8, 16|8, 32|16|8), preceded by the
-  stem's (stride 4) with `stem_feature` (LinkNet links it to its last decoder)."""
+  stem's (stride 4) with `stem_feature` (LinkNet links it to its last decoder).
+  ICNet's form (mmseg's): `ceil_mode_pool` rounds the stem's max pooling up, and
+  `halve_before_stage` s (1-4) halves the map before stage s (`halve`; strides then double from
+  that stage on)."""
   depth: int = 50
   deep_stem: bool = True
   output_stride: int = 8
   multi_grid: Sequence[int] = ()
   stem_feature: bool = False
+  ceil_mode_pool: bool = False
+  halve_before_stage: int = 0
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -131,10 +144,12 @@ class ResNet(nn.Module):
       raise ValueError(f'multi_grid={tuple(self.multi_grid)} needs one unit rate per block of '
                        f'the last stage ({blocks[-1]} blocks).')
 
-    x = stem(x, self.deep_stem, train, self.dtype)
+    x = stem(x, self.deep_stem, train, self.dtype, self.ceil_mode_pool)
 
     features = [x] if self.stem_feature else []
     for s, (num_blocks, stride, dilation) in enumerate(zip(blocks, strides, dilations)):
+      if s + 1 == self.halve_before_stage:
+        x = halve(x)
       for j in range(num_blocks):
         if s == len(blocks) - 1 and self.multi_grid:
           rate = dilation * self.multi_grid[j]
