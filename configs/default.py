@@ -96,7 +96,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.loss.aux = (('cross_entropy', 0.4, {}),)  # Terms on each auxiliary head's logits (models with aux heads).
   config.loss.detail = (('detail_bce', 1.0, {}), ('detail_dice', 1.0, {}))  # Terms on each detail head's boundary logits (STDC's detail branch).
   config.loss.class_weights = ()  # Per-class weights for every term (() = all equal).
-  config.loss.class_weighting = ''  # Per-class weights computed from the training split's labels at start: 'median_frequency' (SegNet) | 'enet' (ENet's 1 / ln(1.02 + p)) | 'linknet' (1 / ln(1.02 + pixels / the top class's)) | '' (use class_weights).
+  config.loss.class_weighting = ''  # Per-class weights computed from the training split's labels at start: 'median_frequency' (SegNet) | 'enet' (ENet's 1 / ln(1.02 + p)) | 'linknet' (1 / ln(1.02 + pixels / the top class's)) | 'espnet' (1 / ln(1.10 + p)) | '' (use class_weights).
   config.loss.distance_max_classes = 0  # Distance losses: classes per crop with a map (0 = all; lower it for many-class datasets).
 
   # Optimizer (optax); per-parameter multipliers are regexes on the '/'-joined parameter path.
@@ -116,11 +116,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Learning-rate schedule: linear warm-up, then decay to end_factor * lr at num_steps.
   config.schedule = ml_collections.ConfigDict()
-  config.schedule.name = 'poly'  # poly | cosine | constant (after warm-up).
+  config.schedule.name = 'poly'  # poly | cosine | step | constant (after warm-up).
   config.schedule.warmup_steps = 1500  # Linear warm-up steps.
   config.schedule.warmup_init_factor = 1e-6  # Warm-up starts at this fraction of lr.
   config.schedule.power = 1.0  # Poly decay power.
-  config.schedule.end_factor = 0.0  # Final lr as a fraction of lr.
+  config.schedule.end_factor = 0.0  # Final lr as a fraction of lr (poly, cosine).
+  config.schedule.step_size = 0  # 'step': steps between decays (PyTorch's StepLR step_size).
+  config.schedule.step_gamma = 0.1  # 'step': the factor of each decay (StepLR's gamma).
 
   # Evaluation: how the model sees an image at test time; the settings of --mode=eval, predict
   # and benchmark, and of every evaluator (config.evals) but where the evaluator sets its own.

@@ -25,7 +25,8 @@ def param_paths(tree: Any) -> Any:
 
 def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   """Linear warm-up from warmup_init_factor * lr to lr, then poly/cosine/constant decay to
-  end_factor * lr at train.num_steps (mmsegmentation's LinearLR then PolyLR/CosineAnnealingLR).
+  end_factor * lr at train.num_steps (mmsegmentation's LinearLR then PolyLR/CosineAnnealingLR),
+  or 'step': lr multiplied by step_gamma every step_size steps (PyTorch's StepLR).
 
   Written out rather than joined from optax's schedules: those interpolate between absolute
   learning rates in float32, which puts the first warm-up steps off by several percent.
@@ -33,8 +34,12 @@ def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   lr, sched = config.optimizer.lr, config.schedule
   warmup, f0, end = sched.warmup_steps, sched.warmup_init_factor, sched.end_factor
   decay_steps = max(config.train.num_steps - warmup, 1)
-  if sched.name not in ('poly', 'cosine', 'constant'):
-    raise ValueError(f'config.schedule.name={sched.name!r}; expected poly, cosine or constant.')
+  if sched.name not in ('poly', 'cosine', 'constant', 'step'):
+    raise ValueError(f'config.schedule.name={sched.name!r}; expected poly, cosine, step or '
+                     'constant.')
+  if sched.name == 'step' and sched.step_size <= 0:
+    raise ValueError(f'config.schedule.step_size={sched.step_size}: the step schedule needs a '
+                     'positive number of steps between its decays.')
 
   def schedule(step):
     step = jnp.asarray(step, jnp.float32)
@@ -43,6 +48,9 @@ def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
       factor = (1.0 - end) * (1.0 - t) ** sched.power + end
     elif sched.name == 'cosine':
       factor = end + (1.0 - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * t))
+    elif sched.name == 'step':
+      decays = jnp.floor(jnp.maximum(step - warmup, 0.0) / sched.step_size)
+      factor = jnp.asarray(sched.step_gamma, jnp.float32) ** decays
     else:
       factor = jnp.ones_like(t)
     if warmup > 0:

@@ -22,7 +22,7 @@ from semseg_jax.data import datasets
 from semseg_jax.data.datasets import files
 from semseg_jax.evaluators import common
 
-CLASS_WEIGHTINGS = ('', 'median_frequency', 'enet', 'linknet')
+CLASS_WEIGHTINGS = ('', 'median_frequency', 'enet', 'linknet', 'espnet')
 # Step counts and periods: (field, smallest value that works). A period of 0 would divide by
 # zero mid-run; keeping 0 checkpoints would leave nothing to resume or evaluate; a benchmark
 # with no batch, steps or rounds has nothing to time.
@@ -41,7 +41,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   weighting = config.loss.class_weighting
   if weighting not in CLASS_WEIGHTINGS:
     raise ValueError(f'config.loss.class_weighting={weighting!r}; expected median_frequency, '
-                     "enet, linknet or ''.")
+                     "enet, linknet, espnet or ''.")
   if weighting and config.loss.class_weights:
     raise ValueError('config.loss.class_weighting and config.loss.class_weights are both set; '
                      'give one of them.')

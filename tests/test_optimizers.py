@@ -38,6 +38,17 @@ def test_cosine_schedule():
   assert float(schedule(550)) == pytest.approx(0.05, rel=1e-4)
 
 
+def test_step_schedule_is_pytorch_s_steplr_after_warmup():
+  """lr * gamma^floor((step - warm-up) / step_size); a step_size of 0 is refused by name."""
+  schedule = optimizers.make_schedule(_config(name='step', step_size=300, step_gamma=0.5,
+                                              warmup_init_factor=0.0))
+  for step, factor in ((50, 0.5), (100, 1.0), (399, 1.0), (400, 0.5), (699, 0.5), (700, 0.25),
+                       (1000, 0.125)):
+    assert float(schedule(step)) == pytest.approx(0.1 * factor, rel=1e-6), step
+  with pytest.raises(ValueError, match='config.schedule.step_size=0'):
+    optimizers.make_schedule(_config(name='step'))
+
+
 def _params():
   return {'decode_head': {'fuse_norm': {'scale': jnp.ones(3)},
                           'classifier': {'kernel': jnp.ones((2, 3))}},

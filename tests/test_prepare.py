@@ -42,6 +42,8 @@ def test_class_weights_follow_their_papers_formulas():
                for c in range(7)],
       'linknet': [1 / math.log(1.02 + pixels[c] / pixels.max()) if c in freq else 0.0
                   for c in range(7)],
+      'espnet': [1 / math.log(1.10 + pixels[c] / pixels.sum()) if c in freq else 0.0
+                 for c in range(7)],
   }
   assert weights.keys() == expected.keys()
   for kind, values in expected.items():
@@ -49,7 +51,7 @@ def test_class_weights_follow_their_papers_formulas():
 
 
 @pytest.mark.parametrize('field, value, message', [
-    ('class_weighting', 'inverse', 'expected median_frequency, enet, linknet'),
+    ('class_weighting', 'inverse', 'expected median_frequency, enet, linknet, espnet'),
     ('class_weights', (1.0, 2.0), 'both set'),
 ])
 def test_bad_class_weighting_settings_name_the_field(field, value, message):

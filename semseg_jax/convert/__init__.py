@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from semseg_jax import checkpointing
+from semseg_jax.convert import espnet
 from semseg_jax.convert import hf_mobilenet_v2
 from semseg_jax.convert import hf_resnet
 from semseg_jax.convert import hf_segformer
@@ -91,6 +92,10 @@ FAMILIES: dict[str, Family] = {
                  r'^auxiliary_head\.\d+\.(laplacian|fusion)_kernel$'),
         refusal=mmseg.refusal, check_recorded=mmseg.recorded_rank_warnings,
         preprocessing_by_keys=mmseg.preprocessing_by_keys),
+    'espnet': Family(
+        "the authors' ESPNet / ESPNet-C (sacmehta/ESPNet; ESPNet-C as a backbone)",
+        espnet.detect, espnet.backbone_key, ('encoder.', ''), model_key=espnet.model_key,
+        model_naming=espnet.model_naming, preprocessing=espnet.PREPROCESSING),
     'timm_resnet': Family(
         'timm ResNet (resnet18..152, and the resnet*c deep-stem variants)',
         torchvision_resnet.detect_timm, torchvision_resnet.timm_backbone_key, ('',),

@@ -5,7 +5,7 @@ is decoded as training would: unreadable files, image/label size mismatches, siz
 from the image header, and label values that are neither a class nor the ignore label are
 listed with the files they concern. Class pixel frequencies follow, with the class weights they
 imply for the weighted losses (config.loss.class_weights): median-frequency balancing (Eigen &
-Fergus; SegNet) and ENet's 1 / ln(1.02 + p). The report goes to the log and to
+Fergus; SegNet), ENet's 1 / ln(1.02 + p), LinkNet's and ESPNet's. The report goes to the log and to
 <workdir>/check_data_<split>.json; the run fails when any problem was found.
 """
 
@@ -48,8 +48,9 @@ def class_weights(pixels: np.ndarray, image_pixels: np.ndarray) -> dict[str, lis
   """Weights from per-class pixel counts and the pixel counts of the images containing each
   class: median frequency balancing (freq_c = pixels_c / image_pixels_c, weight = median /
   freq_c), ENet's 1 / ln(1.02 + p_c) with p_c = pixels_c / all labelled pixels, and LinkNet's
-  (its Torch7 code) 1 / ln(1.02 + pixels_c / the most frequent class's pixels). Classes that
-  never occur get weight 0."""
+  (its Torch7 code) 1 / ln(1.02 + pixels_c / the most frequent class's pixels), and ESPNet's
+  (its code's, with ERFNet's normVal; CGNet's code too) 1 / ln(1.10 + p_c). Classes that never
+  occur get weight 0."""
   pixels = np.asarray(pixels, np.float64)
   present = pixels > 0
   freq = np.where(image_pixels > 0, pixels / np.maximum(image_pixels, 1), 0.0)
@@ -58,8 +59,10 @@ def class_weights(pixels: np.ndarray, image_pixels: np.ndarray) -> dict[str, lis
   share = pixels / max(pixels.sum(), 1.0)
   enet = np.where(present, 1.0 / np.log(1.02 + share), 0.0)
   linknet = np.where(present, 1.0 / np.log(1.02 + pixels / max(pixels.max(), 1.0)), 0.0)
+  espnet = np.where(present, 1.0 / np.log(1.10 + share), 0.0)
   return {'median_frequency': median_frequency.round(4).tolist(),
-          'enet': enet.round(4).tolist(), 'linknet': linknet.round(4).tolist()}
+          'enet': enet.round(4).tolist(), 'linknet': linknet.round(4).tolist(),
+          'espnet': espnet.round(4).tolist()}
 
 
 def check_split(config: ml_collections.ConfigDict, split: str, workers: int = 0) -> dict:
@@ -111,13 +114,13 @@ def format_report(report: dict) -> str:
   lines += [f'  problem: {p}' for p in report['problems']]
   weights = report['class_weights']
   lines.append(f'  {"class":<24}{"pixels":>14}{"freq":>10}{"images":>8}{"medfreq w":>11}'
-               f'{"enet w":>9}{"linknet w":>11}')
+               f'{"enet w":>9}{"linknet w":>11}{"espnet w":>10}')
   for k, name in enumerate(report['class_names']):
     lines.append(f'  {name[:23]:<24}{report["class_pixels"][k]:>14}'
                  f'{report["class_frequency"][k]:>10.4f}{report["images_with_class"][k]:>8}'
                  f'{weights["median_frequency"][k]:>11.4f}{weights["enet"][k]:>9.4f}'
-                 f'{weights["linknet"][k]:>11.4f}')
-  for kind in ('median_frequency', 'enet', 'linknet'):
+                 f'{weights["linknet"][k]:>11.4f}{weights["espnet"][k]:>10.4f}')
+  for kind in ('median_frequency', 'enet', 'linknet', 'espnet'):
     lines.append(f'  {kind} weights: --config.loss.class_weights="'
                  f'{tuple(round(w, 4) for w in weights[kind])}"')
   return '\n'.join(lines)

@@ -26,6 +26,7 @@ from semseg_jax.models import deeplabv3plus
 from semseg_jax.models import duc_hdc
 from semseg_jax.models import enet
 from semseg_jax.models import erfnet
+from semseg_jax.models import espnet
 from semseg_jax.models import fcn
 from semseg_jax.models import gcn
 from semseg_jax.models import icnet
@@ -65,6 +66,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     'erfnet': erfnet.erfnet,
     'cgnet': cgnet.cgnet,
     'icnet': icnet.icnet,
+    'espnet': espnet.espnet,
 }
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}

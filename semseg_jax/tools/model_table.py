@@ -142,6 +142,14 @@ ROWS: tuple[Row, ...] = (
     Row('ICNet R-101-D8', 'cityscapes_icnet', 'r101', 19, 66_819_961, 66_819_961,
         'mmseg icnet_r101-d8 with its 2 label-guidance heads, counted by formula in '
         'tests/models/test_icnet.py'),
+    Row('ESPNet', 'cityscapes_espnet', '', 19, 362_949, 364_569,
+        'sacmehta/ESPNet test/Model.py ESPNet(20, p=2, q=8) = the published '
+        'espnet_p_2_q_8.pth; paper 0.364M',
+        explanation='-1,620: the void class\'s 20th channel in every decoder layer; '
+        "overrides (('void_output', True),) build it: 364,569"),
+    Row('ESPNet-C', 'cityscapes_espnet', 'c', 19, 349_193, 349_449,
+        'sacmehta/ESPNet ESPNet_Encoder(20, p=2, q=8) = the published encoder '
+        'espnet_p_2_q_8.pth', explanation="-256: the void class's classifier weights"),
     Row('U-Net', 'camvid_unet', 'paper', 11, 31_032_395, 31_032_395,
         'paper Fig. 1 counted at 3 input channels; ~31.0M usually quoted'),
     Row('U-Net + BN', 'camvid_unet', '', 11, 31_038_283, None,

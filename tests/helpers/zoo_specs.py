@@ -61,13 +61,15 @@ TINY = {
     'icnet': ('icnet', 'r18-d8', {'light_channels': 8, 'branch_channels': (8, 16, 16),
                                   'psp_channels': 16, 'fusion_channels': 16}, (37, 53), (5, 7),
               2),
+    'espnet': ('espnet', 'espnet', {'stage2_blocks': 1, 'stage3_blocks': 1}, (37, 53), (37, 53),
+               0),
 }
 
 # The tiny models whose training forward draws from the 'dropout' rng (dropout, drop path,
 # SegNeXt's random NMF bases): the zoo test checks that another key changes their train step
-# and leaves every other model's (GCN, DUC-HDC, RegSeg, LinkNet: no dropout in their
+# and leaves every other model's (GCN, DUC-HDC, RegSeg, LinkNet, ESPNet: no dropout in their
 # references) unchanged.
-RANDOM = frozenset(TINY) - {'gcn', 'duc_hdc', 'regseg', 'linknet'}
+RANDOM = frozenset(TINY) - {'gcn', 'duc_hdc', 'regseg', 'linknet', 'espnet'}
 
 
 def build(key: str) -> nn.Module:
