@@ -24,6 +24,7 @@ from semseg_jax.models import deeplabv3
 from semseg_jax.models import deeplabv3_mobilenet
 from semseg_jax.models import deeplabv3plus
 from semseg_jax.models import duc_hdc
+from semseg_jax.models import edanet
 from semseg_jax.models import enet
 from semseg_jax.models import erfnet
 from semseg_jax.models import espnet
@@ -67,6 +68,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     'cgnet': cgnet.cgnet,
     'icnet': icnet.icnet,
     'espnet': espnet.espnet,
+    'edanet': edanet.edanet,
 }
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}

@@ -602,15 +602,19 @@ def batch_norm(train: bool, dtype: Any = jnp.float32, zero_init: bool = False,
 
 
 def conv_beside_max_pool(x: jax.Array, features: int, train: bool, dtype: Any,
-                         bn_epsilon: float, resize_pooled: bool = False) -> jax.Array:
-  """ENet's initial block and ERFNet's downsampler without their activation, called inside a
-  module's compact scope (its `conv` and `bn`): a 3x3 stride-2 conv with bias (PyTorch's init)
-  to `features - C_in` channels beside 2x2 stride-2 max pooling, concatenated (conv first),
-  then BatchNorm. At an odd side the pooling rounds up (ceil mode) like the conv, or with
+                         bn_epsilon: float, resize_pooled: bool = False,
+                         kernel_init: Initializer | None = None,
+                         bn_scale_init: Initializer = nn.initializers.ones) -> jax.Array:
+  """ENet's initial block and ERFNet's and EDANet's downsampler without their activation,
+  called inside a module's compact scope (its `conv` and `bn`): a 3x3 stride-2 conv with bias
+  (PyTorch's init, or the weights' `kernel_init`) to `features - C_in` channels beside 2x2
+  stride-2 max pooling, concatenated (conv first), then BatchNorm (gamma from
+  `bn_scale_init`). At an odd side the pooling rounds up (ceil mode) like the conv, or with
   `resize_pooled` (mmseg's ERFNet) rounds down and is bilinearly resized to the conv's size."""
   c_in = x.shape[-1]
-  conv = torch_conv(features - c_in, c_in, 3, stride=2, use_bias=True, dtype=dtype,
-                    name='conv')(x)
+  torch_init = torch_default_init(3 * 3 * c_in)
+  conv = conv2d(features - c_in, 3, 2, use_bias=True, kernel_init=kernel_init or torch_init,
+                bias_init=torch_init, dtype=dtype, name='conv')(x)
   if resize_pooled:
     pooled = max_pool(x, 2, 2)
     if pooled.shape[1:3] != conv.shape[1:3]:
@@ -618,7 +622,8 @@ def conv_beside_max_pool(x: jax.Array, features: int, train: bool, dtype: Any,
   else:
     pooled = max_pool(x, 2, 2, ceil_mode=True)
   x = jnp.concatenate([conv, pooled.astype(conv.dtype)], axis=-1)
-  return batch_norm(train, dtype, epsilon=bn_epsilon, name='bn')(x)
+  return BatchNorm(use_running_average=not train, epsilon=bn_epsilon, dtype=dtype,
+                   scale_init=bn_scale_init, name='bn')(x)
 
 
 class PReLU(nn.Module):

@@ -150,6 +150,9 @@ ROWS: tuple[Row, ...] = (
     Row('ESPNet-C', 'cityscapes_espnet', 'c', 19, 349_193, 349_449,
         'sacmehta/ESPNet ESPNet_Encoder(20, p=2, q=8) = the published encoder '
         'espnet_p_2_q_8.pth', explanation="-256: the void class's classifier weights"),
+    Row('EDANet', 'cityscapes_edanet', '', 19, 689_485, 689_485,
+        'wpf535236337/pytorch_EDANet (the re-implementation the authors point to) counted by '
+        'formula in tests/models/test_edanet.py; paper 0.68M (680,916 without the projection)'),
     Row('U-Net', 'camvid_unet', 'paper', 11, 31_032_395, 31_032_395,
         'paper Fig. 1 counted at 3 input channels; ~31.0M usually quoted'),
     Row('U-Net + BN', 'camvid_unet', '', 11, 31_038_283, None,

@@ -63,6 +63,8 @@ TINY = {
               2),
     'espnet': ('espnet', 'espnet', {'stage2_blocks': 1, 'stage3_blocks': 1}, (37, 53), (37, 53),
                0),
+    'edanet': ('edanet', 'edanet', {'stage1_dilations': (1, 2), 'stage2_dilations': (2, 4)},
+               (37, 53), (37, 53), 0),
 }
 
 # The tiny models whose training forward draws from the 'dropout' rng (dropout, drop path,
