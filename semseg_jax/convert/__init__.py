@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from semseg_jax import checkpointing
+from semseg_jax.convert import drn
 from semseg_jax.convert import espnet
 from semseg_jax.convert import hf_mobilenet_v2
 from semseg_jax.convert import hf_resnet
@@ -96,6 +97,12 @@ FAMILIES: dict[str, Family] = {
         "the authors' ESPNet / ESPNet-C (sacmehta/ESPNet; ESPNet-C as a backbone)",
         espnet.detect, espnet.backbone_key, ('encoder.', ''), model_key=espnet.model_key,
         model_naming=espnet.model_naming, preprocessing=espnet.PREPROCESSING),
+    'drn': Family(
+        "the authors' DRN-C / DRN-D (fyu/drn: ImageNet classifiers as backbones, DRNSeg "
+        'segmentation models)',
+        drn.detect, drn.backbone_key, ('',), model_key=drn.model_key,
+        model_naming=drn.model_naming, canonical=drn.canonical, ignored=drn.IGNORED,
+        preprocessing_by_keys=drn.preprocessing_by_keys),
     'timm_resnet': Family(
         'timm ResNet (resnet18..152, and the resnet*c deep-stem variants)',
         torchvision_resnet.detect_timm, torchvision_resnet.timm_backbone_key, ('',),

@@ -23,6 +23,7 @@ from semseg_jax.models import cgnet
 from semseg_jax.models import deeplabv3
 from semseg_jax.models import deeplabv3_mobilenet
 from semseg_jax.models import deeplabv3plus
+from semseg_jax.models import drn
 from semseg_jax.models import duc_hdc
 from semseg_jax.models import edanet
 from semseg_jax.models import enet
@@ -69,6 +70,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     'icnet': icnet.icnet,
     'espnet': espnet.espnet,
     'edanet': edanet.edanet,
+    'drn': drn.drn,
 }
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}

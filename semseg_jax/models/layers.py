@@ -448,6 +448,26 @@ class BilinearConvTranspose(nn.Module):
     return y[:, :output_hw[0], :output_hw[1]]
 
 
+def fixed_bilinear_upsampling(x: jax.Array, factor: int,
+                              output_hw: Sequence[int] | None = None) -> jax.Array:
+  """Upsampling by an even `factor` f with the bilinear deconvolution frozen (DRN's `up`:
+  ConvTranspose2d(C, C, 2f, stride=f, padding=f/2, groups=C) holding `bilinear_filter(2f)`,
+  not trained): each channel on its own, [N, h, w, C] -> [N, f*h, f*w, C], cropped to
+  `output_hw` at the bottom and right. The same numbers as BilinearConvTranspose at its
+  initialisation."""
+  n, h, w, c = x.shape
+  if output_hw is None:
+    output_hw = (factor * h, factor * w)
+  kernel = jnp.asarray(bilinear_filter(2 * factor), x.dtype)[:, :, None, None]
+  pad = 2 * factor - 1 - factor // 2
+  channels = x.transpose(0, 3, 1, 2).reshape(n * c, h, w, 1)
+  y = jax.lax.conv_transpose(channels, kernel, strides=(factor, factor),
+                             padding=((pad, pad), (pad, pad)),
+                             dimension_numbers=('NHWC', 'HWIO', 'NHWC'), transpose_kernel=True)
+  y = y.reshape(n, c, factor * h, factor * w).transpose(0, 2, 3, 1)
+  return y[:, :output_hw[0], :output_hw[1]]
+
+
 # --- Norms and conv blocks (PyTorch/mmcv conventions) -------------------------------------------
 
 def _batch_statistics(x: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -16,6 +16,10 @@ import ml_collections
 from semseg_jax import models
 from semseg_jax.tools import model_stats
 
+DRN_SOURCE = ("fyu/drn segment.py DRNSeg (drn.py's trunk; its README's counts, e.g. 16.4M for "
+              'D-22, are the ImageNet classifiers\', checked in tests/models/test_drn.py)')
+DRN_EXPLANATION = ("-4,864: DRNSeg's frozen bilinear deconvolution (19 x 16 x 16, never trained) "
+                   'is a constant here')
 BY_FORMULA = ('none published: torchvision ResNet trunk (+19,232 for the deep stem) + the head, '
               'counted by formula in tests/models/test_gcn_upernet_duc.py')
 HF_SEGFORMER = 'HF transformers 5.23 SegformerForSemanticSegmentation at this size'
@@ -153,6 +157,16 @@ ROWS: tuple[Row, ...] = (
     Row('EDANet', 'cityscapes_edanet', '', 19, 689_485, 689_485,
         'wpf535236337/pytorch_EDANet (the re-implementation the authors point to) counted by '
         'formula in tests/models/test_edanet.py; paper 0.68M (680,916 without the projection)'),
+    Row('DRN-D-22', 'cityscapes_drn', 'd22', 19, 15_890_499, 15_895_363, DRN_SOURCE,
+        explanation=DRN_EXPLANATION),
+    Row('DRN-D-38', 'cityscapes_drn', 'd38', 19, 25_998_659, 26_003_523, DRN_SOURCE,
+        explanation=DRN_EXPLANATION),
+    Row('DRN-C-26', 'cityscapes_drn', 'c26', 19, 20_623_331, 20_628_195, DRN_SOURCE,
+        explanation=DRN_EXPLANATION),
+    Row('DRN-C-42', 'cityscapes_drn', 'c42', 19, 30_731_491, 30_736_355, DRN_SOURCE,
+        explanation=DRN_EXPLANATION),
+    Row('DRN-D-105', 'cityscapes_drn', 'd105', 19, 54_298_051, 54_302_915, DRN_SOURCE,
+        explanation=DRN_EXPLANATION),
     Row('U-Net', 'camvid_unet', 'paper', 11, 31_032_395, 31_032_395,
         'paper Fig. 1 counted at 3 input channels; ~31.0M usually quoted'),
     Row('U-Net + BN', 'camvid_unet', '', 11, 31_038_283, None,

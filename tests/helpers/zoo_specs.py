@@ -65,13 +65,14 @@ TINY = {
                0),
     'edanet': ('edanet', 'edanet', {'stage1_dilations': (1, 2), 'stage2_dilations': (2, 4)},
                (37, 53), (37, 53), 0),
+    'drn': ('drn', 'd22', {'widths': (8, 8, 16, 16, 16, 32, 32, 32)}, (37, 53), (37, 53), 0),
 }
 
 # The tiny models whose training forward draws from the 'dropout' rng (dropout, drop path,
 # SegNeXt's random NMF bases): the zoo test checks that another key changes their train step
-# and leaves every other model's (GCN, DUC-HDC, RegSeg, LinkNet, ESPNet: no dropout in their
-# references) unchanged.
-RANDOM = frozenset(TINY) - {'gcn', 'duc_hdc', 'regseg', 'linknet', 'espnet'}
+# and leaves every other model's (GCN, DUC-HDC, RegSeg, LinkNet, ESPNet, DRN: no dropout in
+# their references) unchanged.
+RANDOM = frozenset(TINY) - {'gcn', 'duc_hdc', 'regseg', 'linknet', 'espnet', 'drn'}
 
 
 def build(key: str) -> nn.Module:
