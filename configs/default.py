@@ -107,6 +107,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer.b2 = 0.999  # Adam(W) beta2.
   config.optimizer.eps = 1e-8  # Adam(W) / RMSProp epsilon.
   config.optimizer.rms_decay = 0.99  # RMSProp's decay of the mean squared gradient (PyTorch's alpha).
+  config.optimizer.rms_eps_in_sqrt = False  # RMSProp: divide by sqrt(mean square + eps) (Lasagne's, TensorFlow's) instead of sqrt(mean square) + eps (PyTorch's).
   config.optimizer.momentum = 0.9  # SGD / RMSProp momentum.
   config.optimizer.nesterov = False  # SGD Nesterov momentum.
   config.optimizer.weight_decay = 0.01  # Decoupled (AdamW) or L2-gradient (Adam, SGD, RMSProp) weight decay.

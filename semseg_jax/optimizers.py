@@ -133,13 +133,15 @@ def make_optimizer(config: ml_collections.ConfigDict
       chain.append(optax.trace(decay=opt.momentum, nesterov=opt.nesterov))
   elif opt.name == 'rmsprop':
     # PyTorch's RMSprop (Torch7's optim.rmsprop without momentum): the L2 term added to the
-    # gradient, which is divided by sqrt(mean square) + eps, then momentum on that.
+    # gradient, which is divided by sqrt(mean square) + eps, then momentum on that; with
+    # rms_eps_in_sqrt by sqrt(mean square + eps) (Lasagne's, TensorFlow's).
     if opt.momentum < 0 or not 0 <= opt.rms_decay < 1:
       raise ValueError(
           f'config.optimizer.momentum={opt.momentum}, rms_decay={opt.rms_decay}; expected '
           'momentum >= 0 and 0 <= rms_decay < 1.')
     chain += [optax.add_decayed_weights(opt.weight_decay, mask),
-              optax.scale_by_rms(decay=opt.rms_decay, eps=opt.eps, eps_in_sqrt=False)]
+              optax.scale_by_rms(decay=opt.rms_decay, eps=opt.eps,
+                                 eps_in_sqrt=opt.rms_eps_in_sqrt)]
     if opt.momentum > 0:
       chain.append(optax.trace(decay=opt.momentum))
   else:

@@ -166,6 +166,25 @@ def test_rmsprop_is_pytorch_s(momentum):
     optimizers.make_optimizer(config)
 
 
+def test_rmsprop_with_eps_in_the_root_is_lasagne_s():
+  """lasagne.updates.rmsprop (rho 0.9, eps 1e-6; weight decay as an L2 loss term, here its
+  gradient wd * p): a = rho a + (1 - rho) g^2; p -= lr g / sqrt(a + eps)."""
+  config = _config(warmup_steps=0, name='constant')
+  config.optimizer.name, config.optimizer.momentum = 'rmsprop', 0.0
+  config.optimizer.rms_decay, config.optimizer.eps = 0.9, 1e-2
+  config.optimizer.rms_eps_in_sqrt = True
+  config.optimizer.weight_decay = 0.02
+  config.optimizer.lr_multipliers = config.optimizer.no_decay_patterns = ()
+  accumulator = [np.zeros(2)]
+
+  def lasagne_rmsprop(p, g, step):
+    del step
+    d = g + 0.02 * p
+    accumulator[0] = 0.9 * accumulator[0] + 0.1 * d * d
+    return p - 0.1 * d / np.sqrt(accumulator[0] + 1e-2)
+  _assert_steps_follow(config, ([3.0, 4.0], [0.1, -0.2], [0.0, 1e-4]), lasagne_rmsprop)
+
+
 def test_unknown_names_fail_naming_the_field():
   config = _config()
   config.optimizer.name = 'adam_typo'

@@ -29,6 +29,7 @@ from semseg_jax.models import edanet
 from semseg_jax.models import enet
 from semseg_jax.models import erfnet
 from semseg_jax.models import espnet
+from semseg_jax.models import fc_densenet
 from semseg_jax.models import fcn
 from semseg_jax.models import gcn
 from semseg_jax.models import icnet
@@ -71,6 +72,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     'espnet': espnet.espnet,
     'edanet': edanet.edanet,
     'drn': drn.drn,
+    'fc_densenet': fc_densenet.fc_densenet,
 }
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}

@@ -20,6 +20,8 @@ DRN_SOURCE = ("fyu/drn segment.py DRNSeg (drn.py's trunk; its README's counts, e
               'D-22, are the ImageNet classifiers\', checked in tests/models/test_drn.py)')
 DRN_EXPLANATION = ("-4,864: DRNSeg's frozen bilinear deconvolution (19 x 16 x 16, never trained) "
                    'is a constant here')
+FC_DENSENET_SOURCE = ('SimJeg/FC-DenseNet (Lasagne) Network counted by formula in '
+                      'tests/models/test_fc_densenet.py')
 BY_FORMULA = ('none published: torchvision ResNet trunk (+19,232 for the deep stem) + the head, '
               'counted by formula in tests/models/test_gcn_upernet_duc.py')
 HF_SEGFORMER = 'HF transformers 5.23 SegformerForSemanticSegmentation at this size'
@@ -167,6 +169,13 @@ ROWS: tuple[Row, ...] = (
         explanation=DRN_EXPLANATION),
     Row('DRN-D-105', 'cityscapes_drn', 'd105', 19, 54_298_051, 54_302_915, DRN_SOURCE,
         explanation=DRN_EXPLANATION),
+    Row('FC-DenseNet103', 'camvid_fc_densenet', '', 11, 9_322_091, 9_322_091, FC_DENSENET_SOURCE
+        + '; paper 9.4M (9,425,163 with the BN statistics, which Lasagne\'s count includes)'),
+    Row('FC-DenseNet67', 'camvid_fc_densenet', '67', 11, 3_463_243, 3_463_243,
+        FC_DENSENET_SOURCE + '; paper 3.5M (3,502,923 with the BN statistics)'),
+    Row('FC-DenseNet56', 'camvid_fc_densenet', '56', 11, 1_376_795, 1_376_795,
+        FC_DENSENET_SOURCE + '; paper 1.5M, the code 1,397,963 with the BN statistics '
+        '(unexplained)'),
     Row('U-Net', 'camvid_unet', 'paper', 11, 31_032_395, 31_032_395,
         'paper Fig. 1 counted at 3 input channels; ~31.0M usually quoted'),
     Row('U-Net + BN', 'camvid_unet', '', 11, 31_038_283, None,

@@ -66,6 +66,8 @@ TINY = {
     'edanet': ('edanet', 'edanet', {'stage1_dilations': (1, 2), 'stage2_dilations': (2, 4)},
                (37, 53), (37, 53), 0),
     'drn': ('drn', 'd22', {'widths': (8, 8, 16, 16, 16, 32, 32, 32)}, (37, 53), (37, 53), 0),
+    'fc_densenet': ('fc_densenet', '56', {'layers_per_block': (2, 1, 2), 'growth_rate': 4,
+                                          'first_conv_features': 8}, (37, 53), (37, 53), 0),
 }
 
 # The tiny models whose training forward draws from the 'dropout' rng (dropout, drop path,
