@@ -22,6 +22,8 @@ DRN_EXPLANATION = ("-4,864: DRNSeg's frozen bilinear deconvolution (19 x 16 x 16
                    'is a constant here')
 FC_DENSENET_SOURCE = ('SimJeg/FC-DenseNet (Lasagne) Network counted by formula in '
                       'tests/models/test_fc_densenet.py')
+LW_REFINENET_SOURCE = ('DrSleep/light-weight-refinenet ResNetLW counted by formula in '
+                       'tests/models/test_lw_refinenet.py')
 BY_FORMULA = ('none published: torchvision ResNet trunk (+19,232 for the deep stem) + the head, '
               'counted by formula in tests/models/test_gcn_upernet_duc.py')
 HF_SEGFORMER = 'HF transformers 5.23 SegformerForSemanticSegmentation at this size'
@@ -176,6 +178,12 @@ ROWS: tuple[Row, ...] = (
     Row('FC-DenseNet56', 'camvid_fc_densenet', '56', 11, 1_376_795, 1_376_795,
         FC_DENSENET_SOURCE + '; paper 1.5M, the code 1,397,963 with the BN statistics '
         '(unexplained)'),
+    Row('Light-Weight RefineNet-50', 'voc12aug_lw_refinenet', 'r50', 21, 27_357_525, 27_357_525,
+        LW_REFINENET_SOURCE + '; README 27M', published_gmacs=(33, (468, 625))),
+    Row('Light-Weight RefineNet-101', 'voc12aug_lw_refinenet', 'r101', 21, 46_349_653,
+        46_349_653, LW_REFINENET_SOURCE + '; README 46M', published_gmacs=(52, (468, 625))),
+    Row('Light-Weight RefineNet-152', 'voc12aug_lw_refinenet', 'r152', 21, 61_993_301,
+        61_993_301, LW_REFINENET_SOURCE + '; README 62M', published_gmacs=(71, (468, 625))),
     Row('U-Net', 'camvid_unet', 'paper', 11, 31_032_395, 31_032_395,
         'paper Fig. 1 counted at 3 input channels; ~31.0M usually quoted'),
     Row('U-Net + BN', 'camvid_unet', '', 11, 31_038_283, None,
