@@ -86,10 +86,12 @@ class LWRefineNet(nn.Module):
 
 
 def lw_refinenet(variant: str, num_classes: int, *, dtype: Any = jnp.float32,
-                 dropout_rate: float = 0.5) -> LWRefineNet:
+                 dropout_rate: float = 0.5, **overrides: Any) -> LWRefineNet:
   """Light-Weight RefineNet on ResNet-50/101/152 ('r50', 'r101', 'r152'); `dropout_rate`:
-  the encoder outputs' (0.5)."""
+  the encoder outputs' (0.5); `overrides` replace fields (depth: a ResNet-18 encoder for
+  quick checks)."""
   if variant not in LW_REFINENET_VARIANTS:
     raise ValueError(f'Unknown Light-Weight RefineNet variant {variant!r}; expected one of '
                      f'{sorted(LW_REFINENET_VARIANTS)}.')
-  return LWRefineNet(num_classes, LW_REFINENET_VARIANTS[variant], dropout_rate, dtype)
+  fields = {'depth': LW_REFINENET_VARIANTS[variant], **overrides}
+  return LWRefineNet(num_classes, dropout_rate=dropout_rate, dtype=dtype, **fields)
