@@ -61,6 +61,7 @@ CONFIG_ARGUMENTS = {
     'cityscapes_icnet': ('r18', 'r50', 'r101', 'r50,160k'), 'cityscapes_espnet': ('espnet', 'c'),
     'cityscapes_edanet': ('',), 'cityscapes_drn': ('d22', 'd38', 'c26', 'c42', 'd105'),
     'camvid_fc_densenet': ('103', '67', '56'), 'voc12aug_lw_refinenet': ('r50', 'r101', 'r152'),
+    'voc12aug_refinenet': ('r101', 'r50', 'r152'),
     'cityscapes_deeplabv3': ('r50', 'r101'), 'cityscapes_deeplabv3plus': ('r50', 'r101', 'mv2'),
     'cityscapes_duc_hdc': ('r50', 'r101'), 'cityscapes_fcn': ('r50', 'r101'),
     'cityscapes_gcn': ('r50', 'r101', 'r152v1'), 'cityscapes_pspnet': ('r50', 'r101', 'mv2'),

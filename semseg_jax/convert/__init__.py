@@ -28,7 +28,7 @@ from semseg_jax.convert import espnet
 from semseg_jax.convert import hf_mobilenet_v2
 from semseg_jax.convert import hf_resnet
 from semseg_jax.convert import hf_segformer
-from semseg_jax.convert import lw_refinenet
+from semseg_jax.convert import refinenet
 from semseg_jax.convert import mmseg
 from semseg_jax.convert import sources
 from semseg_jax.convert import torch_layout
@@ -104,10 +104,11 @@ FAMILIES: dict[str, Family] = {
         drn.detect, drn.backbone_key, ('',), model_key=drn.model_key,
         model_naming=drn.model_naming, canonical=drn.canonical, ignored=drn.IGNORED,
         preprocessing_by_keys=drn.preprocessing_by_keys),
-    'lw_refinenet': Family(
-        "the authors' Light-Weight RefineNet (DrSleep/light-weight-refinenet ResNetLW)",
-        lw_refinenet.detect, torchvision_resnet.backbone_key, ('',),
-        model_key=lw_refinenet.model_key, canonical=lw_refinenet.canonical),
+    'refinenet': Family(
+        "DrSleep's RefineNet-101 (refinenet-pytorch) and Light-Weight RefineNet "
+        '(light-weight-refinenet ResNetLW)',
+        refinenet.detect, torchvision_resnet.backbone_key, ('',),
+        model_key=refinenet.model_key, canonical=refinenet.canonical),
     'timm_resnet': Family(
         'timm ResNet (resnet18..152, and the resnet*c deep-stem variants)',
         torchvision_resnet.detect_timm, torchvision_resnet.timm_backbone_key, ('',),

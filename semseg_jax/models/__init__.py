@@ -35,7 +35,7 @@ from semseg_jax.models import gcn
 from semseg_jax.models import icnet
 from semseg_jax.models import linknet
 from semseg_jax.models import pspnet
-from semseg_jax.models import lw_refinenet
+from semseg_jax.models import refinenet
 from semseg_jax.models import regseg
 from semseg_jax.models import segformer
 from semseg_jax.models import segnet
@@ -74,7 +74,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     'edanet': edanet.edanet,
     'drn': drn.drn,
     'fc_densenet': fc_densenet.fc_densenet,
-    'lw_refinenet': lw_refinenet.lw_refinenet,
+    'lw_refinenet': refinenet.lw_refinenet,
+    'refinenet': refinenet.refinenet,
 }
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}

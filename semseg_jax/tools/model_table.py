@@ -178,6 +178,9 @@ ROWS: tuple[Row, ...] = (
     Row('FC-DenseNet56', 'camvid_fc_densenet', '56', 11, 1_376_795, 1_376_795,
         FC_DENSENET_SOURCE + '; paper 1.5M, the code 1,397,963 with the BN statistics '
         '(unexplained)'),
+    Row('RefineNet-101', 'voc12aug_refinenet', '', 21, 118_052_437, 118_052_437,
+        "DrSleep/refinenet-pytorch RefineNet (the paper's MatConvNet network) counted on the "
+        'module (sum of numel) and by formula in tests/models/test_refinenet.py'),
     Row('Light-Weight RefineNet-50', 'voc12aug_lw_refinenet', 'r50', 21, 27_357_525, 27_357_525,
         LW_REFINENET_SOURCE + '; README 27M', published_gmacs=(33, (468, 625))),
     Row('Light-Weight RefineNet-101', 'voc12aug_lw_refinenet', 'r101', 21, 46_349_653,

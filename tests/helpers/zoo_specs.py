@@ -69,6 +69,7 @@ TINY = {
     'fc_densenet': ('fc_densenet', '56', {'layers_per_block': (2, 1, 2), 'growth_rate': 4,
                                           'first_conv_features': 8}, (37, 53), (37, 53), 0),
     'lw_refinenet': ('lw_refinenet', 'r50', {'depth': 18}, (37, 53), (10, 14), 0),
+    'refinenet': ('refinenet', 'r101', {'depth': 18}, (37, 53), (10, 14), 0),
 }
 
 # The tiny models whose training forward draws from the 'dropout' rng (dropout, drop path,
