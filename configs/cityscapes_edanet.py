@@ -30,13 +30,7 @@ CLASS_WEIGHTS = (2.7, 6.1, 3.6, 7.7, 7.7, 8.1, 8.6, 8.4, 4.3, 7.7, 6.8, 8.0, 8.6
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = common.parse_arg(__file__, arg, smoke=False)
   config = default.get_config()
-  datasets.cityscapes(config)
-  config.augment.resize_scale = (1024, 512)
-  config.augment.ratio_range = (1.0, 1.0)
-  config.augment.crop_size = (512, 1024)
-  config.augment.cat_max_ratio = 1.0
-  config.augment.photometric = False
-  config.eval.resize_scale = (1024, 512)
+  datasets.cityscapes_half_frames(config)
   config.model.name = 'edanet'
   config.model.variant = 'edanet'
   config.model.dropout_rate = 0.02

@@ -48,13 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     cnn_recipes.training_length(config, 16, 160_000, 16_000, num_workers=8)
     return common.maybe_smoke(config, arg)
   config = default.get_config()
-  datasets.cityscapes(config)
-  config.augment.resize_scale = (1024, 512)
-  config.augment.ratio_range = (1.0, 1.0)
-  config.augment.crop_size = (512, 1024)
-  config.augment.cat_max_ratio = 1.0
-  config.augment.photometric = False
-  config.eval.resize_scale = (1024, 512)
+  datasets.cityscapes_half_frames(config)
   config.model.name = 'erfnet'
   config.model.variant = 'paper'
   config.model.dropout_rate = 0.3

@@ -34,6 +34,17 @@ def cityscapes(config: Config) -> Config:
   return config
 
 
+def cityscapes_half_frames(config: Config) -> Config:
+  """Cityscapes as the real-time papers train on it (ERFNet, EDANet): whole frames resized to
+  1024x512 (no random scaling, crop = the frame, no class cap, no photometric distortion),
+  flips; the test frames at 1024x512 too, the logits resized to the full labels."""
+  cityscapes(config)
+  _augment(config, (1024, 512), (512, 1024), ratio_range=(1.0, 1.0), cat_max_ratio=1.0)
+  config.augment.photometric = False
+  config.eval.resize_scale = (1024, 512)
+  return config
+
+
 def cityscapes_1024x1024(config: Config) -> Config:
   """Cityscapes with 1024x1024 crops and sliding-window test (1024x1024 windows, stride 768),
   as the SegFormer and SegNeXt recipes use."""
@@ -134,6 +145,7 @@ def mapillary(config: Config) -> Config:
 SETTINGS: dict[str, Callable[[Config], Config]] = {
     'cityscapes': cityscapes,
     'cityscapes_1024x1024': cityscapes_1024x1024,
+    'cityscapes_half_frames': cityscapes_half_frames,
     'ade20k': ade20k,
     'voc12aug': voc12aug,
     'pascal_context_59': pascal_context_59,

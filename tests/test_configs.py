@@ -21,7 +21,8 @@ from semseg_jax.tools import model_table as table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-EXPECTED_CLASSES = {'cityscapes': 19, 'cityscapes_1024x1024': 19, 'ade20k': 150, 'voc12aug': 21,
+EXPECTED_CLASSES = {'cityscapes': 19, 'cityscapes_1024x1024': 19, 'cityscapes_half_frames': 19,
+                    'ade20k': 150, 'voc12aug': 21,
                     'pascal_context_59': 59, 'pascal_context_60': 60, 'coco_stuff164k': 171,
                     'coco_stuff10k': 171, 'camvid': 11, 'mapillary': 65}
 
