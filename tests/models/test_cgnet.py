@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from semseg_jax.models.cgnet import cgnet
+from semseg_jax.models.cgnet import ContextGuidedBlock, cgnet
 from tests.helpers import host_init
 from tests.helpers.torch_reference import np_batch_norm, np_bilinear, np_conv2d
 
@@ -115,23 +115,20 @@ def test_mmseg_variant_equals_the_transcription_with_mmseg_s_head():
   np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
-def _init_params(variant):
-  model = cgnet(variant, NUM_CLASSES)
-  return model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))['params']
-
-
 def test_each_variant_starts_as_its_reference_does():
   """The authors' script: convs N(0, 2 / fan_in), nn.Linear's default U(+-1/sqrt(fan_in)) with
   its bias, PReLU slopes 0.25. mmseg's init_weights: convs and FCs N(0, 2 / fan_out), biases
-  0, PReLU slopes 0. Checked on stage 3's widest layers (the downsampling block's 1x1
-  bottleneck 256 -> 128, the global context's FC 128 -> 8)."""
-  for variant, fan, slope in (('paper', 'in', 0.25), ('mmseg', 'out', 0.0)):
-    block = _init_params(variant)['backbone']['level2_0']
+  0, PReLU slopes 0. Checked on a stage-3 downsampling block (131 -> 128): its 1x1 bottleneck
+  256 -> 128 and its global context's FC 128 -> 8."""
+  x = jnp.zeros((1, 8, 8, 131))
+  for reference, fan, slope in (('paper', 'in', 0.25), ('mmseg', 'out', 0.0)):
+    block_module = ContextGuidedBlock(128, 4, 16, downsample=True, reference=reference)
+    block = block_module.init(jax.random.key(0), x)['params']
     bottleneck = np.asarray(block['bottleneck']['kernel'])  # (1, 1, 256, 128)
     expected = math.sqrt(2 / (256 if fan == 'in' else 128))
-    assert abs(bottleneck.std() / expected - 1) < 0.03, (variant, bottleneck.std(), expected)
+    assert abs(bottleneck.std() / expected - 1) < 0.03, (reference, bottleneck.std(), expected)
     fc = block['f_glo']['fc_0']
-    if variant == 'paper':
+    if reference == 'paper':
       bound = 1 / math.sqrt(128)
       assert np.abs(fc['kernel']).max() <= bound and np.abs(fc['kernel']).max() > 0.9 * bound
       assert np.abs(fc['bias']).max() <= bound and np.any(fc['bias'] != 0)
@@ -140,6 +137,17 @@ def test_each_variant_starts_as_its_reference_does():
       assert not np.any(fc['bias'])
     assert np.all(block['activate']['slope'] == slope)
     assert np.all(block['conv1x1']['activate']['slope'] == slope)
+
+
+def test_variants_pass_their_reference_s_init_to_every_layer():
+  """Which init each variant's layers get (the values are checked above): PReLU slopes start
+  at 0.25 in 'paper' and 0 in 'mmseg' everywhere, the stem's included."""
+  for variant, slope in (('paper', 0.25), ('mmseg', 0.0)):
+    model = cgnet(variant, NUM_CLASSES, num_blocks=(2, 2))
+    params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))['params']['backbone']
+    slopes = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+              if str(getattr(path[-1], 'key', '')) == 'slope']
+    assert len(slopes) > 10 and all(np.all(s == slope) for s in slopes)
 
 
 def test_prelu_takes_each_channel_s_slope():
