@@ -106,21 +106,21 @@ SMOKE_BATCH = 2
 SMOKE_STEPS = 4
 
 
-def _smoke_resize(scale: tuple) -> tuple:
+def _smoke_resize(scale: tuple, crop: tuple[int, int]) -> tuple:
   """A (long, short) resize scale shrunk so that its short side is the smoke crop's."""
   if not scale:
     return ()
   long, short = (max(scale), min(scale))
-  return (round(long * SMOKE_CROP[0] / short), SMOKE_CROP[0])
+  return (round(long * crop[0] / short), crop[0])
 
 
-def _smoke_inference(settings: ml_collections.ConfigDict) -> None:
+def _smoke_inference(settings: ml_collections.ConfigDict, crop: tuple[int, int]) -> None:
   """Shrinks the inference fields that an evaluation setting (config.eval or an evaluator)
   sets; fields left None keep following config.eval."""
   if settings.resize_scale:
-    settings.resize_scale = _smoke_resize(tuple(settings.resize_scale))
+    settings.resize_scale = _smoke_resize(tuple(settings.resize_scale), crop)
   if settings.crop_size is not None:
-    settings.crop_size = SMOKE_CROP
+    settings.crop_size = crop
   if settings.stride is not None:
     settings.stride = (48, 48)
   if settings.batch_size is not None:
@@ -129,16 +129,17 @@ def _smoke_inference(settings: ml_collections.ConfigDict) -> None:
     settings.num_overlays = min(settings.num_overlays, 2)
 
 
-def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def smoke(config: ml_collections.ConfigDict,
+          crop: tuple[int, int] = SMOKE_CROP) -> ml_collections.ConfigDict:
   """The same config at the smallest size that still runs every part: see the module
-  docstring."""
+  docstring. `crop`: SMOKE_CROP, or a larger one for a model that needs it (DeconvNet)."""
   config.data.example_tree = True
   config.data.num_workers = 0
-  config.data.synthetic_image_size = SMOKE_CROP
+  config.data.synthetic_image_size = crop
   config.data.synthetic_train_size, config.data.synthetic_eval_size = 16, 4
   config.model.pretrained = config.model.backbone_pretrained = ''
-  config.augment.crop_size = SMOKE_CROP
-  config.augment.resize_scale = _smoke_resize(tuple(config.augment.resize_scale))
+  config.augment.crop_size = crop
+  config.augment.resize_scale = _smoke_resize(tuple(config.augment.resize_scale), crop)
   config.train.batch_size = SMOKE_BATCH
   config.train.num_steps = SMOKE_STEPS
   config.train.eval_every = SMOKE_STEPS // 2
@@ -150,9 +151,9 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.loss[output] = tuple(
         (name, weight, {**options, 'images_per_group': 1} if options.get('images_per_group')
          else options) for name, weight, options in config.loss[output])
-  _smoke_inference(config.eval)
+  _smoke_inference(config.eval, crop)
   for entry in config.evals.values():
-    _smoke_inference(entry)
+    _smoke_inference(entry, crop)
     if entry.every_steps is not None and entry.every_steps > 0:
       entry.every_steps = SMOKE_STEPS // 2
   config.benchmark.batch_size = SMOKE_BATCH
@@ -163,7 +164,7 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return config
 
 
-def maybe_smoke(config: ml_collections.ConfigDict, arg: types.SimpleNamespace
-                ) -> ml_collections.ConfigDict:
-  """`config`, shrunk by `smoke` when the config file's arguments say `smoke`."""
-  return smoke(config) if arg.smoke else config
+def maybe_smoke(config: ml_collections.ConfigDict, arg: types.SimpleNamespace,
+                crop: tuple[int, int] = SMOKE_CROP) -> ml_collections.ConfigDict:
+  """`config`, shrunk by `smoke` (to `crop`) when the config file's arguments say `smoke`."""
+  return smoke(config, crop) if arg.smoke else config

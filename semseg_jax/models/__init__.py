@@ -20,6 +20,7 @@ import ml_collections
 
 from semseg_jax.models import bisenet
 from semseg_jax.models import cgnet
+from semseg_jax.models import deconvnet
 from semseg_jax.models import deeplabv3
 from semseg_jax.models import deeplabv3_mobilenet
 from semseg_jax.models import deeplabv3plus
@@ -76,6 +77,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     'fc_densenet': fc_densenet.fc_densenet,
     'lw_refinenet': refinenet.lw_refinenet,
     'refinenet': refinenet.refinenet,
+    'deconvnet': deconvnet.deconvnet,
 }
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}

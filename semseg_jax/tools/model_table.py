@@ -178,6 +178,9 @@ ROWS: tuple[Row, ...] = (
     Row('FC-DenseNet56', 'camvid_fc_densenet', '56', 11, 1_376_795, 1_376_795,
         FC_DENSENET_SOURCE + '; paper 1.5M, the code 1,397,963 with the BN statistics '
         '(unexplained)'),
+    Row('DeconvNet', 'voc12aug_deconvnet', '', 21, 251_805_653, 251_805_653,
+        'HyeonwooNoh/DeconvNet Caffe DeconvNet_inference_deploy.prototxt counted by formula in '
+        'tests/models/test_deconvnet.py; paper 252M'),
     Row('RefineNet-101', 'voc12aug_refinenet', '', 21, 118_052_437, 118_052_437,
         "DrSleep/refinenet-pytorch RefineNet (the paper's MatConvNet network) counted on the "
         'module (sum of numel) and by formula in tests/models/test_refinenet.py'),

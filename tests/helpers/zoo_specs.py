@@ -70,13 +70,16 @@ TINY = {
                                           'first_conv_features': 8}, (37, 53), (37, 53), 0),
     'lw_refinenet': ('lw_refinenet', 'r50', {'depth': 18}, (37, 53), (10, 14), 0),
     'refinenet': ('refinenet', 'r101', {'depth': 18}, (37, 53), (10, 14), 0),
+    'deconvnet': ('deconvnet', 'vgg16', {'widths': (4, 6, 8, 10, 12), 'fc_features': 12,
+                                         'fc_kernel': 3}, (70, 101), (70, 101), 0),
 }
 
 # The tiny models whose training forward draws from the 'dropout' rng (dropout, drop path,
 # SegNeXt's random NMF bases): the zoo test checks that another key changes their train step
-# and leaves every other model's (GCN, DUC-HDC, RegSeg, LinkNet, ESPNet, DRN: no dropout in
-# their references) unchanged.
-RANDOM = frozenset(TINY) - {'gcn', 'duc_hdc', 'regseg', 'linknet', 'espnet', 'drn'}
+# and leaves every other model's (GCN, DUC-HDC, RegSeg, LinkNet, ESPNet, DRN, DeconvNet: no
+# dropout in their references) unchanged.
+RANDOM = frozenset(TINY) - {'gcn', 'duc_hdc', 'regseg', 'linknet', 'espnet', 'drn',
+                             'deconvnet'}
 
 
 def build(key: str) -> nn.Module:
