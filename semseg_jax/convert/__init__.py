@@ -102,13 +102,13 @@ FAMILIES: dict[str, Family] = {
         "the authors' DRN-C / DRN-D (fyu/drn: ImageNet classifiers as backbones, DRNSeg "
         'segmentation models)',
         drn.detect, drn.backbone_key, ('',), model_key=drn.model_key,
-        model_naming=drn.model_naming, canonical=drn.canonical, ignored=drn.IGNORED,
-        preprocessing_by_keys=drn.preprocessing_by_keys),
+        model_naming=drn.model_naming, canonical=torch_layout.strip_data_parallel,
+        ignored=drn.IGNORED, preprocessing_by_keys=drn.preprocessing_by_keys),
     'refinenet': Family(
         "DrSleep's RefineNet-101 (refinenet-pytorch) and Light-Weight RefineNet "
         '(light-weight-refinenet ResNetLW)',
         refinenet.detect, torchvision_resnet.backbone_key, ('',),
-        model_key=refinenet.model_key, canonical=refinenet.canonical),
+        model_key=refinenet.model_key, canonical=torch_layout.strip_data_parallel),
     'timm_resnet': Family(
         'timm ResNet (resnet18..152, and the resnet*c deep-stem variants)',
         torchvision_resnet.detect_timm, torchvision_resnet.timm_backbone_key, ('',),

@@ -23,11 +23,6 @@ CITYSCAPES_PREPROCESSING = dict(
 IGNORED = (r'^fc\.', r'^up\.weight$')
 
 
-def canonical(key: str) -> str:
-  """Checkpoints saved from nn.DataParallel prefix every key with 'module.'."""
-  return key[len('module.'):] if key.startswith('module.') else key
-
-
 def detect(keys: set[str]) -> bool:
   """ImageNet DRN-D ('layer0.0.weight') or DRN-C (a basic block at level 8) files, or DRNSeg
   files ('seg.weight' beside 'base.*')."""

@@ -21,11 +21,6 @@ _DECODER = re.compile(r'p_ims1d2_outl\d_dimred|adapt_stage\d_b2_joint_varout_dim
                       r'|mflow_conv_g\d_b3_joint_varout_dimred|clf_conv')
 
 
-def canonical(key: str) -> str:
-  """Checkpoints saved from nn.DataParallel prefix every key with 'module.'."""
-  return key[len('module.'):] if key.startswith('module.') else key
-
-
 def detect(keys: set[str]) -> bool:
   return 'mflow_conv_g1_pool.0.1_outvar_dimred.weight' in keys
 

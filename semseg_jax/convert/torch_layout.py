@@ -55,6 +55,11 @@ class Conversion:
     return not (self.missing or self.mismatched or self.unused)
 
 
+def strip_data_parallel(key: str) -> str:
+  """A state-dict key without the 'module.' that nn.DataParallel puts before every key."""
+  return key[len('module.'):] if key.startswith('module.') else key
+
+
 def module_leaves(variables: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
   """{module path: {collection: {leaf name: leaf}}} of nested variables."""
   modules: dict[str, dict[str, dict[str, Any]]] = {}

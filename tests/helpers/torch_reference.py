@@ -110,6 +110,16 @@ def np_max_pool(x: np.ndarray, window: int, stride: int, padding: int = 0,
                  for i in range(window) for j in range(window)], axis=0)
 
 
+def np_avg_pool(x: np.ndarray, window: int, stride: int, padding: int) -> np.ndarray:
+  """PyTorch's AvgPool2d on NHWC `x` (count_include_pad: the zero padding counts in each
+  window's mean), tap by tap."""
+  x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  oh = (x.shape[1] - window) // stride + 1
+  ow = (x.shape[2] - window) // stride + 1
+  return sum(x[:, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
+             for i in range(window) for j in range(window)) / window ** 2
+
+
 def np_batch_norm(x: np.ndarray, params: dict, stats: dict, eps: float = 1e-5) -> np.ndarray:
   """BatchNorm2d in eval mode, from our BatchNorm's `params` (scale, bias) and `stats` (mean,
   var)."""

@@ -13,7 +13,7 @@ import pytest
 
 from semseg_jax.models.cgnet import ContextGuidedBlock, cgnet
 from tests.helpers import host_init
-from tests.helpers.torch_reference import np_batch_norm, np_bilinear, np_conv2d
+from tests.helpers.torch_reference import np_avg_pool, np_batch_norm, np_bilinear, np_conv2d
 
 NUM_CLASSES = 5
 EPS = 1e-3
@@ -22,13 +22,6 @@ HW = (37, 53)
 
 def _np_prelu(x, p):
   return np.where(x >= 0, x, x * p['slope'])
-
-
-def _np_avg_pool_3x3_s2_p1(x):
-  """nn.AvgPool2d(3, 2, padding=1): the zero padding counts in every window's mean."""
-  x = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  oh, ow = (x.shape[1] - 3) // 2 + 1, (x.shape[2] - 3) // 2 + 1
-  return sum(x[:, i:i + 2 * oh - 1:2, j:j + 2 * ow - 1:2] for i in range(3) for j in range(3)) / 9
 
 
 def _np_depthwise(x, kernel, dilation):
@@ -65,8 +58,8 @@ def _np_backbone(x, p, s, num_blocks):
   """Context_Guided_Network.forward up to bn_prelu_3 (in eval mode), the stage-3 features."""
   bn_prelu = lambda y, name: _np_prelu(np_batch_norm(y, p[name]['bn'], s[name]['bn'], EPS),
                                        p[name]['prelu'])
-  image_2x = _np_avg_pool_3x3_s2_p1(x)
-  image_4x = _np_avg_pool_3x3_s2_p1(image_2x)
+  image_2x = np_avg_pool(x, 3, 2, 1)  # InputInjection: AvgPool2d(3, 2, padding=1).
+  image_4x = np_avg_pool(image_2x, 3, 2, 1)
   for i in range(3):
     x = _np_conv_bn_prelu(x, p[f'stem_{i}'], s[f'stem_{i}'], 2 if i == 0 else 1)
   x = bn_prelu(np.concatenate([x, image_2x], -1), 'norm_prelu_0')

@@ -13,7 +13,8 @@ import pytest
 
 from semseg_jax.models.espnet import espnet
 from tests.helpers import host_init
-from tests.helpers.torch_reference import np_batch_norm, np_conv2d, np_conv_transpose_of
+from tests.helpers.torch_reference import (np_avg_pool, np_batch_norm, np_conv2d,
+                                           np_conv_transpose_of)
 
 NUM_CLASSES = 5
 EPS = 1e-3
@@ -43,17 +44,10 @@ def _np_esp(x, p, s, downsample=False, add=True):
   return _np_bn_prelu(y, p, s)
 
 
-def _np_pool(x):
-  """AvgPool2d(3, 2, padding=1), the zero padding counted."""
-  x = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  oh, ow = (x.shape[1] - 3) // 2 + 1, (x.shape[2] - 3) // 2 + 1
-  return sum(x[:, i:i + 2 * oh - 1:2, j:j + 2 * ow - 1:2] for i in range(3) for j in range(3)) / 9
-
-
 def _np_encoder(x, p, s, blocks):
   """ESPNet_Encoder.forward: (level1's output, b2's, the classifier's logits)."""
-  image_2x = _np_pool(x)
-  image_4x = _np_pool(image_2x)
+  image_2x = np_avg_pool(x, 3, 2, 1)  # InputInjectionA: AvgPool2d(3, 2, padding=1).
+  image_4x = np_avg_pool(image_2x, 3, 2, 1)
   level1 = _np_bn_prelu(_np_conv(x, p['level1']['conv']['kernel'], 2), p['level1'],
                         s['level1'])
   y = _np_bn_prelu(np.concatenate([level1, image_2x], -1), p['b1'], s['b1'])
